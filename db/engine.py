@@ -1,0 +1,78 @@
+"""One engine per process and sessions as context managers.
+
+The process entry point (a CLI command, a worker process) builds one :class:`Database` and hands it
+to whoever needs it; nothing here is global. After ``fork`` a child calls :meth:`Database.dispose`
+so it never shares a parent's connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def _sqlite_pragmas(busy_timeout_s: float) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Autocommit mode lets SQLAlchemy issue BEGIN itself (see the "begin" listener), which
+        # pysqlite would otherwise defer until the first write, breaking SELECT-then-write logic.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before we answer a C-STORE with success (durability first).
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.close()
+
+    return on_connect
+
+
+class Database:
+    """The process's engine and session factory."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10, busy_timeout_s: float = 30.0):
+        parsed = make_url(url)
+        self.url = url
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
+            # BEGIN IMMEDIATE takes the write lock up front, so two writers wait for each other
+            # (busy_timeout) instead of one failing mid-transaction with "database is locked".
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, db_settings: Any, general: Any) -> Database:
+        return cls(
+            db_settings.effective_url(general),
+            echo=db_settings.echo,
+            pool_size=db_settings.pool_size,
+            busy_timeout_s=db_settings.busy_timeout_s,
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends normally, rolled back on any exception."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Drop pooled connections (after fork, or at shutdown)."""
+        self.engine.dispose(close=False)
+
+    def close(self) -> None:
+        self.engine.dispose()

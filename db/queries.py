@@ -1,0 +1,80 @@
+"""Read-only views of the audit database for the command line and the worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from db.engine import Database
+from db.schema import AuditEvent, Instance, Job, Series, Study
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    study_uid: str
+    state: str
+    revision: int
+    series: int
+    instances: int
+    calling_ae: str | None
+    first_received_at: dt.datetime
+    last_received_at: dt.datetime
+    completed_at: dt.datetime | None
+    completed_by: str | None
+    latest_job_id: int | None
+    latest_job_state: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in asdict(self).items()}
+
+
+def list_studies(database: Database, *, limit: int = 1000) -> list[StudySummary]:
+    """Studies, newest first, with series and instance counts and their latest job."""
+    with database.session() as session:
+        counts = (
+            select(Series.study_id, func.count(func.distinct(Series.id)).label("series"),
+                   func.count(Instance.id).label("instances"))
+            .join(Instance, Instance.series_id == Series.id, isouter=True)
+            .group_by(Series.study_id).subquery()
+        )
+        latest_job = (
+            select(Job.study_id, func.max(Job.id).label("job_id")).group_by(Job.study_id).subquery()
+        )
+        rows = session.execute(
+            select(Study, func.coalesce(counts.c.series, 0), func.coalesce(counts.c.instances, 0),
+                   latest_job.c.job_id, Job.state)
+            .join(counts, counts.c.study_id == Study.id, isouter=True)
+            .join(latest_job, latest_job.c.study_id == Study.id, isouter=True)
+            .join(Job, Job.id == latest_job.c.job_id, isouter=True)
+            .order_by(Study.last_received_at.desc()).limit(limit)
+        ).all()
+        return [
+            StudySummary(s.study_uid, s.state, s.revision, n_series, n_instances, s.calling_ae,
+                         s.first_received_at, s.last_received_at, s.completed_at, s.completed_by,
+                         job_id, job_state)
+            for s, n_series, n_instances, job_id, job_state in rows
+        ]
+
+
+def instance_paths(database: Database, study_uid: str) -> dict[str, str]:
+    """SOP Instance UID -> spool-relative path for one study."""
+    with database.session() as session:
+        rows = session.execute(
+            select(Instance.sop_instance_uid, Instance.path).join(Series).join(Study)
+            .where(Study.study_uid == study_uid)
+        ).all()
+        return dict(rows)  # type: ignore[arg-type]
+
+
+def audit_events(database: Database, *, kind_prefix: str | None = None, study_uid: str | None = None,
+                 limit: int = 10_000) -> list[AuditEvent]:
+    with database.session() as session:
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        if kind_prefix:
+            query = query.where(AuditEvent.kind.startswith(kind_prefix))
+        if study_uid:
+            query = query.where(AuditEvent.study_uid == study_uid)
+        return list(session.scalars(query.limit(limit)))

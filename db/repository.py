@@ -1,0 +1,329 @@
+"""The only writer of the audit database.
+
+Every change of state goes through a method here, in its own transaction, together with the audit
+event that explains it; so the trail and the state can never disagree. Readers use
+:mod:`db.queries`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.engine import Database
+from db.schema import Association, AuditEvent, Instance, Job, OutboxEntry, Series, Study, utcnow
+from db.states import JobState, StudyState, check_transition
+
+ANALYSE_TASK = "triphase.analyse"
+ARRIVAL_QUEUE = "arrival"
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the node knows of an instance it has just written to the spool."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: str
+    size_bytes: int
+    sha256: str
+    patient_id: str | None = None
+    accession_number: str | None = None
+    study_date: str | None = None
+    modality: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    calling_ae: str | None = None
+    association_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    study_id: int
+    study_revision: int
+    replaced: bool  # the SOP instance had been received before
+    reopened: bool  # the study was complete and this instance started a new revision
+
+
+@dataclass(frozen=True)
+class CompletedStudy:
+    study_id: int
+    study_uid: str
+    revision: int
+    job_id: int
+    completed_by: str
+
+
+def _insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, so concurrent associations may create the same row."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    session.execute(module.insert(table).values(**values).on_conflict_do_nothing())
+
+
+class Repository:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    # --- audit ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(session: Session, kind: str, message: str = "", *, severity: str = "info", **fields: Any) -> None:
+        session.add(AuditEvent(kind=kind, message=message, severity=severity, **fields))
+
+    def audit(self, kind: str, message: str = "", *, severity: str = "info", **fields: Any) -> None:
+        """Append one event (study_uid, sop_instance_uid, association_id, job_id, detail)."""
+        with self.db.session() as session:
+            self._event(session, kind, message, severity=severity, **fields)
+
+    # --- associations --------------------------------------------------------------------------
+
+    def open_association(
+        self, *, calling_ae: str, called_ae: str, address: str, port: int | None, peer_name: str | None
+    ) -> int:
+        with self.db.session() as session:
+            row = Association(
+                calling_ae=calling_ae, called_ae=called_ae, address=address, port=port, peer_name=peer_name
+            )
+            session.add(row)
+            session.flush()
+            self._event(session, "association.accepted", f"from {calling_ae}", association_id=row.id,
+                        detail={"calling_ae": calling_ae, "address": address, "peer": peer_name})
+            return row.id
+
+    def close_association(
+        self, association_id: int, *, result: str, stored: int, failed: int, bytes_stored: int,
+        detail: str | None = None,
+    ) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(Association).where(Association.id == association_id).values(
+                    ended_at=utcnow(), result=result, instances_stored=stored, instances_failed=failed,
+                    bytes_stored=bytes_stored, detail=detail,
+                )
+            )
+            self._event(session, f"association.{result}", f"{stored} stored, {failed} refused",
+                        severity="info" if result == "released" and not failed else "warning",
+                        association_id=association_id,
+                        detail={"stored": stored, "failed": failed, "bytes": bytes_stored})
+
+    def reject_association(
+        self, *, calling_ae: str, called_ae: str, address: str, port: int | None, reason: str
+    ) -> int:
+        with self.db.session() as session:
+            now = utcnow()
+            row = Association(calling_ae=calling_ae, called_ae=called_ae, address=address, port=port,
+                              started_at=now, ended_at=now, result="rejected", detail=reason)
+            session.add(row)
+            session.flush()
+            self._event(session, "association.rejected", reason, severity="warning", association_id=row.id,
+                        detail={"calling_ae": calling_ae, "address": address})
+            return row.id
+
+    def close_interrupted_associations(self) -> int:
+        """At start-up: associations left open by a crash are marked interrupted."""
+        with self.db.session() as session:
+            ids = session.scalars(select(Association.id).where(Association.result == "open")).all()
+            for association_id in ids:
+                session.execute(update(Association).where(Association.id == association_id)
+                                .values(result="interrupted", ended_at=utcnow()))
+                self._event(session, "association.interrupted", "node stopped during the association",
+                            severity="warning", association_id=association_id)
+            return len(ids)
+
+    # --- instances -----------------------------------------------------------------------------
+
+    def record_instance(
+        self, record: InstanceRecord, *, quiet_period_s: float, hard_cap_s: float, event: str | None = None
+    ) -> RecordOutcome:
+        """Record a stored instance and push back its study's completion deadline.
+
+        A study that was complete is reopened as a new revision. A re-sent SOP instance keeps one
+        row (its hash, path and time updated, ``times_received`` counted up) and is audited.
+        Two associations inserting the same new instance at once collide on its unique key; the
+        loser simply runs again and finds the row.
+        """
+        for attempt in range(3):
+            try:
+                return self._record_instance(record, quiet_period_s, hard_cap_s, event)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _record_instance(
+        self, record: InstanceRecord, quiet_period_s: float, hard_cap_s: float, event: str | None
+    ) -> RecordOutcome:
+        now = utcnow()
+        with self.db.session() as session:
+            _insert_ignore(session, Study.__table__, {
+                "study_uid": record.study_uid, "patient_id": record.patient_id,
+                "accession_number": record.accession_number, "study_date": record.study_date,
+                "calling_ae": record.calling_ae, "state": StudyState.RECEIVING.value, "revision": 1,
+                "first_received_at": now, "revision_started_at": now, "last_received_at": now,
+                "quiet_deadline": now, "hard_deadline": now + dt.timedelta(seconds=hard_cap_s),
+            })
+            study = session.scalars(
+                select(Study).where(Study.study_uid == record.study_uid).with_for_update()
+            ).one()
+            reopened = study.state == StudyState.COMPLETE.value
+            if reopened:
+                study.revision += 1
+                study.state = StudyState.RECEIVING.value
+                study.revision_started_at = now
+                study.hard_deadline = now + dt.timedelta(seconds=hard_cap_s)
+                study.completed_at = None
+                study.completed_by = None
+                self._event(session, "study.reopened", f"revision {study.revision}", severity="warning",
+                            study_uid=record.study_uid, sop_instance_uid=record.sop_instance_uid,
+                            association_id=record.association_id, detail={"revision": study.revision})
+            study.last_received_at = now
+            study.quiet_deadline = now + dt.timedelta(seconds=quiet_period_s)
+            if record.calling_ae:
+                study.calling_ae = record.calling_ae
+
+            _insert_ignore(session, Series.__table__, {
+                "study_id": study.id, "series_uid": record.series_uid, "modality": record.modality,
+                "series_number": record.series_number,
+                "series_description": (record.series_description or None) and record.series_description[:128],
+            })
+            series_id = session.scalars(select(Series.id).where(Series.series_uid == record.series_uid)).one()
+
+            existing = session.scalars(
+                select(Instance).where(Instance.sop_instance_uid == record.sop_instance_uid).with_for_update()
+            ).one_or_none()
+            values = {
+                "series_id": series_id, "sop_class_uid": record.sop_class_uid,
+                "transfer_syntax_uid": record.transfer_syntax_uid, "path": record.path,
+                "size_bytes": record.size_bytes, "sha256": record.sha256, "received_at": now,
+                "study_revision": study.revision, "association_id": record.association_id,
+            }
+            if existing is None:
+                session.add(Instance(sop_instance_uid=record.sop_instance_uid, **values))
+            else:
+                same = existing.sha256 == record.sha256
+                for key, value in values.items():
+                    setattr(existing, key, value)
+                existing.times_received += 1
+                self._event(session, "instance.replaced",
+                            "re-sent, identical bytes" if same else "re-sent with different content",
+                            severity="info" if same else "warning", study_uid=record.study_uid,
+                            sop_instance_uid=record.sop_instance_uid, association_id=record.association_id,
+                            detail={"times_received": existing.times_received, "identical": same})
+            if event:
+                self._event(session, event, study_uid=record.study_uid,
+                            sop_instance_uid=record.sop_instance_uid, association_id=record.association_id)
+            return RecordOutcome(study.id, study.revision, existing is not None, reopened)
+
+    def recorded_paths(self, study_uid: str) -> set[str]:
+        """Spool paths recorded for one study (start-up reconciliation)."""
+        with self.db.session() as session:
+            return set(session.scalars(
+                select(Instance.path).join(Series).join(Study).where(Study.study_uid == study_uid)
+            ))
+
+    # --- study completion ----------------------------------------------------------------------
+
+    def complete_due_studies(self, now: dt.datetime | None = None) -> list[CompletedStudy]:
+        """Complete every receiving study whose quiet period or hard cap has passed."""
+        now = now or utcnow()
+        with self.db.session() as session:
+            due = session.execute(
+                select(Study.id, Study.revision, Study.quiet_deadline, Study.hard_deadline).where(
+                    Study.state == StudyState.RECEIVING.value,
+                    (Study.quiet_deadline <= now) | (Study.hard_deadline <= now),
+                )
+            ).all()
+        done: list[CompletedStudy] = []
+        for study_id, revision, quiet_deadline, hard_deadline in due:
+            by = "quiet" if quiet_deadline <= now else "cap"
+            completed = self._complete(study_id, revision, by)
+            if completed:
+                done.append(completed)
+        return done
+
+    def complete_study(self, study_uid: str, *, by: str = "manual") -> CompletedStudy | None:
+        """Force completion (``triphase studies complete``); None if already complete."""
+        with self.db.session() as session:
+            row = session.execute(select(Study.id, Study.revision, Study.state)
+                                  .where(Study.study_uid == study_uid)).one_or_none()
+        if row is None:
+            raise LookupError("no such study")
+        if row.state == StudyState.COMPLETE.value:
+            return None
+        return self._complete(row.id, row.revision, by)
+
+    def _complete(self, study_id: int, revision: int, by: str) -> CompletedStudy | None:
+        """Complete one revision; the conditional UPDATE makes this safe with several nodes."""
+        with self.db.session() as session:
+            now = utcnow()
+            changed = session.execute(
+                update(Study)
+                .where(Study.id == study_id, Study.revision == revision,
+                       Study.state == StudyState.RECEIVING.value)
+                .values(state=StudyState.COMPLETE.value, completed_at=now, completed_by=by)
+            ).rowcount
+            if changed != 1:
+                return None
+            study_uid = session.scalars(select(Study.study_uid).where(Study.id == study_id)).one()
+            job = Job(study_id=study_id, study_revision=revision, state=JobState.READY.value)
+            session.add(job)
+            session.flush()
+            session.add(OutboxEntry(job_id=job.id, task_name=ANALYSE_TASK, queue=ARRIVAL_QUEUE))
+            counts = session.execute(
+                select(func.count(func.distinct(Series.id)), func.count(Instance.id))
+                .select_from(Series).join(Instance, isouter=True).where(Series.study_id == study_id)
+            ).one()
+            self._event(session, "study.complete", f"by {by}: {counts[0]} series, {counts[1]} instances",
+                        study_uid=study_uid, job_id=job.id,
+                        detail={"revision": revision, "by": by, "series": counts[0], "instances": counts[1]})
+            self._event(session, "job.ready", "waiting to be published", study_uid=study_uid, job_id=job.id)
+            return CompletedStudy(study_id, study_uid, revision, job.id, by)
+
+    # --- jobs and the outbox -------------------------------------------------------------------
+
+    def transition_job(self, job_id: int, target: JobState | str, *, reason: str | None = None,
+                       **detail: Any) -> None:
+        """Move a job along the state machine (:mod:`db.states`), with its audit event."""
+        with self.db.session() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise LookupError(f"no job {job_id}")
+            new = check_transition(job.state, target)
+            old = job.state
+            job.state = new.value
+            job.updated_at = utcnow()
+            if reason is not None:
+                job.reason = reason
+            study_uid = session.scalars(select(Study.study_uid).where(Study.id == job.study_id)).one()
+            self._event(session, f"job.{new.value}", reason or f"{old} -> {new.value}",
+                        severity="error" if new is JobState.FAILED else "info",
+                        study_uid=study_uid, job_id=job_id, detail={"from": old, **detail} or None)
+
+    def unpublished_outbox(self, limit: int = 100) -> list[tuple[int, int, str, str]]:
+        """(outbox id, job id, task name, queue) not yet handed to the broker, oldest first."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(OutboxEntry.id, OutboxEntry.job_id, OutboxEntry.task_name, OutboxEntry.queue)
+                .where(OutboxEntry.published_at.is_(None)).order_by(OutboxEntry.id).limit(limit)
+            ).all()
+            return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def mark_published(self, outbox_id: int) -> None:
+        with self.db.session() as session:
+            session.execute(update(OutboxEntry).where(OutboxEntry.id == outbox_id)
+                            .values(published_at=utcnow(), attempts=OutboxEntry.attempts + 1))
+
+    def mark_publish_failed(self, outbox_id: int, error: str) -> None:
+        with self.db.session() as session:
+            session.execute(update(OutboxEntry).where(OutboxEntry.id == outbox_id)
+                            .values(attempts=OutboxEntry.attempts + 1, last_error=error[:2000]))

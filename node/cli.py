@@ -1,0 +1,178 @@
+"""Commands of the DICOM edge: ``node``, ``echo``, ``send``, ``studies``.
+
+None of these import torch or need a server beyond the database (SQLite by default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from db.runtime import Runtime
+from node.settings import NodeSettings
+
+log = logging.getLogger(__name__)
+
+app = typer.Typer()
+studies_app = typer.Typer(help="Received studies.", invoke_without_command=True)
+app.add_typer(studies_app, name="studies")
+
+
+def _node_settings(runtime: Runtime, **overrides: Any) -> NodeSettings:
+    return runtime.section(NodeSettings, **overrides)
+
+
+@app.command("node")
+def run_node(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="listen port (overrides node.port)")] = None,
+    bind: Annotated[str | None, typer.Option(help="bind address (overrides node.bind)")] = None,
+    ae_title: Annotated[str | None, typer.Option("--ae-title", help="our AE title")] = None,
+    promiscuous: Annotated[bool | None, typer.Option("--promiscuous/--peers-only",
+                                                     help="accept any calling AE title")] = None,
+) -> None:
+    """Run the DICOM node: receive studies (C-ECHO, C-STORE) until SIGTERM or Ctrl-C."""
+    from db.repository import Repository  # noqa: PLC0415
+    from node.dispatch import OutboxOnly  # noqa: PLC0415
+    from node.recovery import recover  # noqa: PLC0415
+    from node.scp import DicomNode  # noqa: PLC0415
+    from node.spool import Spool  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    settings = _node_settings(runtime, port=port, bind=bind, ae_title=ae_title, promiscuous=promiscuous)
+    spool = Spool(settings.spool_dir or runtime.general.spool_dir,
+                  min_free_bytes=settings.min_free_disk_mb * 1024 * 1024)
+    repository = Repository(runtime.database())
+    recover(spool, repository, settings)
+    node = DicomNode(settings, spool, repository, OutboxOnly())
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    node.start()
+    typer.echo(f"triphase node {settings.ae_title} listening on {settings.bind}:{node.port}", err=True)
+    stop.wait()
+    node.shutdown()
+
+
+def _remote(text: str, runtime: Runtime) -> Any:
+    """AET@HOST:PORT, or the name of a configured peer that has a port."""
+    from node.scu import RemoteNode  # noqa: PLC0415
+
+    if "@" in text:
+        return RemoteNode.parse(text)
+    settings = _node_settings(runtime)
+    for peer in settings.peers:
+        if peer.name == text and peer.host and peer.port:
+            return RemoteNode(peer.ae_title, peer.host, peer.port)
+    raise typer.BadParameter(f"{text!r} is neither AET@HOST:PORT nor a configured peer with host and port")
+
+
+@app.command()
+def echo(
+    ctx: typer.Context,
+    remote: Annotated[str, typer.Argument(help="AET@HOST:PORT or a configured peer name")],
+    timeout: Annotated[float, typer.Option(help="seconds")] = 10.0,
+) -> None:
+    """C-ECHO a remote DICOM node (is it there, and does it accept us?)."""
+    from node.scu import echo as send_echo  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    target = _remote(remote, runtime)
+    status = send_echo(target, calling_ae=_node_settings(runtime).ae_title, timeout_s=timeout)
+    if status != 0:
+        typer.echo(f"C-ECHO to {target}: status 0x{status:04X}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"C-ECHO to {target}: success")
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (searched recursively)", exists=True)],
+    to: Annotated[str, typer.Option("--to", help="AET@HOST:PORT or a configured peer name")],
+    timeout: Annotated[float, typer.Option(help="seconds per DIMSE message")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
+) -> None:
+    """C-STORE DICOM files; exits 1 if any instance was not stored."""
+    from node.scu import SendResult, scan  # noqa: PLC0415
+    from node.scu import send as store  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    target = _remote(to, runtime)
+    result = SendResult()
+    files = scan(paths, result)
+    store(files, target, calling_ae=_node_settings(runtime).ae_title, timeout_s=timeout, result=result)
+    summary = {
+        "to": str(target), "sent": len(result.sent) - len(result.refused), "refused": len(result.refused),
+        "failed": len(result.failed), "skipped": len(result.skipped),
+        "problems": [{"path": str(p), "status": f"0x{s:04X}"} for p, s in result.refused]
+        + [{"path": str(p), "error": why} for p, why in result.failed + result.skipped],
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        for problem in summary["problems"]:
+            typer.echo(f"  {problem['path']}: {problem.get('status') or problem.get('error')}", err=True)
+        typer.echo(f"{summary['sent']} stored at {target}, {summary['refused']} refused, "
+                   f"{summary['failed']} failed, {summary['skipped']} skipped")
+    if not result.ok or not files:
+        raise typer.Exit(1)
+
+
+@studies_app.callback()
+def studies(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    limit: Annotated[int, typer.Option(help="newest N studies")] = 200,
+) -> None:
+    """List received studies: series and instance counts, completion state, latest job."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from db.queries import list_studies  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    rows = list_studies(runtime.database(), limit=limit)
+    if as_json:
+        typer.echo(json.dumps([r.as_json() for r in rows], indent=2))
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table("Study Instance UID", "state", "rev", "series", "instances", "from", "last received", "job")
+    for r in rows:
+        job = f"#{r.latest_job_id} {r.latest_job_state}" if r.latest_job_id else ""
+        table.add_row(r.study_uid, r.state, str(r.revision), str(r.series), str(r.instances), r.calling_ae or "",
+                      r.last_received_at.strftime("%Y-%m-%d %H:%M:%S"), job)
+    Console().print(table)
+
+
+@studies_app.command("complete")
+def complete(
+    ctx: typer.Context,
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID")],
+) -> None:
+    """Mark a study complete now (without waiting for its quiet period) and create its job."""
+    from db.repository import Repository  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    try:
+        done = Repository(runtime.database()).complete_study(study_uid.strip())
+    except LookupError:
+        typer.echo(f"no study {study_uid} has been received", err=True)
+        raise typer.Exit(1) from None
+    if done is None:
+        typer.echo("study was already complete")
+    else:
+        typer.echo(f"study complete (revision {done.revision}); job #{done.job_id} ready")

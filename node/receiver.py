@@ -1,0 +1,189 @@
+"""The C-STORE path: check, write durably, record, and only then answer success.
+
+Each association runs on its own pynetdicom thread; the handler keeps no state beyond the
+per-association counters in :class:`AssociationTracker`. Decoding, ML and any slow work belong to
+the worker, never here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.filewriter import encode_file_meta
+
+from db.repository import InstanceRecord, Repository
+from node.header import UnreadableDataset, read_header
+from node.settings import NodeSettings
+from node.spool import LowDiskSpace, Spool
+from node.statuses import StoreStatus
+from node.uids import InvalidUID, check_uid
+
+log = logging.getLogger(__name__)
+
+PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+@dataclass
+class AssociationStats:
+    association_id: int
+    calling_ae: str
+    quiet_period_s: float
+    stored: int = 0
+    failed: int = 0
+    bytes_stored: int = 0
+
+
+@dataclass
+class AssociationTracker:
+    """Per-association counters, keyed by the pynetdicom Association object."""
+
+    _stats: dict[int, AssociationStats] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, assoc: Any, stats: AssociationStats) -> None:
+        with self._lock:
+            self._stats[id(assoc)] = stats
+
+    def get(self, assoc: Any) -> AssociationStats | None:
+        with self._lock:
+            return self._stats.get(id(assoc))
+
+    def pop(self, assoc: Any) -> AssociationStats | None:
+        with self._lock:
+            return self._stats.pop(id(assoc), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._stats)
+
+
+class StoreRefused(Exception):
+    """An instance is refused; carries the status to answer and the audit wording."""
+
+    def __init__(self, status: StoreStatus, reason: str, *, severity: str = "warning") -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.severity = severity
+
+
+class StoreHandler:
+    """``EVT_C_STORE`` handler with its dependencies bound (no globals)."""
+
+    def __init__(self, settings: NodeSettings, spool: Spool, repository: Repository,
+                 tracker: AssociationTracker) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.repository = repository
+        self.tracker = tracker
+        self.draining = threading.Event()  # set during shutdown: refuse new stores
+        self._in_flight = 0
+        self._in_flight_lock = threading.Condition()
+
+    def __call__(self, event: Any) -> int:
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            return self._handle(event)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+                self._in_flight_lock.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no C-STORE is being handled (graceful shutdown)."""
+        with self._in_flight_lock:
+            return self._in_flight_lock.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def _handle(self, event: Any) -> int:
+        stats = self.tracker.get(event.assoc)
+        association_id = stats.association_id if stats else None
+        request = event.request
+        sop_uid_hint = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+        try:
+            if self.draining.is_set():
+                raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_SHUTDOWN, "node is shutting down")
+            stored_bytes, record = self._store(event, stats)
+        except StoreRefused as refusal:
+            if stats:
+                stats.failed += 1
+            log.warning("instance refused (0x%04X): %s", refusal.status, refusal.reason)
+            self._audit_refusal(refusal, association_id, sop_uid_hint)
+            return int(refusal.status)
+        if stats:
+            stats.stored += 1
+            stats.bytes_stored += stored_bytes
+        log.debug("stored %s", record.sop_instance_uid)
+        return int(StoreStatus.SUCCESS)
+
+    def _audit_refusal(self, refusal: StoreRefused, association_id: int | None, sop_uid: str) -> None:
+        try:
+            safe_uid = check_uid(sop_uid, "SOP Instance UID")
+        except InvalidUID:
+            safe_uid = None
+        try:
+            self.repository.audit("instance.refused", refusal.reason, severity=refusal.severity,
+                                  association_id=association_id, sop_instance_uid=safe_uid,
+                                  detail={"status": f"0x{int(refusal.status):04X}"})
+        except Exception:  # noqa: BLE001 - the refusal is answered even if the audit is down
+            log.exception("could not audit a refused instance")
+
+    def _store(self, event: Any, stats: AssociationStats | None) -> tuple[int, InstanceRecord]:
+        request = event.request
+        transfer_syntax = str(event.context.transfer_syntax)
+        stream: bytes = request.DataSet.getvalue()
+        try:
+            header = read_header(stream, transfer_syntax)
+        except UnreadableDataset as exc:
+            raise StoreRefused(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
+
+        try:
+            sop_uid = check_uid(header.sop_instance_uid, "SOP Instance UID")
+            study_uid = check_uid(header.study_uid, "Study Instance UID")
+            series_uid = check_uid(header.series_uid, "Series Instance UID")
+            sop_class = check_uid(header.sop_class_uid, "SOP Class UID")
+        except InvalidUID as exc:
+            missing = "missing" in str(exc) or "empty" in str(exc)
+            status = StoreStatus.MISSING_IDENTIFIER if missing else StoreStatus.INVALID_UID
+            raise StoreRefused(status, str(exc)) from exc
+        if sop_uid != str(request.AffectedSOPInstanceUID).rstrip("\x00 "):
+            raise StoreRefused(StoreStatus.DATASET_DOES_NOT_MATCH,
+                               "SOP Instance UID differs from the C-STORE request's")
+        if sop_class != str(request.AffectedSOPClassUID).rstrip("\x00 "):
+            raise StoreRefused(StoreStatus.DATASET_DOES_NOT_MATCH,
+                               "SOP Class UID differs from the C-STORE request's")
+
+        meta = PREAMBLE + encode_file_meta(event.file_meta)
+        try:
+            stored = self.spool.store(study_uid, series_uid, sop_uid, (meta, stream))
+        except LowDiskSpace as exc:
+            raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_DISK,
+                               f"free disk space below {self.settings.min_free_disk_mb} MB",
+                               severity="error") from exc
+        except OSError as exc:
+            raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_WRITE,
+                               f"cannot write to the spool: {exc.strerror or exc}", severity="error") from exc
+
+        record = InstanceRecord(
+            study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
+            transfer_syntax_uid=transfer_syntax, path=stored.relative_path, size_bytes=stored.size_bytes,
+            sha256=stored.sha256, patient_id=header.patient_id, accession_number=header.accession_number,
+            study_date=header.study_date, modality=header.modality, series_number=header.series_number,
+            series_description=header.series_description,
+            calling_ae=stats.calling_ae if stats else None,
+            association_id=stats.association_id if stats else None,
+        )
+        quiet = stats.quiet_period_s if stats else self.settings.quiet_period_s
+        try:
+            self.repository.record_instance(record, quiet_period_s=quiet, hard_cap_s=self.settings.hard_cap_s)
+        except Exception as exc:  # noqa: BLE001 - any database failure refuses the instance
+            log.error("audit database refused an instance: %s", type(exc).__name__)
+            if not stored.replaced:
+                # Never leave an unrecorded file that looks valid; the peer will send it again.
+                self.spool.remove(stored.relative_path)
+            raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_DATABASE,
+                               f"audit database unavailable: {type(exc).__name__}", severity="error") from exc
+        return stored.size_bytes, record

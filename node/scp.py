@@ -1,0 +1,157 @@
+"""The node's Application Entity: who may associate, what it accepts, and how it stops.
+
+:class:`DicomNode` wires the pynetdicom AE to the spool, the repository and the completion
+monitor. ``start()`` returns once the port is listening (tests run it in process);
+``shutdown()`` stops accepting, lets open associations finish within the grace period, refuses
+further stores, and then closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socketserver
+import threading
+import time
+from typing import Any
+
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from db.repository import Repository
+from node.completion import CompletionMonitor
+from node.dispatch import JobDispatcher
+from node.receiver import AssociationStats, AssociationTracker, StoreHandler
+from node.settings import NodeSettings
+from node.spool import Spool
+
+log = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ: rejected-permanent, service-user, calling AE title not recognised (PS3.8 9.3.4)
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+# rejected-transient, service-provider (presentation), temporary congestion
+REJECT_BUSY = (0x02, 0x03, 0x01)
+
+
+def build_ae(settings: NodeSettings) -> AE:
+    """An AE that verifies and stores every standard storage SOP class in every transfer syntax."""
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.acse_timeout = settings.acse_timeout_s
+    ae.dimse_timeout = settings.dimse_timeout_s
+    ae.network_timeout = settings.idle_timeout_s
+    ae.maximum_associations = settings.max_associations
+    ae.require_called_aet = True
+    ae.add_supported_context(Verification, AllTransferSyntaxes)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, AllTransferSyntaxes)
+    return ae
+
+
+class DicomNode:
+    def __init__(self, settings: NodeSettings, spool: Spool, repository: Repository,
+                 dispatcher: JobDispatcher) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.tracker = AssociationTracker()
+        self.store_handler = StoreHandler(settings, spool, repository, self.tracker)
+        self.monitor = CompletionMonitor(repository, dispatcher, poll_s=settings.completion_poll_s)
+        self.ae = build_ae(settings)
+        self._server: Any = None
+        self._stopping = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        handlers = [
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self.store_handler),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_RELEASED, self._on_ended, ["released"]),
+            (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
+            (evt.EVT_CONN_CLOSE, self._on_ended, ["aborted"]),
+        ]
+        self._server = self.ae.start_server((self.settings.bind, self.settings.port), block=False,
+                                            evt_handlers=handlers)
+        self.monitor.start()
+        log.info("DICOM node %s listening on %s:%d (%d peers configured%s)", self.settings.ae_title,
+                 self.settings.bind, self.port, len(self.settings.peers),
+                 ", promiscuous" if self.settings.promiscuous else "")
+
+    def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop accepting; let associations finish for ``grace_s``; refuse the rest; close."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        server = self._server
+        if server is not None:
+            # Stop the accept loop and close the listening socket, but leave open associations.
+            socketserver.BaseServer.shutdown(server)
+            server.server_close()
+        deadline = time.monotonic() + grace
+        while self.ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.store_handler.draining.set()
+        self.store_handler.wait_idle(timeout=max(self.settings.dimse_timeout_s, 5.0))
+        for assoc in self.ae.active_associations:
+            assoc.abort()
+        if server is not None and server in self.ae._servers:  # noqa: SLF001 - pynetdicom's own list
+            self.ae._servers.remove(server)  # noqa: SLF001
+        self.monitor.stop()
+        log.info("DICOM node stopped")
+
+    # --- association events ---------------------------------------------------------------------
+
+    def _on_echo(self, event: Any) -> int:
+        return 0x0000
+
+    def _on_requested(self, event: Any) -> None:
+        """Check the calling AE title (and address) against the configured peers."""
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        calling = str(primitive.calling_ae_title).strip()
+        called = str(primitive.called_ae_title).strip()
+        address, port = assoc.requestor.address, assoc.requestor.port
+        if self._stopping.is_set():
+            assoc.acse.send_reject(*REJECT_BUSY)
+            return
+        if self.settings.promiscuous or self.settings.peer_for(calling, address) is not None:
+            return
+        reason = f"calling AE title {calling!r} from {address} is not a configured peer"
+        log.warning("association rejected: %s", reason)
+        assoc.acse.send_reject(*REJECT_CALLING_AE)
+        try:
+            self.repository.reject_association(calling_ae=calling, called_ae=called, address=address,
+                                               port=port, reason=reason)
+        except Exception:  # noqa: BLE001
+            log.exception("could not audit a rejected association")
+
+    def _on_accepted(self, event: Any) -> None:
+        assoc = event.assoc
+        calling = str(assoc.requestor.ae_title).strip()
+        peer = self.settings.peer_for(calling, assoc.requestor.address)
+        try:
+            association_id = self.repository.open_association(
+                calling_ae=calling, called_ae=str(assoc.acceptor.ae_title).strip(),
+                address=assoc.requestor.address, port=assoc.requestor.port,
+                peer_name=peer.name if peer else None)
+        except Exception:  # noqa: BLE001 - stores will be refused with a database status anyway
+            log.exception("could not record an association")
+            return
+        self.tracker.add(assoc, AssociationStats(association_id, calling, self.settings.quiet_period_for(peer)))
+
+    def _on_ended(self, event: Any, result: str) -> None:
+        stats = self.tracker.pop(event.assoc)
+        if stats is None:
+            return
+        try:
+            self.repository.close_association(stats.association_id, result=result, stored=stats.stored,
+                                              failed=stats.failed, bytes_stored=stats.bytes_stored)
+        except Exception:  # noqa: BLE001
+            log.exception("could not record the end of an association")
+        log.info("association #%d %s: %d stored, %d refused", stats.association_id, result,
+                 stats.stored, stats.failed)

@@ -1,0 +1,77 @@
+"""``[node]`` and ``[broker]``: the DICOM edge's own configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from db.settings import SectionSettings
+
+
+def _ae_title(value: str) -> str:
+    value = value.strip()
+    if not 1 <= len(value) <= 16 or "\\" in value or not value.isprintable():
+        raise ValueError(f"invalid AE title {value!r}: 1 to 16 printable characters, no backslash")
+    return value
+
+
+class PeerSettings(BaseModel):
+    """A PACS or modality allowed to send to the node (``[[node.peers]]``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    ae_title: str
+    host: str | None = Field(None, description="if set, the association must come from this address")
+    port: int | None = Field(None, ge=1, le=65535, description="its own SCP port, for sending back")
+    quiet_period_s: float | None = Field(None, gt=0, description="overrides node.quiet_period_s")
+
+    _check_ae = field_validator("ae_title")(classmethod(lambda cls, v: _ae_title(v)))
+
+
+class NodeSettings(SectionSettings):
+    section: ClassVar[str | None] = "node"
+    model_config = SettingsConfigDict(env_prefix="TRIPHASE_NODE__", env_nested_delimiter="__",
+                                      extra="ignore", frozen=True)
+
+    ae_title: str = "TRIPHASE"
+    bind: str = Field("127.0.0.1", description="deployments beside a PACS set 0.0.0.0")
+    port: int = Field(11112, ge=0, le=65535, description="0 picks a free port (tests)")
+    max_pdu: int = Field(262144, ge=0, description="largest PDU we receive; 0 = unlimited")
+    acse_timeout_s: float = Field(30.0, gt=0)
+    dimse_timeout_s: float = Field(60.0, gt=0)
+    idle_timeout_s: float = Field(60.0, gt=0, description="network idle timeout of an association")
+    max_associations: int = Field(16, ge=1)
+    quiet_period_s: float = Field(30.0, gt=0, description="a study is complete this long after its last instance")
+    hard_cap_s: float = Field(3600.0, gt=0, description="...or this long after its first, whichever is first")
+    completion_poll_s: float = Field(1.0, gt=0)
+    min_free_disk_mb: int = Field(1024, ge=0, description="refuse instances (0xA700) below this free space")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="how long open associations may go on after SIGTERM")
+    promiscuous: bool = Field(False, description="accept any calling AE title (labs only)")
+    spool_dir: Path | None = Field(None, description="default <data_dir>/spool")
+    peers: tuple[PeerSettings, ...] = ()
+
+    _check_ae = field_validator("ae_title")(classmethod(lambda cls, v: _ae_title(v)))
+
+    def peer_for(self, ae_title: str, address: str | None) -> PeerSettings | None:
+        """The configured peer matching a calling AE title (and address when the peer names one)."""
+        for peer in self.peers:
+            if peer.ae_title == ae_title.strip() and (peer.host is None or peer.host == address):
+                return peer
+        return None
+
+    def quiet_period_for(self, peer: PeerSettings | None) -> float:
+        return peer.quiet_period_s if peer and peer.quiet_period_s else self.quiet_period_s
+
+
+class BrokerSettings(SectionSettings):
+    """``[broker]``: where completed studies are published for the workers (by task name)."""
+
+    section: ClassVar[str | None] = "broker"
+    model_config = SettingsConfigDict(env_prefix="TRIPHASE_BROKER__", extra="ignore", frozen=True)
+
+    url: str = "redis://127.0.0.1:6379/0"
+    visibility_timeout_s: int = Field(3600, gt=0)

@@ -1,0 +1,149 @@
+"""The ``triphase`` command: one entry point, each package contributing its own commands.
+
+Heavy libraries (torch, scikit-learn, highdicom, matplotlib) are imported inside command bodies,
+so ``triphase --help`` and the node's commands stay fast and need no ML stack.
+Exit codes: 0 done, 1 failed, 2 usage or configuration error; errors are one line unless --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from db import cli as db_cli
+from db.runtime import Runtime
+from db.settings import ConfigError, ConfigFile, DbSettings, GeneralSettings, mask_url
+from node import cli as node_cli
+from node.settings import BrokerSettings, NodeSettings
+from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
+
+SECTIONS: tuple[type, ...] = (GeneralSettings, DbSettings, NodeSettings, BrokerSettings, WorkerSettings,
+                              GroupingSettings, ModelsSection)
+
+
+class TriphaseApp(typer.Typer):
+    """Turns expected errors into one line and the documented exit code."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        debug = "--debug" in sys.argv
+        try:
+            return super().__call__(*args, **kwargs)
+        except ConfigError as exc:
+            if debug:
+                raise
+            typer.echo(f"triphase: configuration error: {exc}", err=True)
+            sys.exit(2)
+        except (ConnectionError, OSError, LookupError, ValueError) as exc:
+            if debug:
+                raise
+            typer.echo(f"triphase: {exc}", err=True)
+            sys.exit(1)
+
+
+app = TriphaseApp(
+    name="triphase",
+    help="A DICOM node for multi-phase liver CT/MRI lesion classification "
+    "(research use; not for diagnostic use until validated).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="configuration file (TOML)",
+                                                envvar="TRIPHASE_CONFIG")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="full tracebacks and DEBUG logs")] = False,
+) -> None:
+    config_file = ConfigFile.locate(config)
+    runtime = Runtime(config=config_file, debug=debug)
+    level = "DEBUG" if debug else runtime.general.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if not debug:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    ctx.obj = runtime
+    ctx.call_on_close(runtime.close)
+
+
+for command in node_cli.app.registered_commands:
+    app.registered_commands.append(command)
+for group in node_cli.app.registered_groups:
+    app.registered_groups.append(group)
+app.add_typer(db_cli.app, name="db")
+
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _masked(section: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    if section in ("db", "broker") and values.get("url"):
+        values["url"] = mask_url(values["url"])
+    return values
+
+
+def effective_configuration(runtime: Runtime) -> dict[str, Any]:
+    """Every section as the program sees it (file + environment + defaults), secrets masked."""
+    out: dict[str, Any] = {}
+    for cls in SECTIONS:
+        settings = runtime.section(cls)  # type: ignore[type-var]
+        values = _masked(cls.section, settings.model_dump(mode="json"))  # type: ignore[attr-defined]
+        if cls.section is None:  # type: ignore[attr-defined]
+            out.update(values)
+        else:
+            out[cls.section] = values  # type: ignore[attr-defined]
+    out["db"]["effective_url"] = mask_url(runtime.section(DbSettings).effective_url(runtime.general))
+    return out
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context,
+                as_json: Annotated[bool, typer.Option("--json", help="JSON instead of TOML")] = False) -> None:
+    """Print the effective configuration (file, environment and defaults merged)."""
+    runtime: Runtime = ctx.obj
+    data = effective_configuration(runtime)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    source = runtime.config.path or "none (defaults and environment)"
+    typer.echo(f"# configuration file: {source}")
+    typer.echo(_to_toml(data))
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    """Small TOML writer for display (the standard library reads TOML but does not write it)."""
+    lines: list[str] = []
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    for key, value in data.items():
+        if value is not None and not isinstance(value, dict):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables.items():
+        lines.append(f"\n[{name}]")
+        arrays = {k: v for k, v in table.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+        for key, value in table.items():
+            if key in arrays:
+                continue
+            if isinstance(value, dict):
+                inline = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
+                lines.append(f"{key} = {{ {inline} }}")
+            elif value is None:
+                lines.append(f"# {key} is unset")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        for key, items in arrays.items():
+            for item in items:
+                lines.append(f"\n[[{name}.{key}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items() if v is not None)
+    return "\n".join(lines)

@@ -1,7 +1,9 @@
-"""Read only the identifying attributes of an encoded data set, never its pixel data.
+"""Check the structure of an encoded data set and read its identifying attributes.
 
-The C-STORE handler must not decode the whole data set (a quarter of the throughput, and a way for
-a broken pixel module to fail a valid instance); parsing stops after Series Number (0020,0011).
+The C-STORE handler must not decode the data set (a quarter of the throughput, and a way for a
+broken pixel module to fail a valid instance). It does walk every element header, with large
+values skipped rather than copied, so that a truncated data set (an element longer than what
+was received) is refused instead of being stored as if it were whole.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom import dcmread
 from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-_LAST_TAG = Tag(0x0020, 0x0011)
+# Values longer than this are skipped (seeked over), not read, during the structural walk.
+_DEFER_BYTES = 1024
 
 
 class UnreadableDataset(ValueError):
@@ -36,10 +38,6 @@ class Header:
     modality: str | None
     series_number: int | None
     series_description: str | None
-
-
-def _stop(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag > _LAST_TAG
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -81,13 +79,17 @@ def read_header(data: bytes, transfer_syntax: str) -> Header:
     try:
         if ts == DeflatedExplicitVRLittleEndian:
             data = zlib.decompress(data, -zlib.MAX_WBITS)
-        ds = read_dataset(BytesIO(data), ts.is_implicit_VR, ts.is_little_endian, stop_when=_stop)
+        stream = BytesIO(data)
+        ds = read_dataset(stream, ts.is_implicit_VR, ts.is_little_endian, defer_size=_DEFER_BYTES)
+        end = stream.tell()
         # Force the conversion of what we read now, inside the error handling.
         header = _header_from(ds)
     except Exception as exc:  # noqa: BLE001 - any parser failure is "cannot understand"
         raise UnreadableDataset(f"cannot parse the data set: {type(exc).__name__}: {exc}") from exc
     if not len(ds):
         raise UnreadableDataset("the data set is empty")
+    if end > len(data):
+        raise UnreadableDataset(f"the data set is truncated ({end - len(data)} bytes missing)")
     return header
 
 

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.filewriter import encode_file_meta
+from pynetdicom.dsutils import encode_file_meta
 
 from db.repository import InstanceRecord, Repository
 from node.header import UnreadableDataset, read_header

@@ -150,12 +150,14 @@ def studies(
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table("Study Instance UID", "state", "rev", "series", "instances", "from", "last received", "job")
+    table = Table("state", "rev", "series", "instances", "from", "last received", "job")
+    table.add_column("Study Instance UID", no_wrap=True)
     for r in rows:
         job = f"#{r.latest_job_id} {r.latest_job_state}" if r.latest_job_id else ""
-        table.add_row(r.study_uid, r.state, str(r.revision), str(r.series), str(r.instances), r.calling_ae or "",
-                      r.last_received_at.strftime("%Y-%m-%d %H:%M:%S"), job)
-    Console().print(table)
+        table.add_row(r.state, str(r.revision), str(r.series), str(r.instances), r.calling_ae or "",
+                      r.last_received_at.strftime("%Y-%m-%d %H:%M:%S"), job, r.study_uid)
+    console = Console()
+    Console(width=max(console.width, 170)).print(table)  # UIDs are never cut, piped or not
 
 
 @studies_app.command("complete")

@@ -81,10 +81,12 @@ def echo(remote: RemoteNode, *, calling_ae: str, timeout_s: float = 10.0) -> int
 
 def _why_not(assoc: Association, remote: RemoteNode) -> str:
     if assoc.is_rejected:
-        return f"{remote} rejected the association"
-    if assoc.is_aborted:
-        return f"{remote} aborted the association"
-    return f"cannot reach {remote}"
+        return f"{remote} rejected the association (is our AE title configured there?)"
+    try:  # pynetdicom reports a refused connection as an abort; tell the two apart
+        socket.create_connection((remote.host, remote.port), timeout=3).close()
+    except OSError as exc:
+        return f"cannot reach {remote}: {exc.strerror or exc}"
+    return f"{remote} aborted the association"
 
 
 @dataclass(frozen=True)

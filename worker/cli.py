@@ -64,12 +64,15 @@ def main(
 ) -> None:
     config_file = ConfigFile.locate(config)
     runtime = Runtime(config=config_file, debug=debug)
+    for section in SECTIONS:  # a mistake anywhere in the file is reported before any work starts
+        runtime.section(section)  # type: ignore[type-var]
     level = "DEBUG" if debug else runtime.general.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     if not debug:
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        # pynetdicom logs transport errors that our own messages already explain in one line.
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     ctx.obj = runtime
     ctx.call_on_close(runtime.close)
 

@@ -321,3 +321,42 @@ def _wait(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-d
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 1 MiB tmpfs: a real ENOSPC. Mounting needs privileges; without them the test is skipped."""
+    import subprocess
+
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                          capture_output=True, timeout=10)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (the watermark test covers a full disk)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
+
+
+def test_really_full_disk_refuses_without_leaving_partial_files(
+    start_node: NodeFactory, sqlite_database: Database, tiny_filesystem: Path
+) -> None:
+    from node.spool import Spool
+
+    running = start_node(sqlite_database)
+    running.spool = Spool(tiny_filesystem / "spool")
+    running.node.store_handler.spool = running.spool
+    study, series = generate_uid(), generate_uid()
+    statuses = store(running.port, [ct_dataset(study, series, index=i, size=256) for i in range(12)])
+    assert statuses[0] == 0
+    # 12 x 128 KiB cannot fit in 1 MiB: refused before writing (free space known too small) or by
+    # the file system itself (ENOSPC), never half-stored.
+    refused = set(statuses) - {0}
+    assert refused and refused <= {StoreStatus.OUT_OF_RESOURCES_DISK, StoreStatus.OUT_OF_RESOURCES_WRITE}
+    stored = statuses.count(0)
+    assert len(running.spool.instance_files()) == stored
+    assert running.spool.leftover_temp_files() == []
+    with sqlite_database.session() as s:
+        assert len(s.scalars(select(Instance)).all()) == stored

@@ -11,13 +11,23 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.engine import Database
-from db.schema import Association, AuditEvent, Instance, Job, OutboxEntry, Series, Study, utcnow
+from db.schema import (
+    Association,
+    AuditEvent,
+    Instance,
+    Job,
+    OutboxEntry,
+    Series,
+    Study,
+    UTCDateTime,
+    utcnow,
+)
 from db.states import JobState, StudyState, check_transition
 
 ANALYSE_TASK = "triphase.analyse"
@@ -70,9 +80,35 @@ def _insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> None
     session.execute(module.insert(table).values(**values).on_conflict_do_nothing())
 
 
+class UIDConflict(ValueError):
+    """A UID that must be unique is already used by another study or series (bad sender data)."""
+
+
+class _SlowPath(Exception):
+    """The fast path met a case it does not handle (new study or series, re-sent instance)."""
+
+
 class Repository:
     def __init__(self, database: Database) -> None:
         self.db = database
+        dialect = postgresql if database.engine.dialect.name == "postgresql" else sqlite
+        # Prepared once: the C-STORE path runs these for every instance of a study already known.
+        self._series_of = (
+            select(Series.id, Series.study_id, Study.study_uid).join(Study)
+            .where(Series.series_uid == bindparam("p_series_uid"))
+        )
+        self._touch_study = (
+            update(Study)
+            .where(Study.id == bindparam("p_study_id"), Study.state == StudyState.RECEIVING.value)
+            .values(last_received_at=bindparam("p_now", type_=UTCDateTime()),
+                    quiet_deadline=bindparam("p_quiet_deadline", type_=UTCDateTime()),
+                    calling_ae=func.coalesce(bindparam("p_calling_ae", type_=String()), Study.calling_ae))
+            .returning(Study.revision)
+        )
+        self._insert_instance = (
+            dialect.insert(Instance).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+            .returning(Instance.id)
+        )
 
     # --- audit ---------------------------------------------------------------------------------
 
@@ -152,6 +188,11 @@ class Repository:
         Two associations inserting the same new instance at once collide on its unique key; the
         loser simply runs again and finds the row.
         """
+        if event is None:
+            try:
+                return self._record_known_study(record, quiet_period_s)
+            except _SlowPath:
+                pass
         for attempt in range(3):
             try:
                 return self._record_instance(record, quiet_period_s, hard_cap_s, event)
@@ -159,6 +200,31 @@ class Repository:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _record_known_study(self, record: InstanceRecord, quiet_period_s: float) -> RecordOutcome:
+        """The common case in three statements: a new instance of a known series of a study
+        still receiving. Anything else raises _SlowPath, rolling back, for the full path."""
+        now = utcnow()
+        with self.db.engine.begin() as conn:
+            found = conn.execute(self._series_of, {"p_series_uid": record.series_uid}).first()
+            if found is None or found.study_uid != record.study_uid:
+                raise _SlowPath
+            revision = conn.execute(self._touch_study, {
+                "p_study_id": found.study_id, "p_now": now, "p_calling_ae": record.calling_ae,
+                "p_quiet_deadline": now + dt.timedelta(seconds=quiet_period_s),
+            }).scalar()
+            if revision is None:
+                raise _SlowPath  # complete: this instance reopens the study
+            inserted = conn.execute(self._insert_instance, {
+                "series_id": found.id, "sop_instance_uid": record.sop_instance_uid,
+                "sop_class_uid": record.sop_class_uid, "transfer_syntax_uid": record.transfer_syntax_uid,
+                "path": record.path, "size_bytes": record.size_bytes, "sha256": record.sha256,
+                "received_at": now, "study_revision": revision, "times_received": 1,
+                "association_id": record.association_id,
+            }).first()
+            if inserted is None:
+                raise _SlowPath  # re-sent instance: replaced and audited by the full path
+        return RecordOutcome(found.study_id, revision, replaced=False, reopened=False)
 
     def _record_instance(
         self, record: InstanceRecord, quiet_period_s: float, hard_cap_s: float, event: str | None
@@ -196,7 +262,10 @@ class Repository:
                 "series_number": record.series_number,
                 "series_description": (record.series_description or None) and record.series_description[:128],
             })
-            series_id = session.scalars(select(Series.id).where(Series.series_uid == record.series_uid)).one()
+            series_id, owner = session.execute(
+                select(Series.id, Series.study_id).where(Series.series_uid == record.series_uid)).one()
+            if owner != study.id:
+                raise UIDConflict("Series Instance UID already belongs to another study")
 
             existing = session.scalars(
                 select(Instance).where(Instance.sop_instance_uid == record.sop_instance_uid).with_for_update()

@@ -14,7 +14,7 @@ from typing import Any
 
 from pynetdicom.dsutils import encode_file_meta
 
-from db.repository import InstanceRecord, Repository
+from db.repository import InstanceRecord, Repository, UIDConflict
 from node.header import UnreadableDataset, read_header
 from node.settings import NodeSettings
 from node.spool import LowDiskSpace, Spool
@@ -100,24 +100,30 @@ class StoreHandler:
 
     def _handle(self, event: Any) -> int:
         stats = self.tracker.get(event.assoc)
-        association_id = stats.association_id if stats else None
-        request = event.request
-        sop_uid_hint = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+        sop_uid_hint = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
         try:
             if self.draining.is_set():
                 raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_SHUTDOWN, "node is shutting down")
             stored_bytes, record = self._store(event, stats)
         except StoreRefused as refusal:
-            if stats:
-                stats.failed += 1
-            log.warning("instance refused (0x%04X): %s", refusal.status, refusal.reason)
-            self._audit_refusal(refusal, association_id, sop_uid_hint)
-            return int(refusal.status)
+            return self._refuse(refusal, stats, sop_uid_hint)
+        except Exception as exc:  # noqa: BLE001 - a bug must still answer with a failure status
+            log.exception("unexpected error while storing an instance")
+            refusal = StoreRefused(StoreStatus.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}",
+                                   severity="error")
+            return self._refuse(refusal, stats, sop_uid_hint)
         if stats:
             stats.stored += 1
             stats.bytes_stored += stored_bytes
         log.debug("stored %s", record.sop_instance_uid)
         return int(StoreStatus.SUCCESS)
+
+    def _refuse(self, refusal: StoreRefused, stats: AssociationStats | None, sop_uid_hint: str) -> int:
+        if stats:
+            stats.failed += 1
+        log.warning("instance refused (0x%04X): %s", refusal.status, refusal.reason)
+        self._audit_refusal(refusal, stats.association_id if stats else None, sop_uid_hint)
+        return int(refusal.status)
 
     def _audit_refusal(self, refusal: StoreRefused, association_id: int | None, sop_uid: str) -> None:
         try:
@@ -179,6 +185,10 @@ class StoreHandler:
         quiet = stats.quiet_period_s if stats else self.settings.quiet_period_s
         try:
             self.repository.record_instance(record, quiet_period_s=quiet, hard_cap_s=self.settings.hard_cap_s)
+        except UIDConflict as exc:
+            if not stored.replaced:
+                self.spool.remove(stored.relative_path)
+            raise StoreRefused(StoreStatus.INVALID_UID, str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - any database failure refuses the instance
             log.error("audit database refused an instance: %s", type(exc).__name__)
             if not stored.replaced:

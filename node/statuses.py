@@ -11,6 +11,8 @@ from enum import IntEnum
 
 class StoreStatus(IntEnum):
     SUCCESS = 0x0000
+    # Failure: processing failure (an unexpected error inside the node; logged with its traceback)
+    PROCESSING_FAILURE = 0x0110
     # Refused: out of resources. The peer may retry later.
     OUT_OF_RESOURCES_DISK = 0xA700  # free space below the configured watermark
     OUT_OF_RESOURCES_WRITE = 0xA701  # the file system refused the write (ENOSPC, EIO, ...)

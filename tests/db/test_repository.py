@@ -10,7 +10,7 @@ from sqlalchemy.exc import DatabaseError
 
 from db.engine import Database
 from db.queries import audit_events, list_studies
-from db.repository import InstanceRecord, Repository
+from db.repository import InstanceRecord, Repository, UIDConflict
 from db.schema import AuditEvent, Instance, Job, OutboxEntry, Study, utcnow
 from db.states import IllegalTransition, JobState
 
@@ -158,3 +158,22 @@ def test_times_are_utc_aware(repository: Repository, database: Database) -> None
         study = s.scalars(select(Study)).one()
     assert study.first_received_at.tzinfo is dt.UTC
     assert abs((utcnow() - study.first_received_at).total_seconds()) < 60
+
+
+def test_each_instance_pushes_the_quiet_deadline(repository: Repository, database: Database) -> None:
+    """The second instance takes the fast path; it must move the deadline like the first did."""
+    repository.record_instance(record(), quiet_period_s=30, hard_cap_s=3600)
+    repository.record_instance(record(sop="1.2.3.1.2", calling_ae="CT01"), quiet_period_s=600, hard_cap_s=3600)
+    assert repository.complete_due_studies(utcnow() + dt.timedelta(seconds=31)) == []
+    [summary] = list_studies(database)
+    assert (summary.instances, summary.calling_ae) == (2, "CT01")
+    with database.session() as s:
+        revisions = {r.sop_instance_uid: r.study_revision for r in s.scalars(select(Instance))}
+    assert revisions == {"1.2.3.1.1": 1, "1.2.3.1.2": 1}
+
+
+def test_series_uid_reused_by_another_study_is_not_mixed_up(repository: Repository, database: Database) -> None:
+    repository.record_instance(record(), quiet_period_s=30, hard_cap_s=3600)
+    with pytest.raises(UIDConflict):
+        repository.record_instance(record(study="9.9", sop="9.9.1"), quiet_period_s=30, hard_cap_s=3600)
+    assert [(s.study_uid, s.instances) for s in list_studies(database)] == [("1.2.3", 1)]

@@ -360,3 +360,16 @@ def test_really_full_disk_refuses_without_leaving_partial_files(
     assert running.spool.leftover_temp_files() == []
     with sqlite_database.session() as s:
         assert len(s.scalars(select(Instance)).all()) == stored
+
+
+def test_unexpected_error_answers_processing_failure(start_node: NodeFactory, sqlite_database: Database,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    running = start_node(sqlite_database)
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("node.receiver.read_header", bug)
+    assert store(running.port, [ct_dataset(generate_uid(), generate_uid())]) == [StoreStatus.PROCESSING_FAILURE]
+    [event] = audit_events(sqlite_database, kind_prefix="instance.refused")
+    assert event.severity == "error" and "KeyError" in event.message

@@ -87,11 +87,12 @@ def build_seg(source_images: Sequence[Dataset], masks: Sequence[np.ndarray], les
     seg.ContentTime = content_time
     seg.SeriesDate = content_date
     seg.SeriesTime = content_time
-    _replace_uid(seg, "DimensionOrganizationUID", dimension_uid)
+    _replace(seg, "DimensionOrganizationUID", dimension_uid)
+    _replace(seg, "ContributionDateTime", content_date + content_time)
     return seg
 
 
-def _replace_uid(ds: Dataset, keyword: str, value: str) -> None:
+def _replace(ds: Dataset, keyword: str, value: str) -> None:
     for elem in ds.iterall():
         if elem.keyword == keyword:
             elem.value = value

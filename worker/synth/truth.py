@@ -2,6 +2,11 @@
 
 The files are written row by row as studies are generated, so a run of any size never holds more
 than one study in memory. Column names follow the shared contracts exactly.
+
+Lesion centres in labels.csv are where the lesion lies in the reference series (the one the SEG is
+drawn on: portal venous CT, hepatobiliary MRI). motion.csv gives, per series and acquisition, the
+liver's breath-hold offset relative to that reference series (mostly craniocaudal); the DICOM files
+record nothing of it, as real scanners do not.
 """
 
 from __future__ import annotations

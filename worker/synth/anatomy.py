@@ -131,14 +131,6 @@ def _span(coords: np.ndarray, lo: float, hi: float) -> slice | None:
     return slice(int(inside[0]), int(inside[-1]) + 1)
 
 
-def coverage(shape: Shape, grid: Grid, offset: Vec3 = (0.0, 0.0, 0.0)) -> np.ndarray:
-    """The fraction (0-1) of every voxel of ``grid`` covered by ``shape``, in (z, y, x) order."""
-    out = np.zeros((len(grid.axis_coordinates()["z"]), len(grid.axis_coordinates()["y"]),
-                    len(grid.axis_coordinates()["x"])), dtype=np.float32)
-    paint(out[None], grid, [(shape.moved(offset), (1.0,))])
-    return out
-
-
 def paint(volume: np.ndarray, grid: Grid, layers: Sequence[tuple[Shape, Sequence[float]]]) -> None:
     """Paint shapes with per-channel values onto ``volume`` (channels, z, y, x) in place.
 

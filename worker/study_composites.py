@@ -1,0 +1,168 @@
+"""From a study on disk to one composite per lesion: group -> load -> align -> locate -> composite.
+
+This is the one path that turns DICOM into network input; training from studies and inference
+both call it, so a model never sees composites made differently from the ones it learnt on.
+Every way a study can fail to yield composites is a typed :class:`Skipped` with a reason the
+audit keeps (missing or ambiguous roles, mixed frames of reference, undecodable pixels, no
+annotation when the fallback is "skip"), never a crash or a silent guess.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from models.compositing import DEFAULT_RECIPES, ChannelRecipe, Composite, crop_box, make_composite
+from worker.alignment import Motion, align, box_around
+from worker.grouping import Grouping, Outcome, Rules, group_paths
+from worker.grouping.series_info import iter_dicom_files
+from worker.roi import Lesion, RoiSource, fallback_lesion, find_seg_files, lesions_from_seg
+from worker.volumes import Volume, VolumeError, load_volume
+
+log = logging.getLogger(__name__)
+
+Fallback = Literal["centre", "skip"]
+FALLBACK_HALF_SIZE_MM = 40.0
+REGISTRATION_MARGIN_MM = 25.0
+
+
+@dataclass(frozen=True)
+class LesionComposite:
+    lesion: Lesion
+    composite: Composite
+    slice_index: int  # axial slice of the reference grid
+    crop: tuple[tuple[int, int], tuple[int, int]]  # (row start, stop), (column start, stop)
+    motion: dict[str, Motion | None]
+    source_images: dict[str, str]  # role -> SOP Instance UID of the source image nearest the slice
+
+
+@dataclass
+class StudyComposites:
+    study_uid: str
+    grouping: Grouping
+    recipe: ChannelRecipe
+    composites: list[LesionComposite] = field(default_factory=list)
+    skipped: str | None = None  # why no composite was made
+    reference_role: str = ""
+
+    @property
+    def roi_source(self) -> str | None:
+        return self.composites[0].lesion.source.value if self.composites else None
+
+    def sidecar(self, item: LesionComposite) -> dict[str, object]:
+        roles = {role: None if m is None else {"series": m.series.series_uid,
+                                               "acquisition_number": m.series.acquisition_number}
+                 for role, m in self.grouping.roles.items() if role in (*self.recipe.channels, self.reference_role)}
+        return {
+            "study_uid": self.study_uid, "task": self.grouping.task, "lesion_id": item.lesion.lesion_id,
+            "roi_source": item.lesion.source.value, "recipe": self.recipe.as_json(),
+            "channels": dict(zip(("R", "G", "B"), self.recipe.channels, strict=True)),
+            "roles": roles, "reference_role": self.reference_role, "slice_index": item.slice_index,
+            "crop": [list(item.crop[0]), list(item.crop[1])],
+            "motion": {role: None if m is None else m.as_json() for role, m in item.motion.items()},
+            "source_images": item.source_images,
+            "lesion": {"centre_mm": [round(v, 2) for v in item.lesion.centre_mm], "size_mm": round(item.lesion.size_mm, 1)},
+        }
+
+
+class Skipped(Exception):
+    """A study cannot give composites; the message is the reason kept in the audit."""
+
+
+def _needed_roles(grouping: Grouping, recipe: ChannelRecipe) -> None:
+    if grouping.outcome is Outcome.NOT_APPLICABLE:
+        raise Skipped("not applicable: " + "; ".join(grouping.problems))
+    if grouping.outcome is Outcome.AMBIGUOUS:
+        raise Skipped("ambiguous roles: " + "; ".join(grouping.problems))
+    missing = [r for r in recipe.channels if grouping.roles.get(r) is None]
+    if missing:
+        raise Skipped(f"missing role(s) {', '.join(missing)} needed by the channel recipe")
+
+
+def _nearest_source_image(grouping: Grouping, role: str, point_mm: np.ndarray) -> str:
+    match = grouping.roles[role]
+    assert match is not None
+    images = [i for i in match.series.images if i.position is not None and i.orientation is not None]
+    if not images:
+        return ""
+    orientation = np.asarray(images[0].orientation)
+    normal = np.cross(orientation[:3], orientation[3:])
+    nearest = min(images, key=lambda i: abs(float(np.dot(normal, np.asarray(i.position) - point_mm))))
+    return nearest.sop_instance_uid
+
+
+def _lesion_composite(lesion: Lesion, reference: Volume, volumes: dict[str, Volume], grouping: Grouping,
+                      recipe: ChannelRecipe, modality: str, size: int, register: bool) -> LesionComposite:
+    extent = np.subtract(lesion.box_max_mm, lesion.box_min_mm)
+    half_mm = max(float(extent.max()) / 2 * (1 + recipe.margin), recipe.min_crop_mm / 2)
+    box = box_around(reference, np.asarray(lesion.centre_mm), half_mm + REGISTRATION_MARGIN_MM)
+    planes: dict[str, np.ndarray] = {}
+    motion: dict[str, Motion | None] = {}
+    k = int(round(reference.to_index(np.asarray(lesion.largest_slice_mm)[None, :])[0][0]))
+    if not 0 <= k < reference.shape[0]:
+        raise Skipped(f"lesion {lesion.lesion_id} lies outside the reference series")
+    for role in recipe.channels:
+        if volumes[role] is reference:
+            planes[role], motion[role] = reference.voxels[k], None
+            continue
+        aligned, motion[role] = align(reference, volumes[role], box, register=register)
+        planes[role] = aligned[k]
+    centre = reference.to_index(np.asarray(lesion.centre_mm)[None, :])[0]
+    spacing = reference.spacing
+    crop = crop_box(reference.shape[1:], (centre[1], centre[2]), (half_mm / spacing[1], half_mm / spacing[2]))
+    composite = make_composite(planes, recipe, modality=modality, size=size, crop=crop)
+    slice_point = reference.to_patient(np.array([[k, centre[1], centre[2]]]))[0]
+    sources = {role: _nearest_source_image(grouping, role, slice_point) for role in recipe.channels}
+    return LesionComposite(lesion, composite, k, ((crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)),
+                           motion, sources)
+
+
+def composites_for_study(study_uid: str, grouping: Grouping, files: list[Path], rules: Rules, *,
+                         recipe: ChannelRecipe | None = None, size: int = 224, register: bool = True,
+                         fallback: Fallback = "centre") -> StudyComposites:
+    task = grouping.task
+    recipe = recipe or DEFAULT_RECIPES.get(task or "", DEFAULT_RECIPES["ct-histology"])
+    result = StudyComposites(study_uid, grouping, recipe)
+    try:
+        _needed_roles(grouping, recipe)
+        assert task is not None
+        reference_role = rules.task[task].reference
+        if grouping.roles.get(reference_role) is None:
+            reference_role = recipe.channels[0]
+        result.reference_role = reference_role
+        roles = {reference_role, *recipe.channels}
+        try:
+            volumes = {role: load_volume(grouping.roles[role].series) for role in roles}  # type: ignore[union-attr]
+        except VolumeError as exc:
+            raise Skipped(str(exc)) from exc
+        frames = {v.frame_of_reference for v in volumes.values()} - {None}
+        if len(frames) > 1:
+            raise Skipped("the roles are in different frames of reference; they cannot be aligned")
+        reference = volumes[reference_role]
+        lesions = [lesion for seg in find_seg_files(files, study_uid) for lesion in lesions_from_seg(seg)]
+        if not lesions:
+            if fallback == "skip":
+                raise Skipped("no lesion annotation (SEG) in the study and the fallback is 'skip'")
+            centre = reference.to_patient(np.array([[s / 2 for s in reference.shape]]))[0]
+            lesions = [fallback_lesion(centre, FALLBACK_HALF_SIZE_MM)]
+            log.warning("study without annotation: using the %s fallback", RoiSource.FALLBACK_CENTRE.value)
+        modality = grouping.roles[reference_role].series.modality  # type: ignore[union-attr]
+        for lesion in lesions:
+            result.composites.append(_lesion_composite(lesion, reference, volumes, grouping, recipe, modality,
+                                                       size, register))
+    except Skipped as exc:
+        result.skipped = str(exc)
+    return result
+
+
+def build_composites(paths: Iterable[Path], rules: Rules, **options: object) -> dict[str, StudyComposites]:
+    """Composites for every study found under ``paths``."""
+    files = list(iter_dicom_files(paths))
+    groupings = group_paths(files, rules)
+    return {uid: composites_for_study(uid, grouping, files, rules, **options)  # type: ignore[arg-type]
+            for uid, grouping in groupings.items()}

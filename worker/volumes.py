@@ -1,0 +1,111 @@
+"""Series as volumes in patient coordinates, and resampling one onto another's grid.
+
+Phases are acquired in different breath-holds with different fields of view and slice positions:
+the same slice index is not the same anatomy. Every volume therefore carries the affine that maps
+voxel indices (k, j, i) to patient millimetres (LPS), built from ImagePositionPatient,
+ImageOrientationPatient and PixelSpacing, and all roles are resampled onto the reference role's grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom import dcmread
+
+from worker.grouping.series_info import SeriesInfo
+
+
+class VolumeError(ValueError):
+    """A series cannot be turned into a volume (missing geometry, mixed sizes, undecodable pixels)."""
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Voxels (slices, rows, columns) and the 4x4 affine from (k, j, i, 1) to patient mm."""
+
+    voxels: np.ndarray
+    affine: np.ndarray
+    frame_of_reference: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.voxels.shape  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(np.linalg.norm(self.affine[:3, axis])) for axis in range(3))  # type: ignore[return-value]
+
+    def to_patient(self, indices: np.ndarray) -> np.ndarray:
+        """(N, 3) voxel indices (k, j, i) to (N, 3) patient coordinates."""
+        homogeneous = np.c_[indices, np.ones(len(indices))]
+        return (homogeneous @ self.affine.T)[:, :3]
+
+    def to_index(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) patient coordinates to (N, 3) fractional voxel indices (k, j, i)."""
+        homogeneous = np.c_[points, np.ones(len(points))]
+        return (homogeneous @ np.linalg.inv(self.affine).T)[:, :3]
+
+
+def affine_from(position: np.ndarray, orientation: np.ndarray, pixel_spacing: tuple[float, float],
+                slice_step: np.ndarray) -> np.ndarray:
+    """Affine for index (k, j, i): k along ``slice_step``, j down the rows, i along the columns."""
+    row_dir, col_dir = orientation[:3], orientation[3:]  # direction of increasing column / row index
+    affine = np.eye(4)
+    affine[:3, 0] = slice_step
+    affine[:3, 1] = col_dir * pixel_spacing[0]  # PixelSpacing[0] is the distance between rows
+    affine[:3, 2] = row_dir * pixel_spacing[1]
+    affine[:3, 3] = position
+    return affine
+
+
+def load_volume(series: SeriesInfo) -> Volume:
+    """Decode a (virtual) series into a volume of rescaled values (HU for CT)."""
+    images = [i for i in series.images if i.position is not None and i.orientation is not None]
+    if len(images) < 2:
+        raise VolumeError(f"series {series.key} has fewer than two images with geometry")
+    orientation = np.asarray(images[0].orientation, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    order = sorted(images, key=lambda i: float(np.dot(normal, i.position)))  # type: ignore[arg-type]
+    slices = []
+    spacing: tuple[float, float] | None = None
+    for image in order:
+        ds = dcmread(image.path)
+        if spacing is None:
+            spacing = tuple(float(v) for v in ds.PixelSpacing)  # type: ignore[assignment]
+        try:
+            pixels = ds.pixel_array.astype(np.float32)
+        except Exception as exc:  # noqa: BLE001 - an undecodable image is a typed failure
+            raise VolumeError(f"cannot decode pixels of series {series.key}: {exc}") from exc
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        slices.append(pixels * slope + intercept)
+    if len({s.shape for s in slices}) != 1:
+        raise VolumeError(f"series {series.key} mixes image sizes")
+    positions = np.array([i.position for i in order], dtype=float)
+    steps = np.diff(positions, axis=0)
+    step = steps.mean(axis=0) if len(steps) else normal
+    if len(steps) and np.max(np.linalg.norm(steps - step, axis=1)) > 0.1 * np.linalg.norm(step) + 0.01:
+        raise VolumeError(f"series {series.key} has irregular slice spacing")
+    assert spacing is not None
+    affine = affine_from(positions[0], orientation, spacing, step)
+    return Volume(np.stack(slices), affine, series.frame_of_reference)
+
+
+def resample_onto(moving: Volume, reference: Volume, *, shift_mm: np.ndarray | None = None,
+                  fill: float | None = None) -> np.ndarray:
+    """``moving`` sampled at the reference grid's voxel centres (trilinear).
+
+    ``shift_mm`` moves the moving volume's content by that displacement in patient space (the
+    result of registration): the value at reference point p is taken from p - shift.
+    """
+    from scipy.ndimage import map_coordinates  # noqa: PLC0415
+
+    kk, jj, ii = np.meshgrid(*(np.arange(n) for n in reference.shape), indexing="ij")
+    points = reference.to_patient(np.c_[kk.ravel(), jj.ravel(), ii.ravel()])
+    if shift_mm is not None:
+        points = points - shift_mm
+    indices = moving.to_index(points).T
+    value = float(moving.voxels.min()) if fill is None else fill
+    sampled = map_coordinates(moving.voxels, indices, order=1, mode="constant", cval=value)
+    return sampled.reshape(reference.shape).astype(np.float32)

@@ -36,6 +36,8 @@ class FitSettings:
     augmentation: Augmentation
     mixed_precision: bool
     channels_last: bool
+    schedule_epochs: int = 0  # cosine schedule length; 0: ``epochs``. The final fit stops early on the
+    # folds' schedule, so that it ends where the cross-validated (and calibrated) fits ended.
 
 
 @dataclass
@@ -113,7 +115,7 @@ def fit_network(model: nn.Module, head: nn.Module, *, x_fit: torch.Tensor, y_fit
     model.to(device, memory_format=fmt)
     parameters = set_trainable(model, head, linear_probe=linear_probe)
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.epochs))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.schedule_epochs or settings.epochs))
     weight_np = class_weights(y_fit, num_classes) if class_weighting else np.ones(num_classes)
     weights = torch.tensor(weight_np, dtype=torch.float32, device=device)
     y_fit_t = torch.as_tensor(y_fit, dtype=torch.long)

@@ -218,14 +218,14 @@ def train_model(images: Sequence[np.ndarray] | np.ndarray, labels: Sequence[str]
                            "out_of_fold_log_loss_uncalibrated": log_loss(y_index, softmax(oof)),
                            "out_of_fold_log_loss": log_loss(y_index, probabilities)}
             final_epochs = max(1, int(np.median(best_epochs)))
-            final_settings = replace(settings, epochs=final_epochs)
+            final_settings = replace(settings, epochs=final_epochs, schedule_epochs=config.epochs)
             model = starter.new(config.seed)
             result = fit_network(model, head_module(model, spec), x_fit=x_all, y_fit=y_index, x_val=None,
                                  y_val=None, num_classes=num_classes, linear_probe=linear,
                                  class_weighting=config.class_weighting, settings=final_settings, device=device,
                                  seed=config.seed, progress=progress, label="final fit")
             state, final_svm = result.state, None
-            final_fit = {"epochs": final_epochs, "rule": "median of the folds' early-stopping epochs"}
+            final_fit = {"epochs": final_epochs, "rule": "median of the folds' early-stopping epochs, on the folds' learning-rate schedule"}
     predicted = np.array(classes, dtype=object)[probabilities.argmax(axis=1)]
     for record, (train, test) in zip(per_fold, folds, strict=True):
         record.update({"lesions_test": int(len(test)), "patients_test": int(len(set(groups[test].tolist()))),

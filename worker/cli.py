@@ -20,6 +20,7 @@ from db.runtime import Runtime
 from db.settings import ConfigError, ConfigFile, DbSettings, GeneralSettings, mask_url
 from node import cli as node_cli
 from node.settings import BrokerSettings, NodeSettings
+from worker import model_commands
 from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
 
 SECTIONS: tuple[type, ...] = (GeneralSettings, DbSettings, NodeSettings, BrokerSettings, WorkerSettings,
@@ -82,6 +83,7 @@ for command in node_cli.app.registered_commands:
 for group in node_cli.app.registered_groups:
     app.registered_groups.append(group)
 app.add_typer(db_cli.app, name="db")
+model_commands.register(app)  # weights, models, train, predict
 
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")

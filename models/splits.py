@@ -29,6 +29,10 @@ def patient_folds(labels: Sequence[str] | np.ndarray, patient_ids: Sequence[str]
         raise ValueError(f"folds must be >= 2, got {folds}")
     if n_patients < folds:
         raise ValueError(f"{n_patients} patients cannot fill {folds} patient-level folds")
+    largest_class_patients = max(len(set(groups[y == label].tolist())) for label in set(y.tolist()))
+    if largest_class_patients < folds:
+        raise ValueError(f"{folds} folds need at least {folds} patients in some class; "
+                         f"the largest class has {largest_class_patients}")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     out = []
     for train, test in splitter.split(np.zeros(len(y)), y, groups):
@@ -40,18 +44,19 @@ def patient_folds(labels: Sequence[str] | np.ndarray, patient_ids: Sequence[str]
 def validation_split(labels: np.ndarray, patient_ids: np.ndarray, *, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One (fit, validation) split over patients, about ``fraction`` of them for validation."""
-    n_splits = max(2, round(1.0 / fraction))
-    n_patients = len(set(np.asarray(patient_ids).tolist()))
-    if n_patients < 2:
-        raise ValueError("early stopping needs at least two patients")
-    return patient_folds(labels, patient_ids, folds=min(n_splits, n_patients), seed=seed)[0]
+    y, groups = np.asarray(labels), np.asarray(patient_ids)
+    largest_class_patients = max(len(set(groups[y == label].tolist())) for label in set(y.tolist()))
+    if largest_class_patients < 2:
+        raise ValueError("early stopping needs at least two patients in some class")
+    n_splits = min(max(2, round(1.0 / fraction)), largest_class_patients)
+    return patient_folds(y, groups, folds=n_splits, seed=seed)[0]
 
 
 def inner_splits(labels: np.ndarray, patient_ids: np.ndarray, *, max_folds: int,
                  seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Splits for inner cross-validation (hyperparameters, calibration), as many as the smallest
     class allows (at least 2)."""
-    _, counts = np.unique(labels, return_counts=True)
-    n_patients = len(set(np.asarray(patient_ids).tolist()))
-    folds = max(2, min(max_folds, int(counts.min()), n_patients))
+    y, groups = np.asarray(labels), np.asarray(patient_ids)
+    patients = [len(set(groups[y == label].tolist())) for label in set(y.tolist())]
+    folds = max(2, min(max_folds, min(patients)))
     return patient_folds(labels, patient_ids, folds=folds, seed=seed)

@@ -20,7 +20,7 @@ from db.runtime import Runtime
 from db.settings import ConfigError, ConfigFile, DbSettings, GeneralSettings, mask_url
 from node import cli as node_cli
 from node.settings import BrokerSettings, NodeSettings
-from worker import composite_cli
+from worker import composite_cli, model_commands
 from worker.grouping import cli as grouping_cli
 from worker.synth import cli as synth_cli
 from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
@@ -88,6 +88,7 @@ app.add_typer(db_cli.app, name="db")
 app.registered_commands.extend(synth_cli.app.registered_commands)
 app.registered_commands.extend(grouping_cli.app.registered_commands)
 app.registered_commands.extend(composite_cli.app.registered_commands)
+model_commands.register(app)  # weights, models, train, predict
 
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")

@@ -1,0 +1,220 @@
+"""Model artifacts: an immutable folder named by the sha256 of its content.
+
+The manifest is what the worker, the SR and the audit quote, so it must say exactly what a result
+came from: architecture, classes, task, channel recipe and preprocessing, starting weights, training
+data, cross-validation metrics, calibration, library versions. Its canonical JSON lists the sha256 of
+every other file in the folder, and the folder's name is the sha256 of that canonical JSON: changing
+any byte of the weights or any field of the manifest changes the name. Files are written into a
+temporary folder, made read-only and renamed into place in one step; an existing artifact is never
+overwritten.
+
+``svm.pkl`` (SVM mode) is a pickle: it is only unpickled after the folder's hash has been verified,
+i.e. only from an artifact this installation wrote or one whose hash the operator chose to trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from models.weights import RANDOM_INIT, sha256_file
+
+if TYPE_CHECKING:
+    from models.training import TrainedModel
+
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.pt"
+SVM = "svm.pkl"
+FORMAT = "triphase-model/1"
+HASH_LENGTH = 64
+RANDOM_INIT_WARNING = ("RANDOM INITIALISATION: this model was trained from random weights, not ImageNet; "
+                       "it does not reproduce the papers' transfer learning")
+
+
+class ArtifactError(ValueError):
+    """An artifact is missing, ambiguous, malformed or fails its hash check."""
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def content_hash(manifest: dict[str, Any]) -> str:
+    """The artifact's identity: sha256 of the canonical manifest, which holds every file's sha256."""
+    return hashlib.sha256(canonical_json(manifest)).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "torchvision", "scikit-learn", "numpy", "triphase"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def build_manifest(trained: TrainedModel, *, task: str, channel_recipe: list[str],
+                   windowing: dict[str, Any] | None, files: dict[str, str],
+                   created_at: datetime | None = None) -> dict[str, Any]:
+    """The manifest of ``trained``; ``windowing`` is what the caller did before the model, verbatim."""
+    if len(channel_recipe) != 3:
+        raise ValueError(f"a channel recipe names 3 roles (R, G, B), got {channel_recipe}")
+    random_init = trained.weights_origin.kind == RANDOM_INIT
+    return {
+        "format": FORMAT,
+        "task": task,
+        "classes": list(trained.classes),
+        "architecture": trained.spec.name,
+        "mode": trained.config.mode,
+        "input": {"channel_recipe": list(channel_recipe), "channels": ["R", "G", "B"],
+                  "windowing": windowing or {}, "preprocessing": trained.preprocessing.to_dict()},
+        "weights_origin": trained.weights_origin.to_dict(),
+        "random_init": random_init,
+        "warnings": [RANDOM_INIT_WARNING] if random_init else [],
+        "training": {"config": trained.config.to_dict(), "data": trained.data_summary,
+                     "final_fit": trained.final_fit},
+        "cv": trained.cv,
+        "calibration": trained.calibration,
+        "abstention_threshold": trained.config.abstention_threshold,
+        "files": dict(sorted(files.items())),
+        "versions": library_versions(),
+        "created_at": (created_at or datetime.now(UTC)).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def hash(self) -> str:
+        return self.path.name
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+
+def _make_read_only(folder: Path) -> None:
+    for child in folder.iterdir():
+        child.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def publish(staging: Path, manifest: dict[str, Any], models_dir: Path) -> Artifact:
+    """Write ``manifest.json`` beside the files in ``staging``, verify, and rename into place."""
+    for name, digest in manifest["files"].items():
+        if sha256_file(staging / name) != digest:
+            raise ArtifactError(f"{name} changed while the artifact was being written")
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n",
+                                    encoding="utf-8")
+    for child in staging.iterdir():
+        _fsync_file(child)
+    digest = content_hash(manifest)
+    target = models_dir / digest
+    if target.exists():
+        raise FileExistsError(f"model artifact {digest[:12]} already exists at {target}; artifacts are immutable")
+    _make_read_only(staging)
+    os.rename(staging, target)
+    return Artifact(target, manifest)
+
+
+def save_trained(trained: TrainedModel, models_dir: Path, *, task: str, channel_recipe: list[str],
+                 windowing: dict[str, Any] | None = None, created_at: datetime | None = None) -> Artifact:
+    """Write ``trained`` as a new artifact in ``models_dir`` and return it."""
+    import pickle  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=models_dir))
+    try:
+        torch.save(trained.state, staging / WEIGHTS)
+        files = {WEIGHTS: sha256_file(staging / WEIGHTS)}
+        if trained.svm is not None:
+            (staging / SVM).write_bytes(pickle.dumps(trained.svm, protocol=5))
+            files[SVM] = sha256_file(staging / SVM)
+        manifest = build_manifest(trained, task=task, channel_recipe=channel_recipe, windowing=windowing,
+                                  files=files, created_at=created_at)
+        return publish(staging, manifest, models_dir)
+    finally:
+        if staging.exists():
+            staging.chmod(0o700)
+            for child in staging.iterdir():
+                child.chmod(0o600)
+            shutil.rmtree(staging)
+
+
+def open_artifact(path: Path, *, verify: bool = True) -> Artifact:
+    """Read an artifact folder; with ``verify`` (the default) check every file and the folder name."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{path} is not a model artifact (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"cannot read {manifest_path}: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: unknown artifact format {manifest.get('format')!r}")
+    if verify:
+        for name, digest in manifest["files"].items():
+            if not (path / name).is_file() or sha256_file(path / name) != digest:
+                raise ArtifactError(f"{path}: {name} does not match the sha256 in its manifest")
+        if content_hash(manifest) != path.name:
+            raise ArtifactError(f"{path}: the folder name is not the sha256 of its manifest "
+                                "(the artifact was modified or renamed)")
+    return Artifact(path, manifest)
+
+
+def list_artifacts(models_dir: Path) -> list[Artifact]:
+    """Every artifact in ``models_dir`` (unverified: listing must stay fast), newest first."""
+    if not models_dir.is_dir():
+        return []
+    found = []
+    for child in models_dir.iterdir():
+        if len(child.name) == HASH_LENGTH and (child / MANIFEST).is_file():
+            try:
+                found.append(open_artifact(child, verify=False))
+            except ArtifactError:
+                continue
+    return sorted(found, key=lambda a: (a.manifest.get("created_at", ""), a.hash), reverse=True)
+
+
+def resolve_artifact(reference: str | Path, models_dir: Path, *, verify: bool = True) -> Artifact:
+    """A MODEL argument: an artifact folder, or a unique prefix of a hash in ``models_dir``."""
+    as_path = Path(reference).expanduser()
+    if (as_path / MANIFEST).is_file():
+        return open_artifact(as_path, verify=verify)
+    prefix = str(reference).lower()
+    if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+        raise ArtifactError(f"{reference!r} is neither an artifact folder nor a model hash prefix")
+    matches = [c for c in (models_dir.iterdir() if models_dir.is_dir() else [])
+               if c.name.startswith(prefix) and len(c.name) == HASH_LENGTH]
+    if not matches:
+        raise ArtifactError(f"no model {prefix} in {models_dir}")
+    if len(matches) > 1:
+        names = ", ".join(sorted(m.name[:12] for m in matches))
+        raise ArtifactError(f"model prefix {prefix} is ambiguous in {models_dir}: {names}")
+    return open_artifact(matches[0], verify=verify)

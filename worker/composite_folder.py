@@ -1,0 +1,66 @@
+"""A folder of prepared composites: ``composites.csv`` (patient_id, study_uid, lesion_id, label, path)
+beside RGB PNGs or HxWx3 ``.npy`` arrays, and optionally ``composites.json`` saying how they were made
+(``channel_recipe``, ``windowing``), which the model's manifest then quotes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REQUIRED_COLUMNS = ("patient_id", "study_uid", "lesion_id", "label", "path")
+
+
+@dataclass
+class CompositeFolder:
+    root: Path
+    images: list[np.ndarray]
+    labels: list[str]
+    patient_ids: list[str]
+    rows: list[dict[str, str]]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An HxWx3 composite from a PNG (uint8) or ``.npy`` (uint8, or float in [0, 1])."""
+    if path.suffix.lower() == ".npy":
+        array = np.load(path, allow_pickle=False)
+    else:
+        from PIL import Image  # noqa: PLC0415 - Pillow comes with torchvision
+
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"{path}: a composite is HxWx3, got shape {array.shape}")
+    return array
+
+
+def load_composite_folder(root: Path) -> CompositeFolder:
+    table = root / "composites.csv"
+    if not table.is_file():
+        raise FileNotFoundError(f"{root} has no composites.csv (columns: {', '.join(REQUIRED_COLUMNS)})")
+    with table.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{table}: missing columns {', '.join(missing)}")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{table} lists no composites")
+    images = []
+    for number, row in enumerate(rows, start=2):
+        path = (root / row["path"]).resolve()
+        if root.resolve() not in path.parents:
+            raise ValueError(f"{table} line {number}: path {row['path']!r} leaves the folder")
+        images.append(read_image(path))
+    provenance: dict[str, Any] = {}
+    sidecar = root / "composites.json"
+    if sidecar.is_file():
+        provenance = json.loads(sidecar.read_text(encoding="utf-8"))
+    return CompositeFolder(root, images, [r["label"].strip() for r in rows],
+                           [r["patient_id"].strip() for r in rows], rows, provenance)

@@ -1,0 +1,313 @@
+"""``triphase weights``, ``train``, ``models`` and ``predict``: the model commands.
+
+Thin: they read configuration and files, then call models/ (which reads neither). torch and
+scikit-learn are imported inside the command bodies so that the rest of the CLI starts without them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from db.runtime import Runtime
+from worker.settings import ModelsSection
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from models.artifact import Artifact
+    from models.training import TrainedModel
+
+log = logging.getLogger(__name__)
+
+weights_app = typer.Typer(help="Pretrained ImageNet weights (offline).", no_args_is_help=True)
+models_app = typer.Typer(help="Trained model artifacts.", no_args_is_help=True)
+commands_app = typer.Typer()  # holds the top-level commands ``train`` and ``predict``
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
+
+
+def _weights_dir(runtime: Runtime) -> Path:
+    from models.weights import resolve_weights_dir  # noqa: PLC0415
+
+    return resolve_weights_dir(runtime.section(ModelsSection).weights_dir)
+
+
+def _device(runtime: Runtime, override: str | None) -> str:
+    return override or runtime.section(ModelsSection).device
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``weights`` and ``models`` groups and the top-level ``train`` and ``predict`` to ``app``."""
+    app.add_typer(weights_app, name="weights")
+    app.add_typer(models_app, name="models")
+    app.registered_commands.extend(commands_app.registered_commands)
+
+
+# --- weights -------------------------------------------------------------------------------------
+
+@weights_app.command("list")
+def weights_list(ctx: typer.Context, as_json: JsonFlag = False,
+                 verify: Annotated[bool, typer.Option("--verify", help="check each file's sha256")] = False) -> None:
+    """Show each architecture's expected weights file and whether it is in place."""
+    from models.registry import default_registry  # noqa: PLC0415
+    from models.weights import list_weights  # noqa: PLC0415
+
+    folder = _weights_dir(ctx.obj)
+    rows = list_weights(default_registry(), folder, verify=verify)
+    if as_json:
+        _echo_json({"weights_dir": str(folder), "weights": [
+            {"architecture": r.architecture, "file_name": r.file_name, "present": r.present,
+             "path": str(r.path) if r.path else None, "size_bytes": r.size_bytes, "verified": r.verified}
+            for r in rows]})
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"weights in {folder}")
+    for column in ("architecture", "file", "present", "size MB", "sha256 ok"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.architecture, r.file_name or "(none: random init only)", "yes" if r.present else ("-" if r.file_name is None else "MISSING"),
+                      f"{r.size_bytes / 1e6:.0f}" if r.size_bytes else "", {True: "yes", False: "NO", None: ""}[r.verified])
+    Console().print(table)
+
+
+@weights_app.command("import")
+def weights_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="a torchvision .pth file")],
+                   arch: Annotated[str | None, typer.Option("--arch", help="the architecture it is for "
+                                                            "(default: recognised by its sha256)")] = None) -> None:
+    """Copy a checkpoint into the weights folder under torchvision's file name, after checking its hash."""
+    from models.registry import default_registry  # noqa: PLC0415
+    from models.weights import import_weights  # noqa: PLC0415
+
+    spec, target = import_weights(file, default_registry(), _weights_dir(ctx.obj), architecture=arch)
+    typer.echo(f"{spec.name}: {target}")
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+class _RichProgress(AbstractContextManager["_RichProgress"]):
+    """Renders models/' (label, completed, total) progress callbacks as rich bars on stderr."""
+
+    def __init__(self) -> None:
+        from rich.console import Console  # noqa: PLC0415
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+        self.progress: Progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                           TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, label: str, completed: int, total: int) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[label], completed=completed, total=total)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@commands_app.command("train")
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(help="folder with composites.csv and the composites", exists=True,
+                                         file_okay=False)],
+    task: Annotated[str, typer.Option("--task", help="ct-histology, mri-ehcc, or a new name with --classes")],
+    arch: Annotated[str, typer.Option("--arch", help="architecture (see 'triphase weights list')")] = "vgg16",
+    mode: Annotated[str, typer.Option("--mode", help="finetune | linear | svm")] = "finetune",
+    folds: Annotated[int, typer.Option("--folds", min=2, help="patient-level CV folds")] = 5,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="maximum epochs per fit")] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2)] = 32,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="default 1e-4 fine-tuning, else 1e-3")] = None,
+    patience: Annotated[int, typer.Option("--patience", min=1, help="early-stopping patience (epochs)")] = 5,
+    input_size: Annotated[int | None, typer.Option("--input-size", help="default: the architecture's")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    classes: Annotated[str | None, typer.Option("--classes", help="comma-separated, for tasks not built in")] = None,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="R,G,B roles (default: the task's, or "
+                                               "composites.json)")] = None,
+    random_init: Annotated[bool, typer.Option("--random-init", help="train from random weights (not the "
+                                              "papers' method; recorded in the manifest)")] = False,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment")] = True,
+    class_weighting: Annotated[bool, typer.Option("--class-weights/--no-class-weights")] = True,
+    abstain_below: Annotated[float, typer.Option("--abstain-below", min=0.0, max=0.99,
+                                                 help="calibrated probability below which the answer is "
+                                                 "'indeterminate'")] = 0.0,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda[:N]")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Cross-validate a model on prepared composites, fit it on all of them, and store the artifact."""
+    from models.artifact import save_trained  # noqa: PLC0415
+    from models.registry import default_registry  # noqa: PLC0415
+    from models.tasks import known_task  # noqa: PLC0415
+    from models.training import MODES, TrainingConfig, train_model  # noqa: PLC0415
+    from models.transforms import NO_AUGMENTATION, Augmentation  # noqa: PLC0415
+    from worker.composite_folder import load_composite_folder  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    if mode not in MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(MODES)}", param_hint="--mode")
+    definition = known_task(task)
+    class_list = _split(classes) or (list(definition.classes) if definition else None)
+    if class_list is None:
+        raise typer.BadParameter(f"{task!r} is not a built-in task: give --classes", param_hint="--task")
+    registry = default_registry()
+    if arch not in registry:
+        raise typer.BadParameter(f"unknown architecture; known: {', '.join(registry.names())}", param_hint="--arch")
+    folder = load_composite_folder(data)
+    channel_recipe = (_split(recipe) or folder.provenance.get("channel_recipe")
+                      or (list(definition.channel_recipe) if definition else None))
+    if not channel_recipe or len(channel_recipe) != 3:
+        raise typer.BadParameter("give three roles (R,G,B)", param_hint="--recipe")
+    if random_init:
+        typer.secho("WARNING: --random-init: training from random weights, not ImageNet; the manifest says so.",
+                    err=True, fg="yellow")
+    config = TrainingConfig(architecture=arch, mode=mode, folds=folds, epochs=epochs,  # type: ignore[arg-type]
+                            batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
+                            input_size=input_size, augmentation=Augmentation() if augment else NO_AUGMENTATION,
+                            class_weighting=class_weighting, random_init=random_init,
+                            device=_device(runtime, device), abstention_threshold=abstain_below)
+    with _RichProgress() as progress:
+        trained = train_model(folder.images, folder.labels, folder.patient_ids, classes=class_list, config=config,
+                              registry=registry, weights_dir=_weights_dir(runtime), progress=progress)
+    windowing = folder.provenance.get("windowing") or {"source": f"prepared composites in {data.name}",
+                                                       "note": "windowing done before training, not described"}
+    artifact = save_trained(trained, runtime.general.models_dir, task=task, channel_recipe=channel_recipe,
+                            windowing=windowing)
+    if as_json:
+        _echo_json(_summary(artifact) | {"cv": artifact.manifest["cv"]})
+        return
+    _print_training(trained, artifact)
+
+
+def _print_training(trained: TrainedModel, artifact: Artifact) -> None:
+    from rich.console import Console  # noqa: PLC0415
+
+    console = Console()
+    cv = trained.cv
+    console.print(f"[bold]model {artifact.hash[:12]}[/bold] {trained.spec.name} {trained.config.mode} "
+                  f"-> {artifact.path}")
+    for name, values in (("CV mean", cv["mean"]), ("majority baseline", cv["majority_baseline_mean"])):
+        console.print(f"  {name:18s} accuracy {values['accuracy']:.3f}  balanced accuracy "
+                      f"{values['balanced_accuracy']:.3f}  macro-F1 {values['macro_f1']:.3f}")
+    if trained.weights_origin.kind == "random-init":
+        console.print("  [yellow]trained from RANDOM INITIALISATION[/yellow]")
+
+
+# --- models --------------------------------------------------------------------------------------
+
+def _summary(artifact: Artifact) -> dict[str, Any]:
+    m = artifact.manifest
+    return {"hash": artifact.hash, "path": str(artifact.path), "task": m["task"], "architecture": m["architecture"],
+            "mode": m["mode"], "classes": m["classes"], "created_at": m["created_at"],
+            "weights_origin": m["weights_origin"]["kind"], "cv_mean": m["cv"]["mean"],
+            "majority_baseline": m["cv"]["majority_baseline_mean"]}
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List the model artifacts in <data_dir>/models, newest first."""
+    from models.artifact import list_artifacts  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    artifacts = list_artifacts(runtime.general.models_dir)
+    if as_json:
+        _echo_json([_summary(a) for a in artifacts])
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"models in {runtime.general.models_dir}")
+    for column in ("hash", "task", "architecture", "mode", "weights", "CV macro-F1", "baseline", "created"):
+        table.add_column(column)
+    for a in artifacts:
+        s = _summary(a)
+        table.add_row(a.short_hash, s["task"], s["architecture"], s["mode"], s["weights_origin"],
+                      f"{s['cv_mean']['macro_f1']:.3f}", f"{s['majority_baseline']['macro_f1']:.3f}", s["created_at"])
+    Console().print(table)
+
+
+@models_app.command("show")
+def models_show(ctx: typer.Context, model: Annotated[str, typer.Argument(help="artifact folder or hash prefix")],
+                as_json: JsonFlag = False) -> None:
+    """Verify an artifact's hash and print its manifest."""
+    from models.artifact import resolve_artifact  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    artifact = resolve_artifact(model, runtime.general.models_dir)
+    if as_json:
+        _echo_json({"hash": artifact.hash, "path": str(artifact.path), "manifest": artifact.manifest})
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.json import JSON  # noqa: PLC0415
+
+    console = Console()
+    console.print(f"[bold]model {artifact.hash}[/bold] (hash verified) at {artifact.path}")
+    for warning in artifact.manifest.get("warnings", []):
+        console.print(f"[yellow]{warning}[/yellow]")
+    console.print(JSON(json.dumps(artifact.manifest)))
+
+
+# --- predict -------------------------------------------------------------------------------------
+
+@commands_app.command("predict")
+def predict(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="artifact folder or hash prefix")],
+    images: Annotated[list[Path], typer.Argument(help="composites (RGB PNG or HxWx3 .npy)", exists=True,
+                                                 dir_okay=False)],
+    tta: Annotated[bool, typer.Option("--tta", help="average over mirrored and rotated views")] = False,
+    abstain_below: Annotated[float | None, typer.Option("--abstain-below", min=0.0, max=0.99,
+                                                        help="default: the model's threshold")] = None,
+    heatmap_dir: Annotated[Path | None, typer.Option("--heatmap-dir", help="write a heatmap PNG per image")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda[:N]")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Classify composites with a model artifact (a quick check; the worker does this per study)."""
+    from models.artifact import resolve_artifact  # noqa: PLC0415
+    from models.inference import Classifier  # noqa: PLC0415
+    from models.registry import default_registry  # noqa: PLC0415
+    from worker.composite_folder import read_image  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    artifact = resolve_artifact(model, runtime.general.models_dir)
+    classifier = Classifier(artifact, registry=default_registry(), device=_device(runtime, device))
+    arrays = [read_image(path) for path in images]
+    predictions = classifier.predict(arrays, tta=tta, abstain_below=abstain_below, explain=heatmap_dir is not None)
+    heatmaps: list[str | None] = [None] * len(images)
+    if heatmap_dir is not None:
+        heatmaps = [str(_write_heatmap(heatmap_dir, path, p.heatmap)) for path, p in zip(images, predictions, strict=True)]
+    rows = [{"image": str(path), "label": p.label, "top_class": p.top_class, "probabilities": p.probabilities,
+             "heatmap": heatmap} for path, p, heatmap in zip(images, predictions, heatmaps, strict=True)]
+    if as_json:
+        _echo_json({"model": artifact.hash, "task": artifact.manifest["task"], "predictions": rows})
+        return
+    for row in rows:
+        probs = "  ".join(f"{k} {v:.3f}" for k, v in row["probabilities"].items())
+        typer.echo(f"{row['image']}: {row['label']}  ({probs})")
+
+
+def _write_heatmap(folder: Path, image: Path, heatmap: Any) -> Path:
+    import numpy as np  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{image.stem}.heatmap.png"
+    Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), mode="L").save(target)
+    return target

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from models.tasks import KNOWN_TASKS
+from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,13 @@ class ChannelRecipe:
         return data
 
 
-CT_RECIPE = ChannelRecipe(channels=("arterial", "delayed", "pre"))
-MRI_RECIPE = ChannelRecipe(channels=("arterial", "t2_haste", "t1_in"))
-DEFAULT_RECIPES = {"ct-histology": CT_RECIPE, "mri-ehcc": MRI_RECIPE}
+DEFAULT_RECIPES = {task.name: ChannelRecipe(channels=task.channel_recipe) for task in KNOWN_TASKS}
 
 
 @dataclass(frozen=True)
 class Composite:
     rgb: np.ndarray  # (H, W, 3) uint8, for people and PNG files
-    tensor: np.ndarray  # (3, H, W) float32, ImageNet-normalised, for the network
+    tensor: np.ndarray  # (3, H, W) float32, ImageNet-normalised as models.transforms does, for the network
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -62,7 +62,10 @@ def run_node(
     signal.signal(signal.SIGINT, on_signal)
     node.start()
     typer.echo(f"triphase node {settings.ae_title} listening on {settings.bind}:{node.port}", err=True)
-    stop.wait()
+    # Wake up regularly: a signal delivered to another thread only runs its Python handler when
+    # the main thread next runs bytecode, and a bare wait() might never return.
+    while not stop.wait(0.5):
+        pass
     node.shutdown()
 
 

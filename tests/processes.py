@@ -79,7 +79,15 @@ class NodeProcess:
     def terminate(self, timeout: float = 20) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:  # the stacks of a stuck node say why it is stuck
+                stacks = subprocess.run([str(Path(sys.executable).with_name("py-spy")), "dump", "-p",
+                                         str(self.proc.pid)], capture_output=True, text=True, timeout=30).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                stacks = "(py-spy not available)"
+            raise AssertionError(f"node did not stop after SIGTERM\n{stacks}\n{self.log()[-3000:]}") from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

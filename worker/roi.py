@@ -19,10 +19,15 @@ from pydicom.dataset import Dataset
 log = logging.getLogger(__name__)
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+SR_STORAGE_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+TRACKING_IDENTIFIER = ("112039", "DCM")
 
 
 class RoiSource(StrEnum):
     SEG = "seg"
+    SR = "sr-image-region"
+    RTSTRUCT = "rtstruct"
     FALLBACK_CENTRE = "fallback-centre-crop"
 
 
@@ -93,16 +98,108 @@ def lesions_from_seg(path: Path) -> list[Lesion]:
     return lesions
 
 
-def find_seg_files(paths: list[Path], study_uid: str) -> list[Path]:
-    """SEG objects of one study among the given files (headers only)."""
-    found = []
+def _lesion_from_slices(lesion_id: str, source: RoiSource, slices: list[np.ndarray], label: str = "") -> Lesion:
+    """A lesion from planar outlines or point sets (one (N, 3) array per slice, patient mm)."""
+    points = np.concatenate(slices)
+
+    def area(outline: np.ndarray) -> float:
+        if len(outline) < 3:
+            return 0.0
+        centred = outline - outline.mean(axis=0)
+        normal = np.cross(centred[1] - centred[0], centred[2] - centred[0])
+        cross = sum(np.cross(centred[i], centred[(i + 1) % len(centred)]) for i in range(len(centred)))
+        return float(abs(np.dot(cross, normal / (np.linalg.norm(normal) or 1.0))) / 2)
+
+    largest = max(slices, key=area).mean(axis=0)
+    return Lesion(lesion_id, source, tuple(points.mean(axis=0)), tuple(points.min(axis=0)),  # type: ignore[arg-type]
+                  tuple(points.max(axis=0)), tuple(largest), label)  # type: ignore[arg-type]
+
+
+def lesions_from_rtstruct(path: Path) -> list[Lesion]:
+    """One lesion per ROI of an RT Structure Set (its contours are in patient coordinates)."""
+    ds = dcmread(path)
+    names = {int(r.ROINumber): str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])}
+    lesions = []
+    for index, roi in enumerate(ds.get("ROIContourSequence", []), start=1):
+        slices = [np.asarray(c.ContourData, dtype=float).reshape(-1, 3) for c in roi.get("ContourSequence", [])
+                  if "ContourData" in c and len(c.ContourData) >= 3]
+        if not slices:
+            continue
+        number = int(roi.get("ReferencedROINumber", index))
+        lesions.append(_lesion_from_slices(f"L{len(lesions) + 1}", RoiSource.RTSTRUCT, slices,
+                                           names.get(number, "")))
+    return lesions
+
+
+def _walk_regions(items: object, tracking: str, found: dict[str, list[tuple[Dataset, str]]]) -> None:
+    for item in items or []:  # type: ignore[attr-defined]
+        concept = item.get("ConceptNameCodeSequence")
+        code = (str(concept[0].CodeValue), str(concept[0].CodingSchemeDesignator)) if concept else None
+        current = tracking
+        if item.get("ValueType") == "CONTAINER":
+            for child in item.get("ContentSequence", []):
+                child_concept = child.get("ConceptNameCodeSequence")
+                if (child.get("ValueType") == "TEXT" and child_concept and
+                        (str(child_concept[0].CodeValue), str(child_concept[0].CodingSchemeDesignator))
+                        == TRACKING_IDENTIFIER):
+                    current = str(child.TextValue)
+        if code == TRACKING_IDENTIFIER and item.get("ValueType") == "TEXT":
+            continue
+        if item.get("ValueType") in ("SCOORD", "SCOORD3D"):
+            found.setdefault(current, []).append((item, item.ValueType))
+        _walk_regions(item.get("ContentSequence"), current, found)
+
+
+def lesions_from_sr(path: Path, image_geometry: dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]]
+                    ) -> list[Lesion]:
+    """Lesions from image regions in a TID 1500 SR: SCOORD3D directly, SCOORD via its image.
+
+    ``image_geometry`` maps SOP Instance UIDs to (position, orientation, pixel spacing) so a 2-D
+    region drawn on an image can be placed in patient coordinates.
+    """
+    ds = dcmread(path)
+    found: dict[str, list[tuple[Dataset, str]]] = {}
+    _walk_regions(ds.get("ContentSequence"), "", found)
+    lesions = []
+    for tracking, regions in found.items():
+        slices = []
+        for item, kind in regions:
+            data = np.asarray(item.GraphicData, dtype=float)
+            if kind == "SCOORD3D":
+                slices.append(data.reshape(-1, 3))
+                continue
+            reference = next((c for c in item.get("ContentSequence", []) if "ReferencedSOPSequence" in c), None)
+            if reference is None:
+                continue
+            uid = str(reference.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+            if uid not in image_geometry:
+                continue
+            position, orientation, spacing = image_geometry[uid]
+            columns, rows = data.reshape(-1, 2).T  # SCOORD is (column, row) pairs
+            slices.append(position[None, :] + columns[:, None] * spacing[1] * orientation[None, :3]
+                          + rows[:, None] * spacing[0] * orientation[None, 3:])
+        if slices:
+            lesions.append(_lesion_from_slices(tracking or f"L{len(lesions) + 1}", RoiSource.SR, slices))
+    return lesions
+
+
+def find_annotation_files(paths: list[Path], study_uid: str) -> dict[str, list[Path]]:
+    """SEG, RTSTRUCT and SR objects of one study among the given files (headers only)."""
+    found: dict[str, list[Path]] = {"seg": [], "rtstruct": [], "sr": []}
     for path in paths:
         try:
             ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "StudyInstanceUID"])
-        except Exception:  # noqa: BLE001 - not DICOM: not a SEG
+        except Exception:  # noqa: BLE001 - not DICOM: not an annotation
             continue
-        if str(ds.get("SOPClassUID", "")) == SEG_STORAGE and str(ds.get("StudyInstanceUID", "")) == study_uid:
-            found.append(path)
+        if str(ds.get("StudyInstanceUID", "")) != study_uid:
+            continue
+        sop_class = str(ds.get("SOPClassUID", ""))
+        if sop_class == SEG_STORAGE:
+            found["seg"].append(path)
+        elif sop_class == RTSTRUCT_STORAGE:
+            found["rtstruct"].append(path)
+        elif sop_class.startswith(SR_STORAGE_PREFIX):
+            found["sr"].append(path)
     return found
 
 

@@ -21,7 +21,15 @@ from models.compositing import DEFAULT_RECIPES, ChannelRecipe, Composite, crop_b
 from worker.alignment import Motion, align, box_around
 from worker.grouping import Grouping, Outcome, Rules, group_paths
 from worker.grouping.series_info import iter_dicom_files
-from worker.roi import Lesion, RoiSource, fallback_lesion, find_seg_files, lesions_from_seg
+from worker.roi import (
+    Lesion,
+    RoiSource,
+    fallback_lesion,
+    find_annotation_files,
+    lesions_from_rtstruct,
+    lesions_from_seg,
+    lesions_from_sr,
+)
 from worker.volumes import Volume, VolumeError, load_volume
 
 log = logging.getLogger(__name__)
@@ -122,6 +130,20 @@ def _lesion_composite(lesion: Lesion, reference: Volume, volumes: dict[str, Volu
                            motion, sources)
 
 
+def find_lesions(files: list[Path], study_uid: str, grouping: Grouping) -> list[Lesion]:
+    """Lesions from the study's annotations, in order of preference: SEG, RTSTRUCT, SR regions."""
+    annotations = find_annotation_files(files, study_uid)
+    lesions = [lesion for path in annotations["seg"] for lesion in lesions_from_seg(path)]
+    if not lesions:
+        lesions = [lesion for path in annotations["rtstruct"] for lesion in lesions_from_rtstruct(path)]
+    if not lesions and annotations["sr"]:
+        geometry = {i.sop_instance_uid: (np.asarray(i.position), np.asarray(i.orientation), i.pixel_spacing)
+                    for m in grouping.roles.values() if m is not None for i in m.series.images
+                    if i.position is not None and i.orientation is not None and i.pixel_spacing is not None}
+        lesions = [lesion for path in annotations["sr"] for lesion in lesions_from_sr(path, geometry)]
+    return lesions
+
+
 def composites_for_study(study_uid: str, grouping: Grouping, files: list[Path], rules: Rules, *,
                          recipe: ChannelRecipe | None = None, size: int = 224, register: bool = True,
                          fallback: Fallback = "centre") -> StudyComposites:
@@ -144,7 +166,7 @@ def composites_for_study(study_uid: str, grouping: Grouping, files: list[Path], 
         if len(frames) > 1:
             raise Skipped("the roles are in different frames of reference; they cannot be aligned")
         reference = volumes[reference_role]
-        lesions = [lesion for seg in find_seg_files(files, study_uid) for lesion in lesions_from_seg(seg)]
+        lesions = find_lesions(files, study_uid, grouping)
         if not lesions:
             if fallback == "skip":
                 raise Skipped("no lesion annotation (SEG) in the study and the fallback is 'skip'")

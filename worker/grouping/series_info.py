@@ -47,6 +47,7 @@ class ImageInfo:
     echo_time: float | None
     b_value: float | None
     image_type: tuple[str, ...] = ()
+    pixel_spacing: tuple[float, float] | None = None
 
 
 @dataclass
@@ -227,6 +228,8 @@ def _image_info(ds: Dataset, path: Path) -> ImageInfo:
         echo_time=_float(ds.get("EchoTime")),
         b_value=_b_value(ds),
         image_type=_strings(ds.get("ImageType")),
+        pixel_spacing=(tuple(float(v) for v in ds.PixelSpacing)  # type: ignore[arg-type]
+                       if ds.get("PixelSpacing") and len(ds.PixelSpacing) == 2 else None),
     )
 
 

@@ -23,6 +23,8 @@ def composite(
     register: Annotated[bool, typer.Option("--register/--no-register",
                                            help="rigid registration in a lesion-centred box")] = True,
     fallback: Annotated[str, typer.Option(help="without a SEG: 'centre' crop (declared) or 'skip'")] = "centre",
+    neighbours: Annotated[int, typer.Option(min=0, max=5,
+                                            help="also composite this many slices each side of the largest")] = 0,
     rules_file: Annotated[Path | None, typer.Option("--rules", help="grouping rules file (TOML)")] = None,
 ) -> None:
     """Group, align and composite each study; one PNG + JSON per lesion, for people to look at."""
@@ -35,7 +37,8 @@ def composite(
         raise typer.BadParameter("--fallback is 'centre' or 'skip'")
     runtime: Runtime = ctx.obj
     rules = load_rules(rules_file or runtime.section(GroupingSettings).rules)
-    results = build_composites(paths, rules, size=size, register=register, fallback=fallback)
+    results = build_composites(paths, rules, size=size, register=register, fallback=fallback,
+                               neighbours=neighbours)
     out.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
     for uid, study in results.items():
@@ -44,7 +47,7 @@ def composite(
             typer.echo(f"study {uid}: skipped: {study.skipped}", err=True)
             continue
         for item in study.composites:
-            stem = f"{uid}_{item.lesion.lesion_id}"
+            stem = f"{uid}_{item.lesion.lesion_id}" + (f"_s{item.slice_index:03d}" if neighbours else "")
             Image.fromarray(item.composite.rgb).save(out / f"{stem}.png")
             (out / f"{stem}.json").write_text(json.dumps(study.sidecar(item), indent=2, ensure_ascii=False))
             written += 1

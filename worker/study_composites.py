@@ -104,30 +104,35 @@ def _nearest_source_image(grouping: Grouping, role: str, point_mm: np.ndarray) -
     return nearest.sop_instance_uid
 
 
-def _lesion_composite(lesion: Lesion, reference: Volume, volumes: dict[str, Volume], grouping: Grouping,
-                      recipe: ChannelRecipe, modality: str, size: int, register: bool) -> LesionComposite:
+def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Volume], grouping: Grouping,
+                       recipe: ChannelRecipe, modality: str, size: int, register: bool,
+                       neighbours: int) -> list[LesionComposite]:
+    """The composite of the lesion's largest axial slice (and ``neighbours`` slices each side)."""
     extent = np.subtract(lesion.box_max_mm, lesion.box_min_mm)
     half_mm = max(float(extent.max()) / 2 * (1 + recipe.margin), recipe.min_crop_mm / 2)
     box = box_around(reference, np.asarray(lesion.centre_mm), half_mm + REGISTRATION_MARGIN_MM)
-    planes: dict[str, np.ndarray] = {}
-    motion: dict[str, Motion | None] = {}
     k = int(round(reference.to_index(np.asarray(lesion.largest_slice_mm)[None, :])[0][0]))
     if not 0 <= k < reference.shape[0]:
         raise Skipped(f"lesion {lesion.lesion_id} lies outside the reference series")
+    aligned: dict[str, np.ndarray] = {}
+    motion: dict[str, Motion | None] = {}
     for role in recipe.channels:
         if volumes[role] is reference:
-            planes[role], motion[role] = reference.voxels[k], None
-            continue
-        aligned, motion[role] = align(reference, volumes[role], box, register=register)
-        planes[role] = aligned[k]
+            aligned[role], motion[role] = reference.voxels, None
+        else:
+            aligned[role], motion[role] = align(reference, volumes[role], box, register=register)
     centre = reference.to_index(np.asarray(lesion.centre_mm)[None, :])[0]
     spacing = reference.spacing
     crop = crop_box(reference.shape[1:], (centre[1], centre[2]), (half_mm / spacing[1], half_mm / spacing[2]))
-    composite = make_composite(planes, recipe, modality=modality, size=size, crop=crop)
-    slice_point = reference.to_patient(np.array([[k, centre[1], centre[2]]]))[0]
-    sources = {role: _nearest_source_image(grouping, role, slice_point) for role in recipe.channels}
-    return LesionComposite(lesion, composite, k, ((crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)),
-                           motion, sources)
+    out = []
+    for index in range(max(k - neighbours, 0), min(k + neighbours, reference.shape[0] - 1) + 1):
+        planes = {role: volume[index] for role, volume in aligned.items()}
+        composite = make_composite(planes, recipe, modality=modality, size=size, crop=crop)
+        slice_point = reference.to_patient(np.array([[index, centre[1], centre[2]]]))[0]
+        sources = {role: _nearest_source_image(grouping, role, slice_point) for role in recipe.channels}
+        out.append(LesionComposite(lesion, composite, index,
+                                   ((crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)), motion, sources))
+    return out
 
 
 def find_lesions(files: list[Path], study_uid: str, grouping: Grouping) -> list[Lesion]:
@@ -146,7 +151,7 @@ def find_lesions(files: list[Path], study_uid: str, grouping: Grouping) -> list[
 
 def composites_for_study(study_uid: str, grouping: Grouping, files: list[Path], rules: Rules, *,
                          recipe: ChannelRecipe | None = None, size: int = 224, register: bool = True,
-                         fallback: Fallback = "centre") -> StudyComposites:
+                         fallback: Fallback = "centre", neighbours: int = 0) -> StudyComposites:
     task = grouping.task
     recipe = recipe or DEFAULT_RECIPES.get(task or "", DEFAULT_RECIPES["ct-histology"])
     result = StudyComposites(study_uid, grouping, recipe)
@@ -175,8 +180,8 @@ def composites_for_study(study_uid: str, grouping: Grouping, files: list[Path], 
             log.warning("study without annotation: using the %s fallback", RoiSource.FALLBACK_CENTRE.value)
         modality = grouping.roles[reference_role].series.modality  # type: ignore[union-attr]
         for lesion in lesions:
-            result.composites.append(_lesion_composite(lesion, reference, volumes, grouping, recipe, modality,
-                                                       size, register))
+            result.composites.extend(_lesion_composites(lesion, reference, volumes, grouping, recipe, modality,
+                                                        size, register, neighbours))
     except Skipped as exc:
         result.skipped = str(exc)
     return result

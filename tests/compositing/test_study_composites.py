@@ -159,3 +159,14 @@ def test_composite_command_writes_png_and_sidecar(ct_run: Path, tmp_path: Path) 
     from PIL import Image
 
     assert Image.open(png).size == (48, 48)
+
+
+def test_neighbouring_slices_option(ct_run: Path) -> None:
+    study_dir = sorted(ct_run.glob("study-*"))[0]
+    [single] = build_composites([study_dir], RULES, size=32).values()
+    [several] = build_composites([study_dir], RULES, size=32, neighbours=1).values()
+    [centre] = single.composites
+    assert [c.slice_index for c in several.composites] == [centre.slice_index - 1, centre.slice_index,
+                                                            centre.slice_index + 1]
+    assert np.array_equal(several.composites[1].composite.rgb, centre.composite.rgb)
+    assert not np.array_equal(several.composites[0].composite.rgb, centre.composite.rgb)

@@ -64,3 +64,55 @@ def load_composite_folder(root: Path) -> CompositeFolder:
         provenance = json.loads(sidecar.read_text(encoding="utf-8"))
     return CompositeFolder(root, images, [r["label"].strip() for r in rows],
                            [r["patient_id"].strip() for r in rows], rows, provenance)
+
+
+def load_study_folder(root: Path, *, size: int, rules_path: Path | None = None,
+                      channel_recipe: list[str] | None = None) -> CompositeFolder:
+    """Composites built from a folder of DICOM studies plus ``labels.csv``, by the inference path.
+
+    Lesions are matched to their labels by (study UID, lesion id); studies that cannot be
+    composited are reported and left out, never silently.
+    """
+    import logging  # noqa: PLC0415
+
+    from models.compositing import DEFAULT_RECIPES, ChannelRecipe  # noqa: PLC0415
+    from worker.grouping import load_rules  # noqa: PLC0415
+    from worker.study_composites import build_composites  # noqa: PLC0415
+
+    log = logging.getLogger(__name__)
+    table = root / "labels.csv"
+    with table.open(newline="", encoding="utf-8") as handle:
+        truth = {(r["study_uid"].strip(), r["lesion_id"].strip()): r for r in csv.DictReader(handle)}
+    if not truth:
+        raise ValueError(f"{table} lists no lesions")
+    rules = load_rules(rules_path)
+    recipe = ChannelRecipe(channels=tuple(channel_recipe)) if channel_recipe else None  # type: ignore[arg-type]
+    results = build_composites([root], rules, size=size, recipe=recipe)
+    images, labels, patients, rows = [], [], [], []
+    skipped: dict[str, str] = {}
+    used_recipe = None
+    for uid, study in results.items():
+        if study.skipped:
+            skipped[uid] = study.skipped
+            continue
+        used_recipe = study.recipe
+        for item in study.composites:
+            row = truth.get((uid, item.lesion.lesion_id))
+            if row is None:
+                skipped[f"{uid}/{item.lesion.lesion_id}"] = "lesion not in labels.csv"
+                continue
+            images.append(item.composite.rgb)
+            labels.append(row["label"].strip())
+            patients.append(row["patient_id"].strip())
+            rows.append({k: row[k] for k in ("patient_id", "study_uid", "lesion_id", "label")}
+                        | {"roi_source": item.lesion.source.value})
+    for key, reason in skipped.items():
+        log.warning("left out of training: %s: %s", key, reason)
+    if not images:
+        raise ValueError(f"no composites could be built from {root} ({len(skipped)} studies skipped)")
+    recipe_used = used_recipe or DEFAULT_RECIPES["ct-histology"]
+    provenance = {"channel_recipe": list(recipe_used.channels),
+                  "windowing": {"source": "built from DICOM studies by the inference path",
+                                "recipe": recipe_used.as_json(), "rules": rules.source},
+                  "skipped": skipped}
+    return CompositeFolder(root, images, labels, patients, rows, provenance)

@@ -127,8 +127,8 @@ def _split(text: str | None) -> list[str] | None:
 @commands_app.command("train")
 def train(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Argument(help="folder with composites.csv and the composites", exists=True,
-                                         file_okay=False)],
+    data: Annotated[Path, typer.Argument(help="folder of DICOM studies with labels.csv, or of prepared "
+                                         "composites with composites.csv", exists=True, file_okay=False)],
     task: Annotated[str, typer.Option("--task", help="ct-histology, mri-ehcc, or a new name with --classes")],
     arch: Annotated[str, typer.Option("--arch", help="architecture (see 'triphase weights list')")] = "vgg16",
     mode: Annotated[str, typer.Option("--mode", help="finetune | linear | svm")] = "finetune",
@@ -158,7 +158,8 @@ def train(
     from models.tasks import known_task  # noqa: PLC0415
     from models.training import MODES, TrainingConfig, train_model  # noqa: PLC0415
     from models.transforms import NO_AUGMENTATION, Augmentation  # noqa: PLC0415
-    from worker.composite_folder import load_composite_folder  # noqa: PLC0415
+    from worker.composite_folder import load_composite_folder, load_study_folder  # noqa: PLC0415
+    from worker.settings import GroupingSettings  # noqa: PLC0415
 
     runtime: Runtime = ctx.obj
     if mode not in MODES:
@@ -170,7 +171,17 @@ def train(
     registry = default_registry()
     if arch not in registry:
         raise typer.BadParameter(f"unknown architecture; known: {', '.join(registry.names())}", param_hint="--arch")
-    folder = load_composite_folder(data)
+    if (data / "composites.csv").is_file():
+        folder = load_composite_folder(data)
+    elif (data / "labels.csv").is_file():
+        folder = load_study_folder(data, size=input_size or registry.get(arch).input_size,
+                                   rules_path=runtime.section(GroupingSettings).rules, channel_recipe=_split(recipe))
+        if folder.provenance.get("skipped"):
+            typer.secho(f"{len(folder.provenance['skipped'])} studies or lesions left out (see the log)",
+                        err=True, fg="yellow")
+    else:
+        raise typer.BadParameter("needs labels.csv (DICOM studies) or composites.csv (prepared composites)",
+                                 param_hint="DATA")
     channel_recipe = (_split(recipe) or folder.provenance.get("channel_recipe")
                       or (list(definition.channel_recipe) if definition else None))
     if not channel_recipe or len(channel_recipe) != 3:

@@ -41,9 +41,18 @@ class Motion:
 HISTOGRAM_BINS = 24
 
 
+def quantise(volume: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """Intensities as bin numbers 0..bins-1 over the volume's 1st-99th percentile range."""
+    low, high = np.percentile(volume, (1.0, 99.0))
+    if high <= low:
+        return np.zeros(volume.shape, dtype=np.intp)
+    scaled = (volume - low) * (bins / (high - low))
+    return np.clip(scaled, 0, bins - 1).astype(np.intp)
+
+
 def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = HISTOGRAM_BINS) -> float:
-    """Mutual information (nats) of two equally shaped intensity arrays."""
-    joint, _, _ = np.histogram2d(a.ravel(), b.ravel(), bins=bins)
+    """Mutual information (nats) of two equally shaped arrays of bin numbers (see quantise)."""
+    joint = np.bincount((a * bins + b).ravel(), minlength=bins * bins).reshape(bins, bins).astype(np.float64)
     total = joint.sum()
     if total == 0:
         return 0.0
@@ -72,6 +81,7 @@ def _parabola(minus: float, centre: float, plus: float) -> float:
 def register_translation(fixed: np.ndarray, moving: np.ndarray, box: Box, *,
                          max_shift: tuple[int, int, int] = (6, 4, 4)) -> tuple[tuple[float, float, float], float]:
     """Voxel shift d such that moving[x + d] best matches fixed[x] inside ``box``."""
+    fixed_bins, moving_bins = quantise(fixed), quantise(moving)
     scores: dict[tuple[int, int, int], float] = {}
 
     def score(shift: tuple[int, int, int]) -> float:
@@ -81,7 +91,7 @@ def register_translation(fixed: np.ndarray, moving: np.ndarray, box: Box, *,
                 scores[shift] = -np.inf
             else:
                 moved = tuple(slice(p.start + d, p.stop + d) for p, d in zip(part, shift, strict=True))
-                scores[shift] = mutual_information(fixed[part], moving[moved])
+                scores[shift] = mutual_information(fixed_bins[part], moving_bins[moved])
         return scores[shift]
 
     best = (0, 0, 0)

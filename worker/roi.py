@@ -16,6 +16,8 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from worker.grouping.series_info import SeriesInfo
+
 log = logging.getLogger(__name__)
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -183,23 +185,14 @@ def lesions_from_sr(path: Path, image_geometry: dict[str, tuple[np.ndarray, np.n
     return lesions
 
 
-def find_annotation_files(paths: list[Path], study_uid: str) -> dict[str, list[Path]]:
-    """SEG, RTSTRUCT and SR objects of one study among the given files (headers only)."""
+def annotation_files(series: list[SeriesInfo]) -> dict[str, list[Path]]:
+    """SEG, RTSTRUCT and SR files among one study's series (as the header scan found them)."""
     found: dict[str, list[Path]] = {"seg": [], "rtstruct": [], "sr": []}
-    for path in paths:
-        try:
-            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "StudyInstanceUID"])
-        except Exception:  # noqa: BLE001 - not DICOM: not an annotation
-            continue
-        if str(ds.get("StudyInstanceUID", "")) != study_uid:
-            continue
-        sop_class = str(ds.get("SOPClassUID", ""))
-        if sop_class == SEG_STORAGE:
-            found["seg"].append(path)
-        elif sop_class == RTSTRUCT_STORAGE:
-            found["rtstruct"].append(path)
-        elif sop_class.startswith(SR_STORAGE_PREFIX):
-            found["sr"].append(path)
+    for item in series:
+        kind = ("seg" if item.sop_class_uid == SEG_STORAGE else "rtstruct" if item.sop_class_uid == RTSTRUCT_STORAGE
+                else "sr" if item.sop_class_uid.startswith(SR_STORAGE_PREFIX) else None)
+        if kind:
+            found[kind].extend(image.path for image in item.images)
     return found
 
 

@@ -19,13 +19,14 @@ import numpy as np
 
 from models.compositing import DEFAULT_RECIPES, ChannelRecipe, Composite, crop_box, make_composite
 from worker.alignment import Motion, align, box_around
-from worker.grouping import Grouping, Outcome, Rules, group_paths
-from worker.grouping.series_info import iter_dicom_files
+from worker.grouping import Grouping, Outcome, Rules
+from worker.grouping.matching import group_study
+from worker.grouping.series_info import SeriesInfo, scan_studies
 from worker.roi import (
     Lesion,
     RoiSource,
     fallback_lesion,
-    find_annotation_files,
+    annotation_files,
     lesions_from_rtstruct,
     lesions_from_seg,
     lesions_from_sr,
@@ -135,9 +136,9 @@ def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Vol
     return out
 
 
-def find_lesions(files: list[Path], study_uid: str, grouping: Grouping) -> list[Lesion]:
+def find_lesions(series: list[SeriesInfo], grouping: Grouping) -> list[Lesion]:
     """Lesions from the study's annotations, in order of preference: SEG, RTSTRUCT, SR regions."""
-    annotations = find_annotation_files(files, study_uid)
+    annotations = annotation_files(series)
     lesions = [lesion for path in annotations["seg"] for lesion in lesions_from_seg(path)]
     if not lesions:
         lesions = [lesion for path in annotations["rtstruct"] for lesion in lesions_from_rtstruct(path)]
@@ -149,9 +150,10 @@ def find_lesions(files: list[Path], study_uid: str, grouping: Grouping) -> list[
     return lesions
 
 
-def composites_for_study(study_uid: str, grouping: Grouping, files: list[Path], rules: Rules, *,
+def composites_for_study(study_uid: str, series: list[SeriesInfo], rules: Rules, *,
                          recipe: ChannelRecipe | None = None, size: int = 224, register: bool = True,
                          fallback: Fallback = "centre", neighbours: int = 0) -> StudyComposites:
+    grouping = group_study(study_uid, series, rules)
     task = grouping.task
     recipe = recipe or DEFAULT_RECIPES.get(task or "", DEFAULT_RECIPES["ct-histology"])
     result = StudyComposites(study_uid, grouping, recipe)
@@ -171,7 +173,7 @@ def composites_for_study(study_uid: str, grouping: Grouping, files: list[Path], 
         if len(frames) > 1:
             raise Skipped("the roles are in different frames of reference; they cannot be aligned")
         reference = volumes[reference_role]
-        lesions = find_lesions(files, study_uid, grouping)
+        lesions = find_lesions(series, grouping)
         if not lesions:
             if fallback == "skip":
                 raise Skipped("no lesion annotation (SEG) in the study and the fallback is 'skip'")
@@ -188,8 +190,7 @@ def composites_for_study(study_uid: str, grouping: Grouping, files: list[Path], 
 
 
 def build_composites(paths: Iterable[Path], rules: Rules, **options: object) -> dict[str, StudyComposites]:
-    """Composites for every study found under ``paths``."""
-    files = list(iter_dicom_files(paths))
-    groupings = group_paths(files, rules)
-    return {uid: composites_for_study(uid, grouping, files, rules, **options)  # type: ignore[arg-type]
-            for uid, grouping in groupings.items()}
+    """Composites for every study found under ``paths`` (headers are read once)."""
+    scan = scan_studies(paths)
+    return {uid: composites_for_study(uid, series, rules, **options)  # type: ignore[arg-type]
+            for uid, series in sorted(scan.series.items())}

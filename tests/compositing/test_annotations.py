@@ -14,7 +14,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from worker.grouping import group_paths, load_rules
-from worker.grouping.series_info import iter_dicom_files
+from worker.grouping.series_info import scan_studies
 from worker.roi import RoiSource, lesions_from_rtstruct
 from worker.study_composites import build_composites, find_lesions
 from worker.synth.context import StudyOptions
@@ -103,9 +103,9 @@ def test_sr_image_region_gives_the_lesion(study, tmp_path: Path) -> None:
                                  manufacturer="Reading station")
     sr.save_as(folder / "annotation-sr.dcm")
     try:
-        files = list(iter_dicom_files([folder]))
-        [grouping] = group_paths(files, RULES).values()
-        [lesion] = find_lesions(files, portal[0].StudyInstanceUID, grouping)
+        [series] = scan_studies([folder]).series.values()
+        [grouping] = group_paths([folder], RULES).values()
+        [lesion] = find_lesions(series, grouping)
         assert lesion.source is RoiSource.SR and lesion.lesion_id == "LESION-7"
         assert np.allclose(lesion.centre_mm[:2], centre[:2], atol=max(spacing) + 0.5)
         [result] = build_composites([folder], RULES, size=32).values()

@@ -20,7 +20,7 @@ from db.runtime import Runtime
 from db.settings import ConfigError, ConfigFile, DbSettings, GeneralSettings, mask_url
 from node import cli as node_cli
 from node.settings import BrokerSettings, NodeSettings
-from worker import composite_cli, model_commands
+from worker import analyze_cli, composite_cli, model_commands
 from worker.grouping import cli as grouping_cli
 from worker.synth import cli as synth_cli
 from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
@@ -76,6 +76,8 @@ def main(
         logging.getLogger("alembic").setLevel(logging.WARNING)
         # pynetdicom logs transport errors that our own messages already explain in one line.
         logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+        # highdicom logs UIDs at INFO; patient-related identifiers stay at DEBUG.
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
     ctx.obj = runtime
     ctx.call_on_close(runtime.close)
 
@@ -88,6 +90,7 @@ app.add_typer(db_cli.app, name="db")
 app.registered_commands.extend(synth_cli.app.registered_commands)
 app.registered_commands.extend(grouping_cli.app.registered_commands)
 app.registered_commands.extend(composite_cli.app.registered_commands)
+app.registered_commands.extend(analyze_cli.app.registered_commands)
 model_commands.register(app)  # weights, models, train, predict
 
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)

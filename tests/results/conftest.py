@@ -1,0 +1,45 @@
+"""A small model trained in the test session, and synthetic studies to analyse with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.artifact import Artifact, save_trained
+from models.inference import Classifier
+from models.registry import default_registry
+from models.training import TrainingConfig, train_model
+from worker.composite_folder import load_study_folder
+from worker.synth.context import StudyOptions
+from worker.synth.run import generate_run
+
+SIZES = {"ct-histology": dict(slices=16, matrix=48), "mri-ehcc": dict(slices=8, matrix=40)}
+STUDIES = {"ct-histology": 20, "mri-ehcc": 10}
+CLASSES = {"ct-histology": ["early_hcc", "well_hcc", "moderate_hcc", "poor_hcc", "non_hcc_cc"],
+           "mri-ehcc": ["early_hcc", "progressed_hcc"]}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """task -> (studies folder, artifact, classifier); the model is a tiny network, random init."""
+    cache: dict[str, tuple[Path, Artifact, Classifier]] = {}
+
+    def get(task: str) -> tuple[Path, Artifact, Classifier]:
+        if task not in cache:
+            root = tmp_path_factory.mktemp(task)
+            studies = root / "studies"
+            generate_run(studies, StudyOptions(task=task, seed=51, difficulty=0.2, style="mixed", extras=True,
+                                               balanced=True, **SIZES[task]), STUDIES[task], [])
+            folder = load_study_folder(studies, size=64)
+            config = TrainingConfig(architecture="tinycnn", mode="finetune", folds=2, epochs=1, seed=0,
+                                    random_init=True, device="cpu")
+            model = train_model(folder.images, folder.labels, folder.patient_ids, classes=CLASSES[task],
+                                config=config, registry=default_registry(), weights_dir=root)
+            artifact = save_trained(model, root / "models", task=task,
+                                    channel_recipe=folder.provenance["channel_recipe"],
+                                    windowing=folder.provenance["windowing"])
+            cache[task] = (studies, artifact, Classifier(artifact, registry=default_registry(), device="cpu"))
+        return cache[task]
+
+    return get

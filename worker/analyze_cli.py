@@ -1,0 +1,98 @@
+"""``triphase analyze``: the whole pipeline on study folders, offline (no servers)."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from db.runtime import Runtime
+from worker.settings import GroupingSettings, ModelsSection
+
+app = typer.Typer()
+
+
+def software_version() -> str:
+    try:
+        return version("triphase")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def algorithm_for(artifact: Any) -> Any:
+    """How outputs name the model: architecture and task, version = the artifact's content hash."""
+    from worker.results.sr import AlgorithmInfo  # noqa: PLC0415
+
+    manifest = artifact.manifest
+    training = manifest.get("training", {}).get("config", {})
+    parameters = {"architecture": manifest["architecture"]["name"] if isinstance(manifest.get("architecture"), dict)
+                  else str(manifest.get("architecture")),
+                  "mode": str(manifest.get("mode", training.get("mode", ""))),
+                  "channels": ",".join(manifest["input"]["channel_recipe"]),
+                  "abstain_below": str(manifest.get("abstention_threshold", 0.0))}
+    return AlgorithmInfo(name=f"triphase {parameters['architecture']} {manifest['task']}", version=artifact.hash,
+                         software_version=software_version(), parameters=parameters)
+
+
+@app.command()
+def analyze(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="study folders or files", exists=True)],
+    model: Annotated[str, typer.Option("--model", help="model artifact folder or hash prefix")],
+    out: Annotated[Path, typer.Option("--out", help="where the SR, SC and summary go")],
+    tta: Annotated[bool, typer.Option("--tta", help="test-time augmentation")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda[:N]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
+) -> None:
+    """Group, composite, classify and write a TID 1500 SR + Secondary Capture per study."""
+    from models.artifact import resolve_artifact  # noqa: PLC0415
+    from models.inference import Classifier  # noqa: PLC0415
+    from models.registry import default_registry  # noqa: PLC0415
+    from worker.analysis import analyse_study  # noqa: PLC0415
+    from worker.grouping import load_rules  # noqa: PLC0415
+    from worker.grouping.series_info import scan_studies  # noqa: PLC0415
+    from worker.results.identity import device_uid  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    rules = load_rules(runtime.section(GroupingSettings).rules)
+    artifact = resolve_artifact(model, runtime.general.models_dir)
+    classifier = Classifier(artifact, registry=default_registry(),
+                            device=device or runtime.section(ModelsSection).device)
+    algorithm = algorithm_for(artifact)
+    device_id = device_uid(runtime.general.data_dir)
+    scan = scan_studies(paths)
+    if not scan.series:
+        typer.echo("no DICOM studies found", err=True)
+        raise typer.Exit(1)
+    summaries = []
+    for uid, series in sorted(scan.series.items()):
+        result = analyse_study(uid, series, rules, classifier=classifier, algorithm=algorithm,
+                               device_uid=device_id, tta=tta)
+        folder = out / uid
+        written = []
+        if result.sr is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            result.sr.save_as(folder / "SR.dcm", enforce_file_format=True)
+            written.append(str(folder / "SR.dcm"))
+            for sc, lesion in zip(result.scs, result.lesions, strict=True):
+                path = folder / f"SC_{lesion['lesion_id']}.dcm"
+                sc.save_as(path, enforce_file_format=True)
+                written.append(str(path))
+        summary = result.as_json() | {"model": artifact.hash, "files": written}
+        summaries.append(summary)
+        if not as_json:
+            if result.outcome == "skipped":
+                typer.echo(f"study {uid}: skipped: {result.reason}")
+            for lesion in result.lesions:
+                probabilities = ", ".join(f"{k} {v:.2f}" for k, v in lesion["probabilities"].items())
+                typer.echo(f"study {uid} lesion {lesion['lesion_id']}: {lesion['label']} ({probabilities}; "
+                           f"ROI {lesion['roi_source']})")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summaries, indent=2, ensure_ascii=False))
+    if as_json:
+        typer.echo(json.dumps(summaries, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(f"results in {out} (model {artifact.short_hash}; not for diagnostic use)")

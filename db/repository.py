@@ -31,6 +31,7 @@ from db.schema import (
 from db.states import JobState, StudyState, check_transition
 
 ANALYSE_TASK = "triphase.analyse"
+SEND_TASK = "triphase.send"
 ARRIVAL_QUEUE = "arrival"
 
 
@@ -377,6 +378,22 @@ class Repository:
             self._event(session, f"job.{new.value}", reason or f"{old} -> {new.value}",
                         severity="error" if new is JobState.FAILED else "info",
                         study_uid=study_uid, job_id=job_id, detail={"from": old, **detail} or None)
+
+    def requeue_send(self, job_id: int) -> None:
+        """``triphase resend``: a sent or failed job's send step goes back to the queue."""
+        with self.db.session() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise LookupError(f"no job {job_id}")
+            if job.state not in (JobState.SENT.value, JobState.FAILED.value, JobState.ANALYSED.value):
+                raise ValueError(f"job {job_id} is {job.state}; only a sent, failed or analysed job can be resent")
+            old = job.state
+            job.state = check_transition(job.state, JobState.QUEUED).value
+            job.updated_at = utcnow()
+            session.add(OutboxEntry(job_id=job_id, task_name=SEND_TASK, queue=ARRIVAL_QUEUE))
+            study_uid = session.scalars(select(Study.study_uid).where(Study.id == job.study_id)).one()
+            self._event(session, "job.resend", f"{old} -> queued for sending again", study_uid=study_uid,
+                        job_id=job_id, detail={"from": old})
 
     def unpublished_outbox(self, limit: int = 100) -> list[tuple[int, int, str, str]]:
         """(outbox id, job id, task name, queue) not yet handed to the broker, oldest first."""

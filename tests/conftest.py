@@ -93,3 +93,20 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 @pytest.fixture
 def repository(database: Database) -> Repository:
     return Repository(database)
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path) -> Iterator:
+    """Start real Orthanc servers (Debian package) for one test; all are stopped afterwards."""
+    from tests.processes import Orthanc  # noqa: PLC0415 - processes imports this module
+
+    started: list[Orthanc] = []
+
+    def start(**kwargs: object) -> Orthanc:
+        orthanc = Orthanc(tmp_path / f"orthanc{len(started)}", **kwargs)  # type: ignore[arg-type]
+        started.append(orthanc)
+        return orthanc.start()
+
+    yield start
+    for orthanc in started:
+        orthanc.stop()

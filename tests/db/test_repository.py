@@ -177,3 +177,20 @@ def test_series_uid_reused_by_another_study_is_not_mixed_up(repository: Reposito
     with pytest.raises(UIDConflict):
         repository.record_instance(record(study="9.9", sop="9.9.1"), quiet_period_s=30, hard_cap_s=3600)
     assert [(s.study_uid, s.instances) for s in list_studies(database)] == [("1.2.3", 1)]
+
+
+def test_resend_requeues_the_send_step(repository: Repository, database: Database) -> None:
+    repository.record_instance(record(), quiet_period_s=1, hard_cap_s=3600)
+    done = repository.complete_study("1.2.3")
+    assert done is not None
+    with pytest.raises(ValueError, match="only a sent, failed or analysed job"):
+        repository.requeue_send(done.job_id)
+    for state in (JobState.QUEUED, JobState.RUNNING, JobState.ANALYSED, JobState.SENT):
+        repository.transition_job(done.job_id, state)
+    repository.requeue_send(done.job_id)
+    with database.session() as s:
+        assert s.get(Job, done.job_id).state == "queued"  # type: ignore[union-attr]
+    tasks = [task for _, job, task, _ in repository.unpublished_outbox() if job == done.job_id]
+    assert tasks == ["triphase.analyse", "triphase.send"]
+    with pytest.raises(LookupError):
+        repository.requeue_send(999)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import NodeProcess, Orthanc
+from tests.processes import NodeProcess
 
 
 @pytest.fixture
@@ -18,17 +18,3 @@ def node_process(tmp_path: Path) -> Iterator[NodeProcess]:
     ])
     yield node
     node.kill()
-
-
-@pytest.fixture
-def orthanc_factory(tmp_path: Path) -> Iterator:
-    started: list[Orthanc] = []
-
-    def start(**kwargs: object) -> Orthanc:
-        orthanc = Orthanc(tmp_path / f"orthanc{len(started)}", **kwargs)  # type: ignore[arg-type]
-        started.append(orthanc)
-        return orthanc.start()
-
-    yield start
-    for orthanc in started:
-        orthanc.stop()

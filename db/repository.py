@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, select, update
+from sqlalchemy import String, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from db.schema import (
     Instance,
     Job,
     OutboxEntry,
+    Prediction,
     Series,
     Study,
     UTCDateTime,
@@ -378,6 +379,31 @@ class Repository:
             self._event(session, f"job.{new.value}", reason or f"{old} -> {new.value}",
                         severity="error" if new is JobState.FAILED else "info",
                         study_uid=study_uid, job_id=job_id, detail={"from": old, **detail} or None)
+
+    def record_analysis(self, job_id: int, *, task: str, model: str, lesions: list[dict[str, Any]],
+                        detail: dict[str, Any] | None = None, enqueue_send: bool = False) -> None:
+        """Predictions of every lesion and the job's move to analysed, in one transaction.
+
+        Re-running an analysis (a redelivered task) replaces the job's predictions: one row per
+        lesion, never two.
+        """
+        with self.db.session() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise LookupError(f"no job {job_id}")
+            new = check_transition(job.state, JobState.ANALYSED)
+            session.execute(delete(Prediction).where(Prediction.job_id == job_id))
+            for lesion in lesions:
+                session.add(Prediction(job_id=job_id, lesion_id=lesion["lesion_id"], task=task, model=model,
+                                       label=lesion["label"], probabilities=lesion["probabilities"],
+                                       roi_source=lesion["roi_source"]))
+            old, job.state, job.task, job.model, job.updated_at = job.state, new.value, task, model, utcnow()
+            job.reason = None
+            study_uid = session.scalars(select(Study.study_uid).where(Study.id == job.study_id)).one()
+            self._event(session, "job.analysed", f"{len(lesions)} lesion(s) with model {model[:12]}",
+                        study_uid=study_uid, job_id=job_id, detail={"from": old, **(detail or {})})
+            if enqueue_send:
+                session.add(OutboxEntry(job_id=job_id, task_name=SEND_TASK, queue=ARRIVAL_QUEUE))
 
     def requeue_send(self, job_id: int) -> None:
         """``triphase resend``: a sent or failed job's send step goes back to the queue."""

@@ -167,6 +167,24 @@ class Job(Base):
     __table_args__ = (UniqueConstraint("study_id", "study_revision", name="uq_jobs_study_revision"),)
 
 
+class Prediction(Base):
+    """One lesion's result, written in the transaction that sets its job to analysed."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    lesion_id: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(80))
+    label: Mapped[str] = mapped_column(String(32))  # a class, or "indeterminate"
+    probabilities: Mapped[dict[str, Any]]
+    roi_source: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("job_id", "lesion_id", name="uq_predictions_job_lesion"),)
+
+
 class OutboxEntry(Base):
     """A task to publish to the broker once the transaction that made it has committed."""
 

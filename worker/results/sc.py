@@ -19,7 +19,7 @@ from worker.results import identity
 from worker.results.sr import INDETERMINATE, MANUFACTURER, AlgorithmInfo, add_provenance
 
 PICTURE_SIZE = 512
-BAND_HEIGHT = 150
+BAND_HEIGHT = 180
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,11 @@ def render(lesion: CapturedLesion, algorithm: AlgorithmInfo) -> np.ndarray:
     except TypeError:  # Pillow without FreeType
         font = ImageFont.load_default()
     shown = "INDETERMINATE (model abstained)" if lesion.label == INDETERMINATE else lesion.label.replace("_", " ")
-    probabilities = "  ".join(f"{k}: {v:.2f}" for k, v in lesion.probabilities.items())
+    items = [f"{k}: {v:.2f}" for k, v in lesion.probabilities.items()]
+    probability_lines = ["  ".join(items[i:i + 3]) for i in range(0, len(items), 3)]
     lines = [
         f"Lesion {lesion.lesion_id}: {shown}",
-        probabilities,
+        *probability_lines,
         f"R,G,B = {', '.join(lesion.channels)}   ROI: {lesion.roi_source}",
         f"{algorithm.name}  model {algorithm.version[:12]}  triphase {algorithm.software_version}",
         "NOT FOR DIAGNOSTIC USE - produced by an algorithm, research use only",
@@ -76,7 +77,7 @@ def render(lesion: CapturedLesion, algorithm: AlgorithmInfo) -> np.ndarray:
     for number, line in enumerate(lines):
         colour = (255, 80, 80) if number == len(lines) - 1 else (255, 255, 255)
         draw.text((8, y), line[:90], fill=colour, font=font)
-        y += 28
+        y += 26
     return np.asarray(canvas, dtype=np.uint8)
 
 

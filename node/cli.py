@@ -36,10 +36,14 @@ def run_node(
     ae_title: Annotated[str | None, typer.Option("--ae-title", help="our AE title")] = None,
     promiscuous: Annotated[bool | None, typer.Option("--promiscuous/--peers-only",
                                                      help="accept any calling AE title")] = None,
+    publish: Annotated[bool, typer.Option("--publish/--no-publish",
+                                          help="publish completed studies to the broker ([broker] url); "
+                                          "without it they wait in the outbox for a worker's sweeper")] = True,
 ) -> None:
     """Run the DICOM node: receive studies (C-ECHO, C-STORE) until SIGTERM or Ctrl-C."""
     from db.repository import Repository  # noqa: PLC0415
-    from node.dispatch import OutboxOnly  # noqa: PLC0415
+    from node.dispatch import CeleryPublisher, JobDispatcher, OutboxOnly  # noqa: PLC0415
+    from node.settings import BrokerSettings  # noqa: PLC0415
     from node.recovery import recover  # noqa: PLC0415
     from node.scp import DicomNode  # noqa: PLC0415
     from node.spool import Spool  # noqa: PLC0415
@@ -50,7 +54,11 @@ def run_node(
                   min_free_bytes=settings.min_free_disk_mb * 1024 * 1024)
     repository = Repository(runtime.database())
     recover(spool, repository, settings)
-    node = DicomNode(settings, spool, repository, OutboxOnly())
+    dispatcher: JobDispatcher = OutboxOnly()
+    if publish:
+        broker = runtime.section(BrokerSettings)
+        dispatcher = CeleryPublisher(broker.url, repository, visibility_timeout_s=broker.visibility_timeout_s)
+    node = DicomNode(settings, spool, repository, dispatcher)
 
     stop = threading.Event()
 

@@ -9,8 +9,8 @@ again (by :meth:`dispatch` on the next call here, and by the worker's sweeper).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from db.repository import CompletedStudy
 
@@ -39,3 +39,49 @@ class Collecting:
 
     def dispatch(self, completed: Sequence[CompletedStudy]) -> None:
         self.completed.extend(completed)
+
+
+def publish_pending(repository: Any, send_task: Callable[[str, int, str], None], *, limit: int = 500) -> int:
+    """Publish every unpublished outbox row (oldest first) with ``send_task(name, job_id, queue)``.
+
+    Used by the node right after a study completes and by the worker's sweeper for anything a
+    dead broker or a crashed node left behind. A row is marked published only after the broker
+    took it; a failure is recorded and the row waits for the next sweep.
+    """
+    from db.states import JobState  # noqa: PLC0415
+
+    published = 0
+    for outbox_id, job_id, task_name, queue in repository.unpublished_outbox(limit=limit):
+        try:
+            send_task(task_name, job_id, queue)
+        except Exception as exc:  # noqa: BLE001 - the broker is down: keep the row for the sweeper
+            repository.mark_publish_failed(outbox_id, f"{type(exc).__name__}: {exc}")
+            log.warning("broker unavailable; %s for job #%d stays in the outbox", task_name, job_id)
+            return published
+        repository.mark_published(outbox_id)
+        try:
+            repository.transition_job(job_id, JobState.QUEUED, reason=f"{task_name} published to queue {queue}")
+        except ValueError:
+            pass  # already further along (a republished task): the worker's state check handles it
+        published += 1
+    return published
+
+
+class CeleryPublisher:
+    """Publish completed studies to the workers by task name, with Celery's client only."""
+
+    def __init__(self, broker_url: str, repository: Any, *, visibility_timeout_s: int = 3600) -> None:
+        from celery import Celery  # noqa: PLC0415
+
+        self.repository = repository
+        self.client = Celery("triphase-node", broker=broker_url, set_as_current=False)
+        self.client.conf.broker_transport_options = {"visibility_timeout": visibility_timeout_s}
+        self.client.conf.broker_connection_retry_on_startup = False
+        self.client.conf.broker_connection_timeout = 3
+
+    def send(self, task_name: str, job_id: int, queue: str) -> None:
+        self.client.send_task(task_name, args=[job_id], queue=queue, retry=False)
+
+    def dispatch(self, completed: Sequence[CompletedStudy]) -> None:
+        OutboxOnly().dispatch(completed)
+        publish_pending(self.repository, self.send)

@@ -44,6 +44,7 @@ class NodeProcess:
     port: int = field(default_factory=free_port)
     extra_node: dict[str, Any] = field(default_factory=dict)
     db_url: str = ""
+    extra_toml: str = ""  # further sections, e.g. [broker] and [worker]
     proc: subprocess.Popen | None = None
 
     @property
@@ -58,7 +59,7 @@ class NodeProcess:
         for peer in self.peers:
             lines.append("[[node.peers]]")
             lines += [f"{k} = {json.dumps(v)}" for k, v in peer.items()]
-        self.config_path.write_text("\n".join(lines) + "\n")
+        self.config_path.write_text("\n".join(lines) + "\n" + self.extra_toml)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPHASE_")}

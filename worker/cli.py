@@ -20,7 +20,7 @@ from db.runtime import Runtime
 from db.settings import ConfigError, ConfigFile, DbSettings, GeneralSettings, mask_url
 from node import cli as node_cli
 from node.settings import BrokerSettings, NodeSettings
-from worker import analyze_cli, composite_cli, demo_cli, jobs_cli, model_commands
+from worker import analyze_cli, composite_cli, demo_cli, jobs_cli, model_commands, worker_cli
 from worker.grouping import cli as grouping_cli
 from worker.synth import cli as synth_cli
 from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
@@ -93,6 +93,7 @@ app.registered_commands.extend(composite_cli.app.registered_commands)
 app.registered_commands.extend(analyze_cli.app.registered_commands)
 app.registered_commands.extend(jobs_cli.app.registered_commands)
 app.registered_commands.extend(demo_cli.app.registered_commands)
+app.registered_commands.extend(worker_cli.app.registered_commands)
 model_commands.register(app)  # weights, models, train, predict
 
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)

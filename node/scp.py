@@ -33,6 +33,13 @@ REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 REJECT_BUSY = (0x02, 0x03, 0x01)
 
 
+def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
+    """A-ASSOCIATE-RJ, then wait until it has left (as pynetdicom's own rejections do): closing
+    the socket before the DUL thread sent it would look like an abort to the peer."""
+    assoc.acse.send_reject(*reason)
+    assoc.kill()
+
+
 def build_ae(settings: NodeSettings) -> AE:
     """An AE that verifies and stores every standard storage SOP class in every transfer syntax."""
     ae = AE(ae_title=settings.ae_title)
@@ -117,18 +124,18 @@ class DicomNode:
         called = str(primitive.called_ae_title).strip()
         address, port = assoc.requestor.address, assoc.requestor.port
         if self._stopping.is_set():
-            assoc.acse.send_reject(*REJECT_BUSY)
+            _reject(assoc, REJECT_BUSY)
             return
         if self.settings.promiscuous or self.settings.peer_for(calling, address) is not None:
             return
         reason = f"calling AE title {calling!r} from {address} is not a configured peer"
         log.warning("association rejected: %s", reason)
-        assoc.acse.send_reject(*REJECT_CALLING_AE)
-        try:
+        try:  # audited before the peer hears the answer
             self.repository.reject_association(calling_ae=calling, called_ae=called, address=address,
                                                port=port, reason=reason)
         except Exception:  # noqa: BLE001
             log.exception("could not audit a rejected association")
+        _reject(assoc, REJECT_CALLING_AE)
 
     def _on_accepted(self, event: Any) -> None:
         assoc = event.assoc

@@ -45,6 +45,7 @@ class NodeProcess:
     extra_node: dict[str, Any] = field(default_factory=dict)
     db_url: str = ""
     extra_toml: str = ""  # further sections, e.g. [broker] and [worker]
+    publish: bool = False  # publish completed studies to the broker (only tests of the worker do)
     proc: subprocess.Popen | None = None
 
     @property
@@ -69,7 +70,8 @@ class NodeProcess:
     def start(self) -> NodeProcess:
         self.write_config()
         log = (self.data_dir / "node.log").open("ab")
-        self.proc = subprocess.Popen([TRIPHASE, "node"], env=self.env(), stdout=log, stderr=log)
+        command = [TRIPHASE, "node", "--publish" if self.publish else "--no-publish"]
+        self.proc = subprocess.Popen(command, env=self.env(), stdout=log, stderr=log)
         wait_for_port(self.port, proc=self.proc)
         return self
 

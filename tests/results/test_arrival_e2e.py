@@ -36,6 +36,7 @@ def test_study_from_orthanc_comes_back_analysed(trained, orthanc_factory, redis_
     studies, artifact, _ = trained("ct-histology")
     node = NodeProcess(tmp_path / "node", peers=[{"name": "orthanc", "ae_title": "ORTHANC"}])
     node.extra_node = {"quiet_period_s": 1.0, "completion_poll_s": 0.2}
+    node.publish = True
     orthanc = orthanc_factory(modalities={"node": ["TRIPHASE", "127.0.0.1", node.port]})
     node.extra_toml = (f'[broker]\nurl = "redis://127.0.0.1:6379/{redis_db}"\n'
                        f'[worker.models]\n"ct-histology" = "{artifact.path}"\n'

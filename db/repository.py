@@ -34,6 +34,7 @@ from db.states import JobState, StudyState, check_transition
 ANALYSE_TASK = "triphase.analyse"
 SEND_TASK = "triphase.send"
 ARRIVAL_QUEUE = "arrival"
+BATCH_QUEUE = "batch"
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,7 @@ class Repository:
                 done.append(completed)
         return done
 
-    def complete_study(self, study_uid: str, *, by: str = "manual") -> CompletedStudy | None:
+    def complete_study(self, study_uid: str, *, by: str = "manual", queue: str = ARRIVAL_QUEUE) -> CompletedStudy | None:
         """Force completion (``triphase studies complete``); None if already complete."""
         with self.db.session() as session:
             row = session.execute(select(Study.id, Study.revision, Study.state)
@@ -331,9 +332,9 @@ class Repository:
             raise LookupError("no such study")
         if row.state == StudyState.COMPLETE.value:
             return None
-        return self._complete(row.id, row.revision, by)
+        return self._complete(row.id, row.revision, by, queue)
 
-    def _complete(self, study_id: int, revision: int, by: str) -> CompletedStudy | None:
+    def _complete(self, study_id: int, revision: int, by: str, queue: str = ARRIVAL_QUEUE) -> CompletedStudy | None:
         """Complete one revision; the conditional UPDATE makes this safe with several nodes."""
         with self.db.session() as session:
             now = utcnow()
@@ -349,7 +350,7 @@ class Repository:
             job = Job(study_id=study_id, study_revision=revision, state=JobState.READY.value)
             session.add(job)
             session.flush()
-            session.add(OutboxEntry(job_id=job.id, task_name=ANALYSE_TASK, queue=ARRIVAL_QUEUE))
+            session.add(OutboxEntry(job_id=job.id, task_name=ANALYSE_TASK, queue=queue))
             counts = session.execute(
                 select(func.count(func.distinct(Series.id)), func.count(Instance.id))
                 .select_from(Series).join(Instance, isouter=True).where(Series.study_id == study_id)

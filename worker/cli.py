@@ -20,7 +20,7 @@ from db.runtime import Runtime
 from db.settings import ConfigError, ConfigFile, DbSettings, GeneralSettings, mask_url
 from node import cli as node_cli
 from node.settings import BrokerSettings, NodeSettings
-from worker import analyze_cli, composite_cli, demo_cli, jobs_cli, model_commands, worker_cli
+from worker import analyze_cli, batch_cli, composite_cli, demo_cli, jobs_cli, model_commands, worker_cli
 from worker.grouping import cli as grouping_cli
 from worker.synth import cli as synth_cli
 from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
@@ -87,6 +87,7 @@ for command in node_cli.app.registered_commands:
 for group in node_cli.app.registered_groups:
     app.registered_groups.append(group)
 app.add_typer(db_cli.app, name="db")
+app.add_typer(batch_cli.app, name="batch")
 app.registered_commands.extend(synth_cli.app.registered_commands)
 app.registered_commands.extend(grouping_cli.app.registered_commands)
 app.registered_commands.extend(composite_cli.app.registered_commands)

@@ -1,0 +1,96 @@
+"""The broker is down when a study completes: nothing is lost, it is analysed once Redis is back."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db.engine import Database
+from db.schema import Job, OutboxEntry
+from node.folder_store import FolderStore
+from node.scu import RemoteNode, SendResult, scan, send
+from tests.conftest import free_port, require_tool
+from tests.processes import TRIPHASE, NodeProcess, wait_for_port
+
+pytestmark = pytest.mark.interop
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, which the test may kill and restart."""
+
+    def __init__(self, folder: Path) -> None:
+        self.binary = require_tool("redis-server")
+        self.port = free_port()
+        self.folder = folder
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.folder)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, proc=self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def test_study_completed_during_a_broker_outage_is_analysed_later(trained, tmp_path: Path) -> None:
+    studies, artifact, _ = trained("mri-ehcc")
+    broker = PrivateRedis(tmp_path)
+    broker.start()
+    pacs = FolderStore(tmp_path / "pacs").start()
+    node = NodeProcess(tmp_path / "node", peers=[{"name": "sender", "ae_title": "SENDER"}])
+    node.publish = True
+    node.extra_node = {"quiet_period_s": 1.0, "completion_poll_s": 0.2}
+    node.extra_toml = (f'[broker]\nurl = "redis://127.0.0.1:{broker.port}/0"\n'
+                       f'[worker.models]\n"mri-ehcc" = "{artifact.path}"\n'
+                       f'[[worker.destinations]]\nname = "pacs"\nae_title = "DEMOPACS"\n'
+                       f'host = "127.0.0.1"\nport = {pacs.port}\n')
+    node.start()
+    log = (tmp_path / "worker.log").open("ab")
+    worker = subprocess.Popen([TRIPHASE, "worker", "--sweep-s", "1"], env=node.env(), stdout=log, stderr=log)
+    database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
+    try:
+        time.sleep(3)  # the worker is up and connected
+        broker.kill()
+        result = SendResult()
+        send(scan([sorted(studies.glob("study-*"))[0]], result), RemoteNode("TRIPHASE", "127.0.0.1", node.port),
+             calling_ae="SENDER", result=result)
+        assert result.ok
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # completed, but the task could not be published
+            with database.session() as s:
+                rows = s.execute(select(OutboxEntry.published_at, OutboxEntry.last_error)).all()
+            if rows and rows[0].last_error:
+                break
+            time.sleep(0.3)
+        assert rows and rows[0].published_at is None and rows[0].last_error
+        broker.start()  # same port
+        deadline = time.monotonic() + 120
+        state = None
+        while time.monotonic() < deadline:
+            with database.session() as s:
+                state = s.scalars(select(Job.state)).first()
+            if state in ("sent", "failed", "skipped"):
+                break
+            time.sleep(0.5)
+        assert state == "sent", (tmp_path / "worker.log").read_text()[-3000:]
+        assert len(pacs.received) == 2  # one SR, one SC
+    finally:
+        database.close()
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        node.kill()
+        pacs.stop()
+        broker.kill()
+        shutil.rmtree(tmp_path / "pacs", ignore_errors=True)

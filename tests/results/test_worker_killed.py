@@ -1,0 +1,91 @@
+"""A worker killed in the middle of an analysis: the task is redelivered and the job completes
+once, with one set of predictions and one SR + SC in the PACS (same UIDs)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db.engine import Database
+from db.schema import Job, Prediction
+from node.folder_store import FolderStore
+from node.scu import RemoteNode, SendResult, scan, send
+from tests.processes import TRIPHASE, NodeProcess
+from tests.results.test_broker_outage import PrivateRedis
+
+pytestmark = pytest.mark.interop
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+def _wait_state(database: Database, states: set[str], timeout: float) -> str | None:
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        with database.session() as s:
+            state = s.scalars(select(Job.state)).first()
+        if state in states:
+            return state
+        time.sleep(0.02)
+    return state
+
+
+@pytest.mark.parametrize("victim", ["pool child", "main process"])
+def test_killed_worker_redelivers_and_completes_once(trained, tmp_path: Path, victim: str) -> None:
+    studies, artifact, _ = trained("ct-histology")
+    broker = PrivateRedis(tmp_path)
+    broker.start()
+    pacs = FolderStore(tmp_path / "pacs").start()
+    node = NodeProcess(tmp_path / "node", peers=[{"name": "sender", "ae_title": "SENDER"}])
+    node.publish = True
+    node.extra_node = {"quiet_period_s": 0.5, "completion_poll_s": 0.1}
+    node.extra_toml = (f'[broker]\nurl = "redis://127.0.0.1:{broker.port}/0"\nvisibility_timeout_s = 4\n'
+                       f'[worker.models]\n"ct-histology" = "{artifact.path}"\n'
+                       f'[[worker.destinations]]\nname = "pacs"\nae_title = "DEMOPACS"\n'
+                       f'host = "127.0.0.1"\nport = {pacs.port}\n')
+    node.start()
+    log = (tmp_path / "worker.log").open("ab")
+
+    def start_worker() -> subprocess.Popen:
+        return subprocess.Popen([TRIPHASE, "worker", "--sweep-s", "1"], env=node.env(), stdout=log, stderr=log)
+
+    worker = start_worker()
+    database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
+    try:
+        time.sleep(3)
+        result = SendResult()
+        send(scan([sorted(studies.glob("study-*"))[0]], result), RemoteNode("TRIPHASE", "127.0.0.1", node.port),
+             calling_ae="SENDER", result=result)
+        assert _wait_state(database, {"running"}, 60) == "running"
+        if victim == "pool child":
+            for child in _children(worker.pid):
+                subprocess.run(["kill", "-9", str(child)], check=False)
+        else:
+            for child in _children(worker.pid):
+                subprocess.run(["kill", "-9", str(child)], check=False)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=10)
+            worker = start_worker()
+        state = _wait_state(database, {"sent", "failed", "skipped"}, 120)
+        assert state == "sent", (tmp_path / "worker.log").read_text()[-3000:]
+        with database.session() as s:
+            assert len(s.scalars(select(Prediction)).all()) == 1
+        assert len(list((tmp_path / "pacs").rglob("*.dcm"))) == 2  # re-sends replaced, never duplicated
+    finally:
+        database.close()
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        node.kill()
+        pacs.stop()
+        broker.kill()

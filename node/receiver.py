@@ -19,6 +19,7 @@ from node.header import UnreadableDataset, read_header
 from node.settings import NodeSettings
 from node.spool import LowDiskSpace, Spool
 from node.statuses import StoreStatus
+from node.instances import checked_identity, instance_record
 from node.uids import InvalidUID, check_uid
 
 log = logging.getLogger(__name__)
@@ -147,24 +148,22 @@ class StoreHandler:
             raise StoreRefused(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
 
         try:
-            sop_uid = check_uid(header.sop_instance_uid, "SOP Instance UID")
-            study_uid = check_uid(header.study_uid, "Study Instance UID")
-            series_uid = check_uid(header.series_uid, "Series Instance UID")
-            sop_class = check_uid(header.sop_class_uid, "SOP Class UID")
+            identity = checked_identity(header)
         except InvalidUID as exc:
             missing = "missing" in str(exc) or "empty" in str(exc)
             status = StoreStatus.MISSING_IDENTIFIER if missing else StoreStatus.INVALID_UID
             raise StoreRefused(status, str(exc)) from exc
-        if sop_uid != str(request.AffectedSOPInstanceUID).rstrip("\x00 "):
+        if identity.sop_instance_uid != str(request.AffectedSOPInstanceUID).rstrip("\x00 "):
             raise StoreRefused(StoreStatus.DATASET_DOES_NOT_MATCH,
                                "SOP Instance UID differs from the C-STORE request's")
-        if sop_class != str(request.AffectedSOPClassUID).rstrip("\x00 "):
+        if identity.sop_class_uid != str(request.AffectedSOPClassUID).rstrip("\x00 "):
             raise StoreRefused(StoreStatus.DATASET_DOES_NOT_MATCH,
                                "SOP Class UID differs from the C-STORE request's")
 
         meta = PREAMBLE + encode_file_meta(event.file_meta)
         try:
-            stored = self.spool.store(study_uid, series_uid, sop_uid, (meta, stream))
+            stored = self.spool.store(identity.study_uid, identity.series_uid, identity.sop_instance_uid,
+                                      (meta, stream))
         except LowDiskSpace as exc:
             raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_DISK,
                                f"free disk space below {self.settings.min_free_disk_mb} MB",
@@ -173,15 +172,9 @@ class StoreHandler:
             raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_WRITE,
                                f"cannot write to the spool: {exc.strerror or exc}", severity="error") from exc
 
-        record = InstanceRecord(
-            study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
-            transfer_syntax_uid=transfer_syntax, path=stored.relative_path, size_bytes=stored.size_bytes,
-            sha256=stored.sha256, patient_id=header.patient_id, accession_number=header.accession_number,
-            study_date=header.study_date, modality=header.modality, series_number=header.series_number,
-            series_description=header.series_description,
-            calling_ae=stats.calling_ae if stats else None,
-            association_id=stats.association_id if stats else None,
-        )
+        record = instance_record(header, identity, stored, transfer_syntax,
+                                 calling_ae=stats.calling_ae if stats else None,
+                                 association_id=stats.association_id if stats else None)
         quiet = stats.quiet_period_s if stats else self.settings.quiet_period_s
         try:
             self.repository.record_instance(record, quiet_period_s=quiet, hard_cap_s=self.settings.hard_cap_s)

@@ -16,11 +16,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from db.repository import InstanceRecord, Repository
+from db.repository import Repository
 from node.header import UnreadableDataset, read_file_header
 from node.settings import NodeSettings
-from node.spool import Spool
-from node.uids import InvalidUID, check_uid
+from node.instances import checked_identity, instance_record
+from node.spool import Spool, StoredFile
+from node.uids import InvalidUID
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +68,16 @@ def _record_orphan(spool: Spool, repository: Repository, settings: NodeSettings,
     path = spool.absolute(relative)
     try:
         header, transfer_syntax = read_file_header(path)
-        study_uid = check_uid(header.study_uid, "Study Instance UID")
-        series_uid = check_uid(header.series_uid, "Series Instance UID")
-        sop_uid = check_uid(header.sop_instance_uid, "SOP Instance UID")
-        sop_class = check_uid(header.sop_class_uid, "SOP Class UID")
-        if spool.relative_path(study_uid, series_uid, sop_uid) != relative:
+        identity = checked_identity(header)
+        if spool.relative_path(identity.study_uid, identity.series_uid, identity.sop_instance_uid) != relative:
             raise InvalidUID("file name does not match its UIDs")
     except (UnreadableDataset, InvalidUID, OSError) as exc:
         _quarantine(spool, path)
         repository.audit("spool.quarantined", str(exc), severity="error", detail={"path": relative})
         return False
     data = path.read_bytes()
-    record = InstanceRecord(
-        study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
-        transfer_syntax_uid=transfer_syntax, path=relative, size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(), patient_id=header.patient_id,
-        accession_number=header.accession_number, study_date=header.study_date, modality=header.modality,
-        series_number=header.series_number, series_description=header.series_description,
-    )
+    stored = StoredFile(relative, len(data), hashlib.sha256(data).hexdigest(), replaced=False)
+    record = instance_record(header, identity, stored, transfer_syntax)
     repository.record_instance(record, quiet_period_s=settings.quiet_period_s, hard_cap_s=settings.hard_cap_s,
                                event="instance.recovered")
     return True

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db.repository import BATCH_QUEUE, InstanceRecord, Repository
+from db.repository import BATCH_QUEUE, Repository
 from node.header import UnreadableDataset, read_file_header
 from node.spool import Spool
-from node.uids import InvalidUID, check_uid
+from node.instances import checked_identity, instance_record
+from node.uids import InvalidUID
 from worker.grouping.series_info import iter_dicom_files
 
 log = logging.getLogger(__name__)
@@ -45,28 +46,21 @@ def import_folder(paths: Iterable[Path], spool: Spool, repository: Repository, *
     for number, path in enumerate(files, start=1):
         try:
             header, transfer_syntax = read_file_header(path)
-            study = check_uid(header.study_uid, "Study Instance UID")
-            series = check_uid(header.series_uid, "Series Instance UID")
-            sop = check_uid(header.sop_instance_uid, "SOP Instance UID")
-            sop_class = check_uid(header.sop_class_uid, "SOP Class UID")
+            identity = checked_identity(header)
         except (UnreadableDataset, InvalidUID, OSError) as exc:
             summary.unreadable.append((str(path), str(exc)))
             continue
+        study = identity.study_uid
         if study not in known:
             known[study] = repository.recorded_paths(study)
             touched.append(study)
-        relative = spool.relative_path(study, series, sop)
+        relative = spool.relative_path(study, identity.series_uid, identity.sop_instance_uid)
         if relative in known[study]:
             summary.already_there += 1
         else:
-            stored = spool.store(study, series, sop, [path.read_bytes()])
-            repository.record_instance(InstanceRecord(
-                study_uid=study, series_uid=series, sop_instance_uid=sop, sop_class_uid=sop_class,
-                transfer_syntax_uid=transfer_syntax, path=stored.relative_path, size_bytes=stored.size_bytes,
-                sha256=stored.sha256, patient_id=header.patient_id, accession_number=header.accession_number,
-                study_date=header.study_date, modality=header.modality, series_number=header.series_number,
-                series_description=header.series_description, calling_ae="BATCH-IMPORT",
-            ), quiet_period_s=3600.0, hard_cap_s=86400.0, event="instance.imported")
+            stored = spool.store(study, identity.series_uid, identity.sop_instance_uid, [path.read_bytes()])
+            record = instance_record(header, identity, stored, transfer_syntax, calling_ae="BATCH-IMPORT")
+            repository.record_instance(record, quiet_period_s=3600.0, hard_cap_s=86400.0, event="instance.imported")
             known[study].add(relative)
             summary.stored += 1
         if progress:

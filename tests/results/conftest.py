@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +45,38 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
         return cache[task]
 
     return get
+
+
+def pipeline_node(folder: Path, *, broker_url: str, artifact: Artifact, task: str, destination: tuple[str, int],
+                  sender: str, **node_settings: object) -> Any:
+    """A node process configured with a broker, a model for ``task`` and one destination."""
+    from tests.processes import NodeProcess  # noqa: PLC0415
+
+    node = NodeProcess(folder, peers=[{"name": "sender", "ae_title": sender}])
+    node.publish = True
+    node.extra_node = {"quiet_period_s": 1.0, "completion_poll_s": 0.2, **node_settings}
+    broker = {k: v for k, v in node_settings.items() if k == "visibility_timeout_s"}
+    node.extra_node.pop("visibility_timeout_s", None)
+    node.extra_toml = (f'[broker]\nurl = "{broker_url}"\n'
+                       + "".join(f"{k} = {v}\n" for k, v in broker.items())
+                       + f'[worker.models]\n"{task}" = "{artifact.path}"\n'
+                       f'[[worker.destinations]]\nname = "pacs"\nae_title = "{destination[0]}"\n'
+                       f'host = "127.0.0.1"\nport = {destination[1]}\n')
+    return node
+
+
+def start_worker(node: Any, log_path: Path) -> subprocess.Popen:
+    from tests.processes import TRIPHASE  # noqa: PLC0415
+
+    log = log_path.open("ab")
+    return subprocess.Popen([TRIPHASE, "worker", "--concurrency", "1", "--sweep-s", "1"], env=node.env(),
+                            stdout=log, stderr=log)
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(timeout=10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import redis
 
 from db.engine import Database
 from db.queries import audit_events
-from tests.processes import TRIPHASE, NodeProcess
+from tests.conftest import free_port
+from tests.results.conftest import pipeline_node, start_worker, stop_worker
 
 pytestmark = pytest.mark.interop
 
@@ -34,18 +34,13 @@ def redis_db() -> int:
 
 def test_study_from_orthanc_comes_back_analysed(trained, orthanc_factory, redis_db: int, tmp_path: Path) -> None:
     studies, artifact, _ = trained("ct-histology")
-    node = NodeProcess(tmp_path / "node", peers=[{"name": "orthanc", "ae_title": "ORTHANC"}])
-    node.extra_node = {"quiet_period_s": 1.0, "completion_poll_s": 0.2}
-    node.publish = True
-    orthanc = orthanc_factory(modalities={"node": ["TRIPHASE", "127.0.0.1", node.port]})
-    node.extra_toml = (f'[broker]\nurl = "redis://127.0.0.1:6379/{redis_db}"\n'
-                       f'[worker.models]\n"ct-histology" = "{artifact.path}"\n'
-                       f'[[worker.destinations]]\nname = "orthanc"\nae_title = "{orthanc.aet}"\n'
-                       f'host = "127.0.0.1"\nport = {orthanc.dicom_port}\n')
+    node_port = free_port()
+    orthanc = orthanc_factory(modalities={"node": ["TRIPHASE", "127.0.0.1", node_port]})
+    node = pipeline_node(tmp_path / "node", broker_url=f"redis://127.0.0.1:6379/{redis_db}", artifact=artifact,
+                         task="ct-histology", destination=(orthanc.aet, orthanc.dicom_port), sender=orthanc.aet)
+    node.port = node_port
     node.start()
-    log = (tmp_path / "worker.log").open("ab")
-    worker = subprocess.Popen([TRIPHASE, "worker", "--concurrency", "1", "--sweep-s", "2"], env=node.env(),
-                              stdout=log, stderr=log)
+    worker = start_worker(node, tmp_path / "worker.log")
     try:
         study_dir = sorted(studies.glob("study-*"))[0]
         orthanc_study = orthanc.upload(sorted(study_dir.glob("*.dcm")))
@@ -71,9 +66,5 @@ def test_study_from_orthanc_comes_back_analysed(trained, orthanc_factory, redis_
         for kind in ("study.complete", "job.queued", "job.running", "job.analysed", "send.sent", "job.sent"):
             assert kind in kinds, kinds
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
         node.kill()

@@ -15,7 +15,8 @@ from db.schema import Job, OutboxEntry
 from node.folder_store import FolderStore
 from node.scu import RemoteNode, SendResult, scan, send
 from tests.conftest import free_port, require_tool
-from tests.processes import TRIPHASE, NodeProcess, wait_for_port
+from tests.processes import wait_for_port
+from tests.results.conftest import pipeline_node, start_worker, stop_worker
 
 pytestmark = pytest.mark.interop
 
@@ -46,16 +47,10 @@ def test_study_completed_during_a_broker_outage_is_analysed_later(trained, tmp_p
     broker = PrivateRedis(tmp_path)
     broker.start()
     pacs = FolderStore(tmp_path / "pacs").start()
-    node = NodeProcess(tmp_path / "node", peers=[{"name": "sender", "ae_title": "SENDER"}])
-    node.publish = True
-    node.extra_node = {"quiet_period_s": 1.0, "completion_poll_s": 0.2}
-    node.extra_toml = (f'[broker]\nurl = "redis://127.0.0.1:{broker.port}/0"\n'
-                       f'[worker.models]\n"mri-ehcc" = "{artifact.path}"\n'
-                       f'[[worker.destinations]]\nname = "pacs"\nae_title = "DEMOPACS"\n'
-                       f'host = "127.0.0.1"\nport = {pacs.port}\n')
+    node = pipeline_node(tmp_path / "node", broker_url=f"redis://127.0.0.1:{broker.port}/0", artifact=artifact,
+                         task="mri-ehcc", destination=("DEMOPACS", pacs.port), sender="SENDER")
     node.start()
-    log = (tmp_path / "worker.log").open("ab")
-    worker = subprocess.Popen([TRIPHASE, "worker", "--sweep-s", "1"], env=node.env(), stdout=log, stderr=log)
+    worker = start_worker(node, tmp_path / "worker.log")
     database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
     try:
         time.sleep(3)  # the worker is up and connected
@@ -85,11 +80,7 @@ def test_study_completed_during_a_broker_outage_is_analysed_later(trained, tmp_p
         assert len(pacs.received) == 2  # one SR, one SC
     finally:
         database.close()
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
         node.kill()
         pacs.stop()
         broker.kill()

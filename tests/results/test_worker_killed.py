@@ -15,7 +15,7 @@ from db.engine import Database
 from db.schema import Job, Prediction
 from node.folder_store import FolderStore
 from node.scu import RemoteNode, SendResult, scan, send
-from tests.processes import TRIPHASE, NodeProcess
+from tests.results.conftest import pipeline_node, start_worker, stop_worker
 from tests.results.test_broker_outage import PrivateRedis
 
 pytestmark = pytest.mark.interop
@@ -44,20 +44,15 @@ def test_killed_worker_redelivers_and_completes_once(trained, tmp_path: Path, vi
     broker = PrivateRedis(tmp_path)
     broker.start()
     pacs = FolderStore(tmp_path / "pacs").start()
-    node = NodeProcess(tmp_path / "node", peers=[{"name": "sender", "ae_title": "SENDER"}])
-    node.publish = True
-    node.extra_node = {"quiet_period_s": 0.5, "completion_poll_s": 0.1}
-    node.extra_toml = (f'[broker]\nurl = "redis://127.0.0.1:{broker.port}/0"\nvisibility_timeout_s = 4\n'
-                       f'[worker.models]\n"ct-histology" = "{artifact.path}"\n'
-                       f'[[worker.destinations]]\nname = "pacs"\nae_title = "DEMOPACS"\n'
-                       f'host = "127.0.0.1"\nport = {pacs.port}\n')
+    node = pipeline_node(tmp_path / "node", broker_url=f"redis://127.0.0.1:{broker.port}/0", artifact=artifact,
+                         task="ct-histology", destination=("DEMOPACS", pacs.port), sender="SENDER",
+                         quiet_period_s=0.5, completion_poll_s=0.1, visibility_timeout_s=4)
     node.start()
-    log = (tmp_path / "worker.log").open("ab")
 
-    def start_worker() -> subprocess.Popen:
-        return subprocess.Popen([TRIPHASE, "worker", "--sweep-s", "1"], env=node.env(), stdout=log, stderr=log)
+    def start() -> subprocess.Popen:
+        return start_worker(node, tmp_path / "worker.log")
 
-    worker = start_worker()
+    worker = start()
     database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
     try:
         time.sleep(3)
@@ -73,7 +68,7 @@ def test_killed_worker_redelivers_and_completes_once(trained, tmp_path: Path, vi
                 subprocess.run(["kill", "-9", str(child)], check=False)
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=10)
-            worker = start_worker()
+            worker = start()
         state = _wait_state(database, {"sent", "failed", "skipped"}, 120)
         assert state == "sent", (tmp_path / "worker.log").read_text()[-3000:]
         with database.session() as s:
@@ -81,11 +76,7 @@ def test_killed_worker_redelivers_and_completes_once(trained, tmp_path: Path, vi
         assert len(list((tmp_path / "pacs").rglob("*.dcm"))) == 2  # re-sends replaced, never duplicated
     finally:
         database.close()
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
         node.kill()
         pacs.stop()
         broker.kill()

@@ -35,9 +35,10 @@ class FolderStore:
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    def start(self, port: int = 0) -> FolderStore:
+    def start(self, port: int = 0, *, ssl_context: Any = None) -> FolderStore:
         handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, lambda event: 0)]
-        self._server = self.ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+        self._server = self.ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers,
+                                            ssl_context=ssl_context)
         return self
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,17 +58,32 @@ def set_nodelay(assoc: Association) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def client_tls_context(*, ca_file: str | None = None, cert_file: str | None = None,
+                       key_file: str | None = None) -> ssl.SSLContext:
+    """TLS for DICOM associations (PS3.15 secure transport): the server is verified, and our
+    certificate is presented when the destination requires one."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def _associate(ae: AE, remote: RemoteNode, tls: ssl.SSLContext | None) -> Association:
+    tls_args = (tls, remote.host) if tls is not None else None
+    return ae.associate(remote.host, remote.port, ae_title=remote.ae_title, tls_args=tls_args)
+
+
 def _ae(calling_ae: str, timeout_s: float) -> AE:
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
     return ae
 
 
-def echo(remote: RemoteNode, *, calling_ae: str, timeout_s: float = 10.0) -> int:
+def echo(remote: RemoteNode, *, calling_ae: str, timeout_s: float = 10.0, tls: ssl.SSLContext | None = None) -> int:
     """C-ECHO; returns the response status (0 = success) or raises AssociationFailed."""
     ae = _ae(calling_ae, timeout_s)
     ae.add_requested_context(Verification)
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title)
+    assoc = _associate(ae, remote, tls)
     if not assoc.is_established:
         raise AssociationFailed(_why_not(assoc, remote))
     try:
@@ -152,6 +168,7 @@ def _batches(files: list[FileToSend]) -> Iterator[tuple[list[tuple[str, str]], l
 def send(
     files: list[FileToSend], remote: RemoteNode, *, calling_ae: str, timeout_s: float = 30.0,
     result: SendResult | None = None, progress: Callable[[FileToSend, int | None], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> SendResult:
     """C-STORE ``files``; each response status is kept in the result, nothing is assumed."""
     result = result or SendResult()
@@ -159,7 +176,7 @@ def send(
         ae = _ae(calling_ae, timeout_s)
         for sop_class, ts in contexts:
             ae.add_requested_context(sop_class, [ts])
-        assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title)
+        assoc = _associate(ae, remote, tls)
         if not assoc.is_established:
             why = _why_not(assoc, remote)
             result.failed.extend((f.path, why) for f in batch)

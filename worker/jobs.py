@@ -58,7 +58,9 @@ class WorkerContext:
             repository=Repository(runtime.database()),
             rules=load_rules(runtime.section(GroupingSettings).rules),
             spool_root=node.spool_dir or general.spool_dir, results_root=general.data_dir / "results",
-            destinations=[Destination(d.name, d.ae_title, d.host, d.port, d.shadow) for d in worker.destinations],
+            destinations=[Destination(d.name, d.ae_title, d.host, d.port, d.shadow, d.tls,
+                                      *(str(p) if p else None for p in (d.tls_ca_file, d.tls_cert_file, d.tls_key_file)))
+                          for d in worker.destinations],
             models=dict(worker.models), calling_ae=node.ae_title, data_dir=general.data_dir,
             models_dir=general.models_dir, device=runtime.section(ModelsSection).device,
         )

@@ -22,6 +22,9 @@ class DestinationSettings(BaseModel):
     host: str
     port: int = Field(ge=1, le=65535)
     tls: bool = False
+    tls_ca_file: Path | None = Field(None, description="CA bundle that signs the destination's certificate")
+    tls_cert_file: Path | None = Field(None, description="our client certificate, when the PACS asks for one")
+    tls_key_file: Path | None = None
     shadow: bool = Field(False, description="analyse and audit, but send nothing")
 
 

@@ -134,3 +134,29 @@ def test_shadow_destination_receives_nothing(result_files) -> None:
     _, files, _ = result_files
     outcome = send_to(Destination("shadow", "X", "127.0.0.1", free_port(), shadow=True), files, calling_ae="T")
     assert outcome.state == "shadowed" and outcome.attempts == 0
+
+
+def test_tls_destination(result_files, tmp_path: Path) -> None:
+    """Write-back over TLS: the server's certificate is verified against the configured CA."""
+    import ssl
+    import subprocess
+
+    from node.folder_store import FolderStore
+
+    _, files, _ = result_files
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(str(cert), str(key))
+    store = FolderStore(tmp_path / "tls-pacs").start(ssl_context=server_context)
+    try:
+        secure = Destination("tls", "DEMOPACS", "127.0.0.1", store.port, tls=True, tls_ca_file=str(cert))
+        outcome = send_to(secure, files, calling_ae="TRIPHASE")
+        assert outcome.state == "sent" and len(store.received) == len(files), outcome.reason
+        untrusted = Destination("tls", "DEMOPACS", "127.0.0.1", store.port, tls=True)  # system CAs only
+        refused = send_to(untrusted, files, calling_ae="TRIPHASE", backoff_s=(), sleep=_no_sleep([]))
+        assert refused.state == "failed"
+    finally:
+        store.stop()

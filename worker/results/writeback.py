@@ -10,12 +10,13 @@ Shadow destinations receive nothing: their result says so.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.scu import FileToSend, RemoteNode, SendResult, scan, send
+from node.scu import FileToSend, RemoteNode, SendResult, client_tls_context, scan, send
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,15 @@ class Destination:
     host: str
     port: int
     shadow: bool = False
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        return client_tls_context(ca_file=self.tls_ca_file, cert_file=self.tls_cert_file, key_file=self.tls_key_file)
 
 
 @dataclass
@@ -66,13 +76,18 @@ def send_to(destination: Destination, files: Sequence[Path], *, calling_ae: str,
         return DestinationOutcome(destination.name, "shadowed", 0, {}, "shadow destination: nothing sent")
     outcome = DestinationOutcome(destination.name, "failed")
     remote = RemoteNode(destination.ae_title, destination.host, destination.port)
+    try:
+        tls = destination.tls_context()
+    except (OSError, ssl.SSLError) as exc:
+        outcome.reason = f"{destination.name}: TLS configuration unusable: {exc} (permanent; not retried)"
+        return outcome
     delays = [0.0, *backoff_s]
     for attempt, delay in enumerate(delays, start=1):
         if delay:
             sleep(delay)
         result = SendResult()
         items: list[FileToSend] = scan(files, result)
-        send(items, remote, calling_ae=calling_ae, timeout_s=timeout_s, result=result)
+        send(items, remote, calling_ae=calling_ae, timeout_s=timeout_s, result=result, tls=tls)
         outcome.attempts = attempt
         outcome.statuses = _statuses(result)
         if result.skipped:

@@ -213,3 +213,75 @@ def _store_one(assoc: Association, item: FileToSend) -> int | str:
     if not status or "Status" not in status:
         return "no C-STORE response (timeout or aborted)"
     return int(status.Status)
+
+
+def _query_ae(calling_ae: str, timeout_s: float) -> AE:
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # noqa: PLC0415
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelMove,
+    )
+
+    ae = _ae(calling_ae, timeout_s)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    return ae
+
+
+def find_studies(remote: RemoteNode, query: dict[str, str], *, calling_ae: str, timeout_s: float = 30.0,
+                 tls: ssl.SSLContext | None = None) -> list[dict[str, str]]:
+    """Study-level C-FIND (Study Root); returns the matches' identifying attributes."""
+    from pydicom.dataset import Dataset  # noqa: PLC0415
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]  # noqa: PLC0415
+
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    for keyword in ("StudyInstanceUID", "PatientID", "AccessionNumber", "StudyDate", "ModalitiesInStudy",
+                    "StudyDescription"):
+        setattr(identifier, keyword, "")
+    for keyword, value in query.items():
+        setattr(identifier, keyword, value)
+    assoc = _associate(_query_ae(calling_ae, timeout_s), remote, tls)
+    if not assoc.is_established:
+        raise AssociationFailed(_why_not(assoc, remote))
+    found: list[dict[str, str]] = []
+    try:
+        for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+            if status is None or "Status" not in status:
+                raise AssociationFailed(f"no C-FIND response from {remote}")
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01) and match is not None:
+                found.append({k: str(match.get(k, "")) for k in ("StudyInstanceUID", "PatientID", "AccessionNumber",
+                                                                  "StudyDate", "ModalitiesInStudy")})
+            elif code not in (0x0000, 0xFF00, 0xFF01):
+                raise AssociationFailed(f"C-FIND refused by {remote}: status 0x{code:04X}")
+    finally:
+        assoc.release()
+    return found
+
+
+def move_study(remote: RemoteNode, study_uid: str, destination_ae: str, *, calling_ae: str,
+               timeout_s: float = 600.0, tls: ssl.SSLContext | None = None) -> tuple[int, int]:
+    """C-MOVE one study to ``destination_ae``; returns (completed, failed) sub-operations."""
+    from pydicom.dataset import Dataset  # noqa: PLC0415
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]  # noqa: PLC0415
+
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study_uid
+    assoc = _associate(_query_ae(calling_ae, timeout_s), remote, tls)
+    if not assoc.is_established:
+        raise AssociationFailed(_why_not(assoc, remote))
+    completed = failed = 0
+    final = None
+    try:
+        for status, _ in assoc.send_c_move(identifier, destination_ae, StudyRootQueryRetrieveInformationModelMove):
+            if status is None or "Status" not in status:
+                raise AssociationFailed(f"no C-MOVE response from {remote}")
+            final = int(status.Status)
+            completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
+            failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
+    finally:
+        assoc.release()
+    if final not in (0x0000, 0xB000):
+        raise AssociationFailed(f"C-MOVE of a study from {remote} ended with status 0x{(final or 0):04X}")
+    return completed, failed

@@ -43,3 +43,53 @@ def batch_import(
                    f"{summary.studies_already_queued} already queued before")
         for path, reason in summary.unreadable[:20]:
             typer.echo(f"  unreadable {path}: {reason}", err=True)
+
+
+@app.command("pacs")
+def batch_pacs(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Option("--from", help="the PACS: AET@HOST:PORT or a configured peer name")],
+    query: Annotated[list[str], typer.Option("--query", help="KEY=VALUE study-level matching key, repeatable "
+                                                             "(e.g. StudyDate=20250101-20251231, ModalitiesInStudy=CT)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list the matches, retrieve nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
+) -> None:
+    """C-FIND the PACS, C-MOVE each study to this node (which must be running) and queue it as batch work."""
+    from db.repository import BATCH_QUEUE, Repository  # noqa: PLC0415
+    from node.cli import _remote  # noqa: PLC0415
+    from node.scu import find_studies, move_study  # noqa: PLC0415
+    from node.settings import NodeSettings  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    keys = {}
+    for item in query:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--query")
+        keys[key.strip()] = value.strip()
+    remote = _remote(source, runtime)
+    ae_title = runtime.section(NodeSettings).ae_title
+    matches = find_studies(remote, keys, calling_ae=ae_title)
+    rows = []
+    repository = None if dry_run else Repository(runtime.database())
+    for match in matches:
+        uid = match["StudyInstanceUID"]
+        row: dict[str, object] = {"study_uid": uid}
+        if repository is not None:
+            completed, failed = move_study(remote, uid, ae_title, calling_ae=ae_title)
+            row.update(retrieved=completed, failed=failed)
+            try:
+                done = repository.complete_study(uid, by="batch", queue=BATCH_QUEUE)
+                row["job"] = done.job_id if done else None
+            except LookupError:
+                row["job"] = None
+                row["problem"] = "nothing arrived at the node (is it running, and known to the PACS?)"
+        rows.append(row)
+    if as_json:
+        typer.echo(json.dumps({"matches": len(matches), "studies": rows}, indent=2))
+        return
+    typer.echo(f"{len(matches)} studies match at {remote}")
+    for row in rows:
+        typer.echo("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
+    if any("problem" in r or r.get("failed") for r in rows):
+        raise typer.Exit(1)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from db.engine import Database
-from db.schema import AuditEvent, Instance, Job, Series, Study
+from db.schema import AuditEvent, Instance, Job, Prediction, ReaderRead, Series, Study, TruthLabel
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,82 @@ def audit_events(database: Database, *, kind_prefix: str | None = None, study_ui
         if study_uid:
             query = query.where(AuditEvent.study_uid == study_uid)
         return list(session.scalars(query.limit(limit)))
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnownStudy:
+    study_uid: str
+    patient_id: str | None
+    accession_number: str | None
+
+
+def known_studies(database: Database) -> list[KnownStudy]:
+    """Every received study's UID, patient id and accession number (import validation)."""
+    with database.session() as session:
+        rows = session.execute(select(Study.study_uid, Study.patient_id, Study.accession_number)).all()
+        return [KnownStudy(*row) for row in rows]
+
+
+def truth_rows(database: Database) -> list[TruthLabel]:
+    with database.session() as session:
+        return list(session.scalars(select(TruthLabel).order_by(TruthLabel.id)))
+
+
+def reader_reads(database: Database) -> list[ReaderRead]:
+    with database.session() as session:
+        return list(session.scalars(select(ReaderRead).order_by(ReaderRead.id)))
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """A prediction with its study's identity (what evaluation joins to the truth)."""
+
+    prediction_id: int
+    job_id: int
+    study_uid: str
+    study_revision: int
+    patient_id: str | None
+    lesion_id: str
+    task: str
+    model: str
+    label: str
+    probabilities: dict[str, Any]
+    created_at: dt.datetime
+
+
+def prediction_rows(database: Database, *, model: str | None = None, task: str | None = None,
+                    since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[PredictionRow]:
+    """Predictions joined to their job's study; ``model`` is a hash prefix."""
+    with database.session() as session:
+        query = (select(Prediction.id, Prediction.job_id, Study.study_uid, Job.study_revision, Study.patient_id,
+                        Prediction.lesion_id, Prediction.task, Prediction.model, Prediction.label,
+                        Prediction.probabilities, Prediction.created_at)
+                 .join(Job, Job.id == Prediction.job_id).join(Study, Study.id == Job.study_id)
+                 .order_by(Prediction.id))
+        if model:
+            query = query.where(Prediction.model.startswith(model))
+        if task:
+            query = query.where(Prediction.task == task)
+        if since:
+            query = query.where(Prediction.created_at >= since)
+        if until:
+            query = query.where(Prediction.created_at < until)
+        return [PredictionRow(*row) for row in session.execute(query)]
+
+
+def job_outcomes(database: Database, *, states: tuple[str, ...] = ("skipped", "failed"),
+                 since: dt.datetime | None = None, until: dt.datetime | None = None
+                 ) -> list[tuple[str, str, str | None]]:
+    """(study UID, state, reason) of the latest job of each study in ``states``."""
+    with database.session() as session:
+        latest = select(func.max(Job.id).label("id")).group_by(Job.study_id).subquery()
+        query = (select(Study.study_uid, Job.state, Job.reason).join(latest, latest.c.id == Job.id)
+                 .join(Study, Study.id == Job.study_id).where(Job.state.in_(states)))
+        if since:
+            query = query.where(Job.updated_at >= since)
+        if until:
+            query = query.where(Job.updated_at < until)
+        return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import String, bindparam, delete, func, select, update
@@ -24,8 +25,10 @@ from db.schema import (
     Job,
     OutboxEntry,
     Prediction,
+    ReaderRead,
     Series,
     Study,
+    TruthLabel,
     UTCDateTime,
     utcnow,
 )
@@ -85,6 +88,14 @@ def _insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> None
 
 class UIDConflict(ValueError):
     """A UID that must be unique is already used by another study or series (bad sender data)."""
+
+
+class DuplicateRows(ValueError):
+    """An import would add rows whose keys are already in the database; nothing was written."""
+
+    def __init__(self, keys: list[tuple[str, ...]]) -> None:
+        super().__init__(f"{len(keys)} row(s) already imported")
+        self.keys = keys
 
 
 class _SlowPath(Exception):
@@ -440,3 +451,44 @@ class Repository:
         with self.db.session() as session:
             session.execute(update(OutboxEntry).where(OutboxEntry.id == outbox_id)
                             .values(attempts=OutboxEntry.attempts + 1, last_error=error[:2000]))
+
+    # --- ground truth and readers' reads (evaluation) ---------------------------------------------
+
+    def import_truth(self, rows: list[dict[str, Any]], *, file: str, replace: bool = False) -> int:
+        """Add ground-truth lesions, all or nothing, with one audit event.
+
+        Keys (study_uid, lesion_id) already present raise :class:`DuplicateRows` listing them,
+        unless ``replace``: then the old rows are replaced and the event says how many.
+        """
+        return self._import(TruthLabel, ("study_uid", "lesion_id"), rows, file=file, replace=replace,
+                            kind="truth.imported")
+
+    def import_reads(self, rows: list[dict[str, Any]], *, file: str, replace: bool = False) -> int:
+        """Add readers' reads, all or nothing; keys are (reader_id, study_uid, lesion_id)."""
+        return self._import(ReaderRead, ("reader_id", "study_uid", "lesion_id"), rows, file=file,
+                            replace=replace, kind="reads.imported")
+
+    def _import(self, model: type[TruthLabel] | type[ReaderRead], key: tuple[str, ...],
+                rows: list[dict[str, Any]], *, file: str, replace: bool, kind: str) -> int:
+        columns = [getattr(model, name) for name in key]
+        wanted = {tuple(row[name] for name in key) for row in rows}
+        with self.db.session() as session:
+            study_uids = sorted({row["study_uid"] for row in rows})
+            existing: dict[tuple[str, ...], int] = {}
+            for start in range(0, len(study_uids), 500):  # bounded IN lists on every backend
+                chunk = study_uids[start:start + 500]
+                for row in session.execute(select(model.id, *columns).where(model.study_uid.in_(chunk))):
+                    existing[tuple(row[1:])] = row[0]
+            clashes = sorted(k for k in wanted if k in existing)
+            if clashes and not replace:
+                raise DuplicateRows(clashes)
+            for start in range(0, len(clashes), 500):
+                ids = [existing[k] for k in clashes[start:start + 500]]
+                session.execute(delete(model).where(model.id.in_(ids)))
+            now = utcnow()
+            session.add_all(model(**row, imported_at=now, import_file=file) for row in rows)
+            self._event(session, kind, f"{len(rows)} row(s) from {Path(file).name}"
+                        + (f", {len(clashes)} replaced" if clashes else ""),
+                        detail={"file": file, "rows": len(rows), "replaced": len(clashes),
+                                "studies": len(study_uids)})
+            return len(rows)

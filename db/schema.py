@@ -218,3 +218,44 @@ class AuditEvent(Base):
     job_id: Mapped[int | None] = mapped_column(index=True)
     message: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[dict[str, Any] | None]
+
+
+class TruthLabel(Base):
+    """Ground truth of one lesion (e.g. pathology), imported from ``labels.csv``."""
+
+    __tablename__ = "truth_labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    study_uid: Mapped[str] = mapped_column(UID)
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    lesion_id: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str | None] = mapped_column(String(32))
+    center_x_mm: Mapped[float | None]
+    center_y_mm: Mapped[float | None]
+    center_z_mm: Mapped[float | None]
+    size_mm: Mapped[float | None]
+    imported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    import_file: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("study_uid", "lesion_id", name="uq_truth_labels_study_lesion"),)
+
+
+class ReaderRead(Base):
+    """One reader's call on one lesion, imported from ``reads.csv``."""
+
+    __tablename__ = "reader_reads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reader_id: Mapped[str] = mapped_column(String(64))
+    reader_group: Mapped[str] = mapped_column(String(32), index=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    study_uid: Mapped[str] = mapped_column(UID, index=True)
+    lesion_id: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[float | None]
+    imported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    import_file: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("reader_id", "study_uid", "lesion_id", name="uq_reader_reads_reader_lesion"),)

@@ -21,6 +21,7 @@ from db.settings import ConfigError, ConfigFile, DbSettings, GeneralSettings, ma
 from node import cli as node_cli
 from node.settings import BrokerSettings, NodeSettings
 from worker import analyze_cli, batch_cli, composite_cli, demo_cli, jobs_cli, model_commands, worker_cli
+from worker.evaluation import cli as evaluation_cli
 from worker.grouping import cli as grouping_cli
 from worker.synth import cli as synth_cli
 from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
@@ -96,6 +97,7 @@ app.registered_commands.extend(jobs_cli.app.registered_commands)
 app.registered_commands.extend(demo_cli.app.registered_commands)
 app.registered_commands.extend(worker_cli.app.registered_commands)
 model_commands.register(app)  # weights, models, train, predict
+evaluation_cli.register(app)  # truth, reads, evaluate, experiment
 
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")

@@ -1,0 +1,115 @@
+"""Every metric of one set of predictions, each with its patient-level bootstrap interval.
+
+Point estimates come from scikit-learn (:mod:`models.evaluation.metrics`); the intervals from the
+numpy fast path on the same resamples, so a report of thousands of resamples stays quick. ROC
+bands are the pointwise percentile interval of the true positive rate on a fixed grid of false
+positive rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.evaluation import metrics as m
+from models.evaluation.bootstrap import Interval, bootstrap
+
+SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "roc_auc")
+PER_CLASS_METRICS = ("recall", "precision", "f1", "roc_auc_ovr")
+FPR_GRID = np.linspace(0.0, 1.0, 51)
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+def tpr_at(fpr_grid: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """The ROC curve's true positive rate at each grid false positive rate (step interpolation
+    upward, as the empirical curve is drawn); NaN when a class is missing."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return np.full(fpr_grid.shape, np.nan)
+    order = np.argsort(-score, kind="mergesort")
+    s, p = score[order], positive[order]
+    last_of_tie = np.r_[np.diff(s) != 0, True]
+    tps = np.cumsum(p)[last_of_tie] / n_pos
+    fps = np.cumsum(~p)[last_of_tie] / n_neg
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return np.interp(fpr_grid, fps, tps)
+
+
+def _statistic(true_codes: np.ndarray, pred_codes: np.ndarray, scores: np.ndarray | None, n_classes: int):  # noqa: ANN202
+    def statistic(indices: np.ndarray) -> dict[str, Any]:
+        t = true_codes[indices]
+        values = m.metrics_from_codes(t, pred_codes[indices], n_classes)
+        if scores is not None:
+            s = scores[indices]
+            auc = m.fast_auc_ovr(t, s)
+            values["roc_auc_ovr"] = auc
+            defined = auc[~np.isnan(auc)]
+            values["roc_auc"] = auc[1] if n_classes == 2 else (defined.mean() if defined.size else np.nan)
+            for c in range(n_classes):
+                values[f"tpr_{c}"] = tpr_at(FPR_GRID, t == c, s[:, c])
+        return values
+    return statistic
+
+
+def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray,
+              patient_ids: Sequence[str] | np.ndarray, *, labels: Sequence[str],
+              y_score: np.ndarray | None = None, settings: BootstrapSettings = BootstrapSettings(),
+              curves: bool = True) -> dict[str, Any]:
+    """Metrics with intervals, confusion matrix, ROC curves with bands and the reliability table."""
+    labels = list(labels)
+    true, pred, labels = m.check_targets(y_true, y_pred, labels)
+    patients = np.asarray(patient_ids, dtype=object)
+    if patients.shape != true.shape:
+        raise ValueError(f"patient_ids must match y_true's length {true.size}, got {patients.shape}")
+    scores = None if y_score is None else m.check_scores(true, y_score, labels)[1]
+    true_codes, pred_codes = m.encode(true, labels), m.encode(pred, labels)
+    intervals = bootstrap(_statistic(true_codes, pred_codes, scores, len(labels)), patients,
+                          n_resamples=settings.n_resamples, confidence=settings.confidence, seed=settings.seed)
+    point: dict[str, Any] = {
+        "accuracy": m.accuracy_score(true, pred, labels=labels),
+        "balanced_accuracy": m.balanced_accuracy_score(true, pred, labels=labels),
+        "macro_f1": m.macro_f1_score(true, pred, labels=labels),
+        "cohen_kappa": m.cohen_kappa_score(true, pred, labels=labels),
+        "recall": m.recall_per_class(true, pred, labels=labels),
+        "precision": m.precision_per_class(true, pred, labels=labels),
+        "f1": m.f1_per_class(true, pred, labels=labels),
+    }
+    if scores is not None:
+        point["roc_auc"] = m.roc_auc_score(true, scores, labels=labels)
+        point["roc_auc_ovr"] = m.roc_auc_ovr(true, scores, labels=labels)
+    out_metrics: dict[str, Any] = {}
+    for name, value in point.items():
+        interval = intervals[name]
+        if isinstance(interval, Interval):
+            out_metrics[name] = Interval(float(value), interval.low, interval.high, interval.resamples).as_json()
+        else:
+            out_metrics[name] = {label: Interval(float(v), i.low, i.high, i.resamples).as_json()
+                                 for label, v, i in zip(labels, value, interval, strict=True)}
+    result: dict[str, Any] = {
+        "lesions": int(true.size), "patients": int(len(set(patients.tolist()))),
+        "support": {label: int(np.sum(true == label)) for label in labels},
+        "outside_classes": int(np.sum(pred_codes < 0)),
+        "metrics": out_metrics,
+        "confusion_matrix": {"labels": labels, "matrix": m.confusion_matrix(true, pred, labels=labels).tolist()},
+    }
+    if scores is not None and curves:
+        roc = {}
+        for c, label in enumerate(labels):
+            bands = intervals[f"tpr_{c}"]
+            assert isinstance(bands, list)
+            if np.isnan(point["roc_auc_ovr"][c]):
+                continue
+            roc[label] = {"fpr": FPR_GRID.tolist(), "tpr": [b.estimate for b in bands],
+                          "tpr_low": [b.low for b in bands], "tpr_high": [b.high for b in bands]}
+        result["roc"] = roc
+        result["reliability"] = m.reliability_curve(true, scores, labels=labels)
+    return result

@@ -1,0 +1,237 @@
+"""``triphase truth import``, ``reads import``, ``evaluate`` and ``experiment ...``.
+
+Imports of numpy's heavy neighbours (scikit-learn, matplotlib, torch) happen inside the command
+bodies, so ``triphase --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from db.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+truth_app = typer.Typer(help="Ground truth (labels.csv).", no_args_is_help=True)
+reads_app = typer.Typer(help="Readers' reads (reads.csv).", no_args_is_help=True)
+experiment_app = typer.Typer(help="The papers' experiments on your data.", no_args_is_help=True)
+commands_app = typer.Typer()  # holds the top-level ``evaluate``
+
+TaskOption = Annotated[Optional[str], typer.Option("--task", help="restrict labels to this task's classes")]
+ReplaceOption = Annotated[bool, typer.Option("--replace", help="replace rows already imported (same keys)")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``truth``, ``reads`` and ``experiment`` groups and the top-level ``evaluate`` to ``app``."""
+    app.add_typer(truth_app, name="truth")
+    app.add_typer(reads_app, name="reads")
+    app.add_typer(experiment_app, name="experiment")
+    app.registered_commands.extend(commands_app.registered_commands)
+
+
+def _import(ctx: typer.Context, kind: str, file: Path, **options: object) -> None:
+    from db.repository import Repository  # noqa: PLC0415
+    from worker.evaluation.imports import ImportRejected, import_file  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    try:
+        count = import_file(kind, file, Repository(runtime.database()), **options)  # type: ignore[arg-type]
+    except ImportRejected as exc:
+        for error in exc.errors:
+            typer.echo(f"{file}: {error}", err=True)
+        typer.echo(f"triphase: {file}: {len(exc.errors)} problem(s); nothing imported", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"imported {count} row(s) from {file}")
+
+
+@truth_app.command("import")
+def truth_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+                 task: TaskOption = None, replace: ReplaceOption = False,
+                 allow_unknown_studies: Annotated[bool, typer.Option(
+                     "--allow-unknown-studies", help="accept study UIDs not received (yet)")] = False) -> None:
+    """Import ground truth: patient_id, study_uid, accession_number, lesion_id, label, source, ..."""
+    _import(ctx, "truth", file, task=task, replace=replace, allow_unknown_studies=allow_unknown_studies)
+
+
+@reads_app.command("import")
+def reads_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+                 task: TaskOption = None, replace: ReplaceOption = False) -> None:
+    """Import readers' reads: reader_id, reader_group, patient_id, study_uid, lesion_id, label, confidence."""
+    _import(ctx, "reads", file, task=task, replace=replace)
+
+
+def _when(text: str | None, option: str) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter("an ISO date or date-time, e.g. 2026-01-31", param_hint=option) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _settings(resamples: int, seed: int):  # noqa: ANN202
+    from models.evaluation.summary import BootstrapSettings  # noqa: PLC0415
+
+    if resamples < 10:
+        raise typer.BadParameter("at least 10", param_hint="--resamples")
+    return BootstrapSettings(n_resamples=resamples, seed=seed)
+
+
+ResamplesOption = Annotated[int, typer.Option("--resamples", help="bootstrap resamples (over patients)")]
+SeedOption = Annotated[int, typer.Option("--seed", help="bootstrap and training seed")]
+
+
+@commands_app.command("evaluate")
+def evaluate(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="folder for report.html, report.json, metrics.csv")],
+    model: Annotated[Optional[str], typer.Option("--model", help="model version (hash prefix)")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="only this task")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="predictions made on or after (ISO, UTC)")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="predictions made before (ISO, UTC)")] = None,
+    readers: Annotated[bool, typer.Option("--readers/--no-readers", help="compare with readers' reads")] = True,
+    resamples: ResamplesOption = 1000,
+    seed: SeedOption = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print report.json on stdout")] = False,
+) -> None:
+    """Metrics of the stored predictions against the ground truth, with 95% CIs, baseline and readers."""
+    from worker.evaluation.render import write_report  # noqa: PLC0415
+    from worker.evaluation.report import evaluate as run  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    document = run(runtime.database(), model=model, task=task, since=_when(since, "--since"),
+                   until=_when(until, "--until"), readers=readers, settings=_settings(resamples, seed))
+    paths = write_report(document, out)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+        return
+    for section in document["models"]:
+        summary = section["summary"]
+        if summary is None:
+            typer.echo(f"{section['model'][:12]} {section['task']}: no prediction joined to the ground truth")
+            continue
+        accuracy = summary["metrics"]["accuracy"]
+        typer.echo(f"{section['model'][:12]} {section['task']}: {summary['lesions']} lesions, "
+                   f"{summary['patients']} patients, accuracy {accuracy['estimate']:.3f} "
+                   f"[{accuracy['low']:.3f}, {accuracy['high']:.3f}]")
+    if not document["models"]:
+        typer.echo("no predictions match the filters", err=True)
+    typer.echo(f"report: {paths['html']}")
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("comma-separated numbers, e.g. 0,2,4", param_hint=option) from None
+
+
+def _config(runtime: Runtime, *, arch: str, mode: str, inner_folds: int, epochs: int, seed: int, size: int | None,
+            random_init: bool, device: str | None):  # noqa: ANN202
+    from models.training import MODES, TrainingConfig  # noqa: PLC0415
+    from models.transforms import NO_AUGMENTATION  # noqa: PLC0415
+    from worker.settings import ModelsSection  # noqa: PLC0415
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(MODES)}", param_hint="--mode")
+    return TrainingConfig(architecture=arch, mode=mode, folds=inner_folds, epochs=epochs, seed=seed,  # type: ignore[arg-type]
+                          input_size=size, random_init=random_init, augmentation=NO_AUGMENTATION,
+                          device=device or runtime.section(ModelsSection).device, batch_size=16, patience=3)
+
+
+def _weights_dir(runtime: Runtime) -> Path:
+    from models.weights import resolve_weights_dir  # noqa: PLC0415
+    from worker.settings import ModelsSection  # noqa: PLC0415
+
+    return resolve_weights_dir(runtime.section(ModelsSection).weights_dir)
+
+
+DataArgument = Annotated[Path, typer.Argument(exists=True, file_okay=False,
+                                              help="studies with labels.csv, or composites.csv")]
+OutOption = Annotated[Path, typer.Option("--out", help="folder for results.json, table.csv, plot.png")]
+FoldsOption = Annotated[int, typer.Option("--folds", help="outer patient-level folds")]
+InnerOption = Annotated[int, typer.Option("--inner-folds", help="each training run's own CV folds")]
+EpochsOption = Annotated[int, typer.Option("--epochs")]
+SizeOption = Annotated[Optional[int], typer.Option("--input-size", help="network input size (default: the architecture's)")]
+TaskExperimentOption = Annotated[Optional[str], typer.Option("--task", help="class list of this task")]
+RandomInitOption = Annotated[bool, typer.Option("--random-init", help="random weights instead of ImageNet (tests)")]
+DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda[:N]")]
+
+
+@experiment_app.command("misregistration")
+def experiment_misregistration(
+    ctx: typer.Context, data: DataArgument, out: OutOption,
+    arch: Annotated[str, typer.Option("--arch")] = "vgg16",
+    mode: Annotated[str, typer.Option("--mode", help="finetune | linear | svm")] = "finetune",
+    shift: Annotated[str, typer.Option("--shift", help="pixel shifts, e.g. 0,2,4,8")] = "0,2,4,8",
+    rotate: Annotated[str, typer.Option("--rotate", help="rotations in degrees")] = "0,2,5,10",
+    skew: Annotated[str, typer.Option("--skew", help="skews in degrees")] = "0,2,5,10",
+    channel: Annotated[int, typer.Option("--channel", help="the channel moved (0=R, 1=G, 2=B)")] = 0,
+    folds: FoldsOption = 5, inner_folds: InnerOption = 3, epochs: EpochsOption = 30, task: TaskExperimentOption = None,
+    input_size: SizeOption = None, random_init: RandomInitOption = False, device: DeviceOption = None,
+    resamples: ResamplesOption = 1000, seed: SeedOption = 0,
+) -> None:
+    """Train and evaluate with one channel deliberately misregistered, per transform and degree."""
+    from models.registry import default_registry  # noqa: PLC0415
+    from worker.evaluation.experiments import load_data, misregistration_experiment, write_experiment  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    degrees = {name: _floats(text, f"--{name}") for name, text in
+               (("shift", shift), ("rotate", rotate), ("skew", skew)) if text.strip()}
+    if channel not in (0, 1, 2):
+        raise typer.BadParameter("0, 1 or 2", param_hint="--channel")
+    config = _config(runtime, arch=arch, mode=mode, inner_folds=inner_folds, epochs=epochs, seed=seed,
+                     size=input_size, random_init=random_init, device=device)
+    size = input_size or default_registry().get(arch).input_size
+    result = misregistration_experiment(load_data(data, size=size, task=task), degrees=degrees, channel=channel,
+                                        config=config, folds=folds, weights_dir=_weights_dir(runtime),
+                                        settings=_settings(resamples, seed))
+    paths = write_experiment(result, out)
+    for row in result["rows"]:
+        typer.echo(f"{row['transform']:>6} {row['degree']:>6g}: accuracy {row['accuracy']:.3f} "
+                   f"(vs registered {row['accuracy_vs_registered']:+.3f}, p {row['accuracy_vs_registered_p']:.3f})")
+    typer.echo(f"table: {paths['csv']}")
+
+
+@experiment_app.command("architectures")
+def experiment_architectures(
+    ctx: typer.Context, data: DataArgument, out: OutOption,
+    archs: Annotated[str, typer.Option("--archs", help="comma-separated; ARCH:svm for the SVM variant")] =
+    "alexnet,vgg16,vgg19,googlenet,inception_v3,resnet50,resnet101,vgg16:svm",
+    folds: FoldsOption = 5, inner_folds: InnerOption = 3, epochs: EpochsOption = 30, task: TaskExperimentOption = None,
+    input_size: SizeOption = None, random_init: RandomInitOption = False, device: DeviceOption = None,
+    resamples: ResamplesOption = 1000, seed: SeedOption = 0,
+) -> None:
+    """Several CNNs (and the SVM variant) side by side under the same patient-level folds."""
+    from models.registry import default_registry  # noqa: PLC0415
+    from worker.evaluation.experiments import architectures_experiment, load_data, write_experiment  # noqa: PLC0415
+
+    runtime: Runtime = ctx.obj
+    registry = default_registry()
+    variants = []
+    for part in (p.strip() for p in archs.split(",") if p.strip()):
+        name, _, mode = part.partition(":")
+        if name not in registry:
+            raise typer.BadParameter(f"unknown architecture {name!r}; known: {', '.join(registry.names())}",
+                                     param_hint="--archs")
+        variants.append((name, mode or "finetune"))
+    if not variants:
+        raise typer.BadParameter("name at least one architecture", param_hint="--archs")
+    config = _config(runtime, arch=variants[0][0], mode=variants[0][1], inner_folds=inner_folds, epochs=epochs,
+                     seed=seed, size=input_size, random_init=random_init, device=device)
+    size = input_size or max(registry.get(name).input_size for name, _ in variants)
+    result = architectures_experiment(load_data(data, size=size, task=task), variants=variants, config=config,
+                                      folds=folds, weights_dir=_weights_dir(runtime),
+                                      settings=_settings(resamples, seed))
+    paths = write_experiment(result, out)
+    for row in result["rows"]:
+        typer.echo(f"{row['architecture']:>14} {row['mode']:>8}: accuracy {row['accuracy']:.3f} "
+                   f"[{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]")
+    typer.echo(f"table: {paths['csv']}")

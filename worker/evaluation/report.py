@@ -1,0 +1,129 @@
+"""``triphase evaluate``: the numbers of one evaluation, per model version, as one JSON document.
+
+The JSON is the single source; the HTML and CSV are renderings of it, so they cannot disagree.
+Readers are compared with the model on the same cases: for each reader group, the model's metrics
+restricted to the lesions that group read, and DeLong's test of the AUC difference (binary tasks:
+the positive class; several classes: one-vs-rest per class).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from db.engine import Database
+from db.queries import job_outcomes
+from models.evaluation.baseline import majority_predictions, majority_scores
+from models.evaluation.delong import delong_test
+from models.evaluation.summary import BootstrapSettings, summarise
+from worker.evaluation.cases import ModelCases, Read, json_ready, load_cases, load_reads, reader_scores
+
+INDETERMINATE = "indeterminate"
+
+
+def skipped_studies(database: Database, *, since: dt.datetime | None, until: dt.datetime | None) -> dict[str, Any]:
+    """Studies whose latest job was skipped or failed, counted by state and reason."""
+    counts: dict[str, Counter[str]] = {"skipped": Counter(), "failed": Counter()}
+    for _, state, reason in job_outcomes(database, since=since, until=until):
+        counts[state][reason or "no reason recorded"] += 1
+    return {state: {"studies": sum(c.values()), "reasons": dict(c.most_common())} for state, c in counts.items()}
+
+
+def _delong(cases: ModelCases, rows: np.ndarray, reader_score: np.ndarray) -> list[dict[str, Any]]:
+    """Model vs readers' mean score on the same lesions, per positive class."""
+    classes = cases.classes
+    positives = [classes[1]] if len(classes) == 2 else classes
+    out = []
+    for label in positives:
+        c = classes.index(label)
+        positive = cases.y_true[rows] == label
+        entry: dict[str, Any] = {"class": label, "one_vs_rest": len(classes) > 2}
+        if positive.all() or not positive.any():
+            entry["skipped"] = "the cases hold only one side of this class"
+        else:
+            result = delong_test(positive, cases.scores[rows, c], reader_score[:, c])
+            entry |= {"auc_model": result.auc_a, "auc_readers": result.auc_b, "difference": result.difference,
+                      "z": result.z, "p_value": result.p_value, "positives": result.n_positive,
+                      "negatives": result.n_negative}
+        out.append(entry)
+    return out
+
+
+def reader_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]],
+                   settings: BootstrapSettings) -> dict[str, Any]:
+    """Each reader group and reader on the model's cases, with the model on the same cases."""
+    index = {key: i for i, key in enumerate(cases.keys())}
+    per_row: list[tuple[int, Read]] = [(index[key], read) for key, rs in reads.items() if key in index for read in rs]
+    groups: dict[str, Any] = {}
+    readers: dict[str, Any] = {}
+    for group in sorted({read.reader_group for _, read in per_row}):
+        mine = [(i, r) for i, r in per_row if r.reader_group == group]
+        rows = np.array([i for i, _ in mine])
+        scores = np.array([reader_scores(r.label, r.confidence, cases.classes) for _, r in mine])
+        group_summary = summarise(cases.y_true[rows], np.array([r.label for _, r in mine], dtype=object),
+                                  cases.patient_ids[rows], labels=cases.classes, y_score=scores,
+                                  settings=settings, curves=False)
+        lesions = np.unique(rows)
+        sums = np.zeros((len(cases), len(cases.classes)))
+        np.add.at(sums, rows, scores)
+        mean_score = sums[lesions] / np.bincount(rows, minlength=len(cases))[lesions, None]
+        model_same = summarise(cases.y_true[lesions], cases.y_pred[lesions], cases.patient_ids[lesions],
+                               labels=cases.classes, y_score=cases.scores[lesions], settings=settings, curves=False)
+        groups[group] = {"readers": sorted({r.reader_id for _, r in mine}), "reads": len(mine),
+                         "summary": group_summary, "model_on_same_cases": model_same,
+                         "delong": _delong(cases, lesions, mean_score)}
+        for reader_id in sorted({r.reader_id for _, r in mine}):
+            own = [(i, r) for i, r in mine if r.reader_id == reader_id]
+            rows_r = np.array([i for i, _ in own])
+            readers[reader_id] = {"group": group, "summary": summarise(
+                cases.y_true[rows_r], np.array([r.label for _, r in own], dtype=object), cases.patient_ids[rows_r],
+                labels=cases.classes,
+                y_score=np.array([reader_scores(r.label, r.confidence, cases.classes) for _, r in own]),
+                settings=settings, curves=False)}
+    return {"groups": groups, "readers": readers,
+            "score_rule": "a read scores its confidence on the called class and shares the rest equally; "
+                          "no confidence = 1. A group's score of a lesion is its readers' mean."}
+
+
+def model_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]] | None,
+                  settings: BootstrapSettings) -> dict[str, Any]:
+    section: dict[str, Any] = {"model": cases.model, "task": cases.task, "classes": cases.classes,
+                               "left_out": dict(cases.left_out.most_common()),
+                               "indeterminate": int(np.sum(cases.y_pred == INDETERMINATE))}
+    if len(cases) == 0:
+        section["summary"] = None
+        return section
+    section["summary"] = summarise(cases.y_true, cases.y_pred, cases.patient_ids, labels=cases.classes,
+                                   y_score=cases.scores, settings=settings)
+    baseline = majority_predictions(cases.y_true)
+    section["majority_baseline"] = {
+        "class": str(baseline[0]),
+        "summary": summarise(cases.y_true, baseline, cases.patient_ids, labels=cases.classes,
+                             y_score=majority_scores(cases.y_true, labels=cases.classes), settings=settings,
+                             curves=False)}
+    if reads is not None:
+        section["readers"] = reader_section(cases, reads, settings)
+    return section
+
+
+def evaluate(database: Database, *, model: str | None = None, task: str | None = None,
+             since: dt.datetime | None = None, until: dt.datetime | None = None, readers: bool = True,
+             settings: BootstrapSettings = BootstrapSettings()) -> dict[str, Any]:
+    """The whole evaluation as a JSON-ready document (NaN as null)."""
+    all_cases = load_cases(database, model=model, task=task, since=since, until=until)
+    reads = load_reads(database) if readers else None
+    document = {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "filters": {"model": model, "task": task, "since": since.isoformat() if since else None,
+                    "until": until.isoformat() if until else None, "readers": readers},
+        "bootstrap": asdict(settings) | {"unit": "patient", "interval": "percentile"},
+        "label_metrics_note": "an indeterminate (abstained) prediction counts as wrong for accuracy and as a "
+                              "miss for recall; it is not in the confusion matrix or kappa",
+        "skipped_studies": skipped_studies(database, since=since, until=until),
+        "models": [model_section(cases, reads, settings) for cases in all_cases],
+    }
+    return json_ready(document)

@@ -1,0 +1,56 @@
+"""The embedded runner takes a batch-imported study through analysis and sending; `resend` sends
+the same objects again (replacing, never duplicating)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from db.engine import Database
+from db.migrate import upgrade
+from db.queries import audit_events
+from db.repository import Repository
+from db.schema import Job, Prediction
+from node.folder_store import FolderStore
+from node.spool import Spool
+from worker.batch import import_folder
+from worker.embedded import OutboxRunner
+from worker.grouping import load_rules
+from worker.jobs import WorkerContext
+from worker.results.writeback import Destination
+
+
+def test_batch_analyse_send_and_resend(trained, tmp_path: Path) -> None:
+    studies, artifact, _ = trained("mri-ehcc")
+    database = Database(f"sqlite:///{tmp_path / 'triphase.db'}")
+    upgrade(database)
+    repository = Repository(database)
+    pacs = FolderStore(tmp_path / "pacs").start()
+    try:
+        spool = Spool(tmp_path / "spool")
+        summary = import_folder([sorted(studies.glob("study-*"))[0]], spool, repository)
+        assert len(summary.studies_queued) == 1
+        context = WorkerContext(repository=repository, rules=load_rules(), spool_root=spool.root,
+                                results_root=tmp_path / "results",
+                                destinations=[Destination("pacs", "DEMOPACS", "127.0.0.1", pacs.port),
+                                              Destination("audit-only", "X", "127.0.0.1", 1, shadow=True)],
+                                models={"mri-ehcc": str(artifact.path)}, calling_ae="TRIPHASE",
+                                data_dir=tmp_path, models_dir=tmp_path / "models", device="cpu")
+        runner = OutboxRunner(context)
+        assert runner.run_pending() == 1  # analyse, which queues the send
+        assert runner.run_pending() == 1  # send
+        with database.session() as s:
+            job = s.scalars(select(Job)).one()
+            assert job.state == "sent" and len(s.scalars(select(Prediction)).all()) == 1
+        assert len(pacs.received) == 2
+        repository.requeue_send(job.id)
+        assert runner.run_pending() == 1
+        with database.session() as s:
+            assert s.get(Job, job.id).state == "sent"  # type: ignore[union-attr]
+        assert len(pacs.received) == 4 and len(list((tmp_path / "pacs").rglob("*.dcm"))) == 2
+        assert [e.kind for e in audit_events(database, kind_prefix="send.")] == ["send.sent", "send.sent"]
+        assert runner.run_pending() == 0
+    finally:
+        pacs.stop()
+        database.close()

@@ -74,7 +74,10 @@ def main() -> None:
     from worker.synth.context import StudyOptions
     from worker.synth.run import generate_run
 
-    report: dict[str, object] = {"benchmark": "arrival", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    report: dict[str, object] = {"benchmark": "arrival", "commit": commit,
+                                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                  "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
                                  "study": f"4-phase CT, 4 x {args.slices} slices at {args.matrix}x{args.matrix}"}
     with tempfile.TemporaryDirectory(prefix="triphase-bench-") as tmp:

@@ -219,3 +219,36 @@ def test_acquisition_order_alone(synth_run, tmp_path: Path, task: str) -> None:
     results = group_paths([study], RULES)
     truth = role_truth(run)
     assert_matches_truth(results, {uid: truth[uid] for uid in results})
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_image_check_sees_the_arterial_phase(synth_run, style: str) -> None:
+    """The pixels agree with the headers: the arterial phase has the strongest vessel enhancement."""
+    results = group_paths(sorted(synth_run("ct-histology", style).glob("study-*")), RULES)
+    for grouping in results.values():
+        arterial = grouping.roles["arterial"]
+        assert arterial is not None
+        assert any("strongest vessel enhancement" in r for r in arterial.reasons), arterial.reasons
+        for role in ("pre", "portal", "delayed"):
+            assert not any("strongest vessel" in r for r in grouping.roles[role].reasons)  # type: ignore[union-attr]
+
+
+def test_image_check_outweighs_a_lying_description_without_timing(synth_run, tmp_path: Path) -> None:
+    """No timing in the headers and descriptions that swap arterial and portal: the pixels decide."""
+    run = synth_run("ct-histology", "ge")
+    study = copy_study(run, tmp_path / "study")
+    truth = role_truth(run)
+    [uid] = [u for u in truth if u in group_paths([study], RULES)]
+    swapped = {truth[uid]["arterial"][0]: "PORTAL", truth[uid]["portal"][0]: "ARTERIAL"}
+
+    def lie(ds: pydicom.Dataset) -> None:
+        for keyword in ("ContrastBolusStartTime", "AcquisitionTime", "SeriesTime", "ContentTime"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        if ds.SeriesInstanceUID in swapped:
+            ds.SeriesDescription = swapped[ds.SeriesInstanceUID]
+
+    rewrite(study, lie)
+    [grouping] = group_paths([study], RULES).values()
+    arterial = grouping.roles["arterial"]
+    assert arterial is not None and arterial.series.series_uid == truth[uid]["arterial"][0], grouping.problems

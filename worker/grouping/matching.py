@@ -110,7 +110,7 @@ def _is_diffusion(series: SeriesInfo) -> bool | None:
 
 
 def score_role(role: str, rule: RoleRule, series: SeriesInfo, rules: Rules,
-               injection_s: float | None) -> tuple[float, list[str]] | None:
+               injection_s: float | None, enhancement: dict[int, float] | None = None) -> tuple[float, list[str]] | None:
     """Score of ``series`` for ``role`` with its reasons, or None when a hard condition fails."""
     w = rules.weights
     reasons: list[str] = []
@@ -178,6 +178,11 @@ def score_role(role: str, rule: RoleRule, series: SeriesInfo, rules: Rules,
     elif rule.contrast is False and series.contrast_agent is None and series.modality == "CT":
         score += w.contrast
         reasons.append("no contrast agent recorded")
+    if rule.image_check == "highest_enhancement" and enhancement and id(series) in enhancement:
+        if enhancement[id(series)] >= max(enhancement.values()):
+            score += w.image
+            reasons.append(f"strongest vessel enhancement of all phases on a common level "
+                           f"(+{enhancement[id(series)]:.0f} HU above the lowest)")
     if rule.seconds_after_injection and injection_s is not None and series.acquisition_seconds is not None:
         after = series.acquisition_seconds - injection_s
         if rule.seconds_after_injection[0] <= after <= rule.seconds_after_injection[1]:
@@ -248,11 +253,16 @@ def _injection_hypotheses(cands: list[Candidate], task: TaskRules) -> tuple[list
 
 
 def _best_timed(cands: list[Candidate], task: TaskRules, rules: Rules,
-                injection: float | None) -> tuple[float, Assignment]:
+                injection: float | None, enhancement: dict[int, float] | None = None) -> tuple[float, Assignment]:
     """Order-respecting assignment of the timed roles (dynamic programming over time order)."""
     timed = [r for r in task.timed]
-    ordered = sorted([c for c in cands if c.time is not None], key=lambda c: c.time or 0.0)
-    scores = {(r, id(c)): score_role(r, task.role[r], c.series, rules, injection) for r in timed for c in ordered}
+    if cands and all(c.time is None for c in cands):
+        # No acquisition times at all: series (and acquisition) numbers are the order of acquisition.
+        ordered = sorted(cands, key=lambda c: (c.series.series_number or 0, c.series.acquisition_number or 0))
+    else:
+        ordered = sorted([c for c in cands if c.time is not None], key=lambda c: c.time or 0.0)
+    scores = {(r, id(c)): score_role(r, task.role[r], c.series, rules, injection, enhancement)
+              for r in timed for c in ordered}
     # best[i][j]: best total using roles[:i] and candidates[:j]
     n, m = len(timed), len(ordered)
     best = [[0.0] * (m + 1) for _ in range(n + 1)]
@@ -310,7 +320,7 @@ def _best_untimed(cands: list[Candidate], roles: list[str], task: TaskRules, rul
 
 
 def _ambiguities(assignment: Assignment, cands: list[Candidate], task: TaskRules, rules: Rules,
-                 injection: float | None) -> list[str]:
+                 injection: float | None, enhancement: dict[int, float] | None = None) -> list[str]:
     """Required roles for which an unused acquisition scores (nearly) as well as the chosen one."""
     used = {id(c) for c, _, _ in assignment.values()}
     problems = []
@@ -321,7 +331,7 @@ def _ambiguities(assignment: Assignment, cands: list[Candidate], task: TaskRules
         for rival in cands:
             if id(rival) in used:
                 continue
-            value = score_role(role, task.role[role], rival.series, rules, injection)
+            value = score_role(role, task.role[role], rival.series, rules, injection, enhancement)
             if value is None or value[0] < score - rules.weights.ambiguity_margin:
                 continue
             if role in task.timed and not _order_holds(assignment, role, rival, task):
@@ -374,9 +384,15 @@ def group_study(study_uid: str, series: Sequence[SeriesInfo], rules: Rules, task
     untimed = [r for r in task.roles if r not in task.timed]
 
     best: tuple[float, Assignment, float | None] = (-math.inf, {}, None)
+    enhancement: dict[int, float] = {}
+    if any(task.role[r].image_check for r in task.roles):
+        from worker.grouping.image_check import peak_enhancement  # noqa: PLC0415 - reads pixels
+
+        contrast_like = [c.series for c in cands if c.series.modality == "CT"]
+        enhancement = peak_enhancement(contrast_like)
     hypotheses, from_headers = _injection_hypotheses(cands, task)
     for injection in hypotheses:
-        timed_total, timed_assignment = _best_timed(cands, task, rules, injection)
+        timed_total, timed_assignment = _best_timed(cands, task, rules, injection, enhancement)
         rest = [c for c in cands if all(c is not a for a, _, _ in timed_assignment.values())]
         untimed_total, untimed_assignment = _best_untimed(rest, untimed, task, rules, injection)
         total = timed_total + untimed_total
@@ -395,6 +411,8 @@ def group_study(study_uid: str, series: Sequence[SeriesInfo], rules: Rules, task
             reasons.append("injection time estimated from the acquisition times (no ContrastBolusStartTime)")
         if cand.others:
             reasons.append(f"preferred over {len(cand.others)} other reconstruction(s) of the same acquisition")
+        if role in task.timed and cand.time is None:
+            reasons.append("no acquisition times in the headers: series numbers taken as the order of acquisition")
         roles[role] = RoleMatch(cand.series, score, tuple(reasons))
     used_series = {m.series.series_uid for m in roles.values() if m is not None}
     for cand in cands:
@@ -406,7 +424,7 @@ def group_study(study_uid: str, series: Sequence[SeriesInfo], rules: Rules, task
 
     problems = list(notes)
     missing = [r for r in task.required if roles.get(r) is None]
-    ambiguous = _ambiguities(assignment, cands, task, rules, injection)
+    ambiguous = _ambiguities(assignment, cands, task, rules, injection, enhancement)
     frames = {m.series.frame_of_reference for m in roles.values() if m is not None}
     if len(frames - {None}) > 1:
         problems.append("the chosen series do not share one frame of reference")

@@ -33,6 +33,7 @@ class Weights(_Strict):
     image_type: float = 1.0
     physics: float = 2.0
     dimension: float = 0.5
+    image: float = 1.0
     min_score: float = 1.0
     ambiguity_margin: float = 0.5
     preferred_slice_thickness_mm: float = 5.0
@@ -63,6 +64,7 @@ class RoleRule(_Strict):
     echo_train_length: Range | None = None
     fat_water: Literal["in", "out"] | None = None
     diffusion: bool | None = None
+    image_check: Literal["highest_enhancement"] | None = None
 
     @field_validator("description", "description_not")
     @classmethod

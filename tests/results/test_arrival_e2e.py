@@ -32,13 +32,17 @@ def redis_db() -> int:
     client.flushdb()
 
 
-def test_study_from_orthanc_comes_back_analysed(trained, orthanc_factory, redis_db: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_study_from_orthanc_comes_back_analysed(trained, orthanc_factory, redis_db: int, tmp_path: Path,
+                                               request: pytest.FixtureRequest, backend: str) -> None:
     studies, artifact, _ = trained("ct-histology")
     node_port = free_port()
     orthanc = orthanc_factory(modalities={"node": ["TRIPHASE", "127.0.0.1", node_port]})
     node = pipeline_node(tmp_path / "node", broker_url=f"redis://127.0.0.1:6379/{redis_db}", artifact=artifact,
                          task="ct-histology", destination=(orthanc.aet, orthanc.dicom_port), sender=orthanc.aet)
     node.port = node_port
+    if backend == "postgresql":
+        node.db_url = request.getfixturevalue("postgres_url")
     node.start()
     worker = start_worker(node, tmp_path / "worker.log")
     try:
@@ -58,7 +62,7 @@ def test_study_from_orthanc_comes_back_analysed(trained, orthanc_factory, redis_
         assert "SR" in modalities
         [row] = json.loads(node.cli("studies", "--json").stdout)
         assert row["latest_job_state"] == "sent"
-        database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
+        database = Database(node.db_url or f"sqlite:///{node.data_dir / 'triphase.db'}")
         try:
             kinds = [e.kind for e in audit_events(database)]
         finally:

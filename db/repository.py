@@ -8,6 +8,7 @@ event that explains it; so the trail and the state can never disagree. Readers u
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -316,25 +317,32 @@ class Repository:
 
     # --- study completion ----------------------------------------------------------------------
 
-    def complete_due_studies(self, now: dt.datetime | None = None) -> list[CompletedStudy]:
-        """Complete every receiving study whose quiet period or hard cap has passed."""
+    def complete_due_studies(self, now: dt.datetime | None = None, *,
+                             shadow_for: Callable[[str | None], bool] | None = None) -> list[CompletedStudy]:
+        """Complete every receiving study whose quiet period or hard cap has passed.
+
+        ``shadow_for(calling AE)`` says whether studies from that sender are shadow runs.
+        """
         now = now or utcnow()
         with self.db.session() as session:
             due = session.execute(
-                select(Study.id, Study.revision, Study.quiet_deadline, Study.hard_deadline).where(
+                select(Study.id, Study.revision, Study.quiet_deadline, Study.hard_deadline,
+                       Study.calling_ae).where(
                     Study.state == StudyState.RECEIVING.value,
                     (Study.quiet_deadline <= now) | (Study.hard_deadline <= now),
                 )
             ).all()
         done: list[CompletedStudy] = []
-        for study_id, revision, quiet_deadline, hard_deadline in due:
+        for study_id, revision, quiet_deadline, hard_deadline, calling_ae in due:
             by = "quiet" if quiet_deadline <= now else "cap"
-            completed = self._complete(study_id, revision, by)
+            shadow = bool(shadow_for(calling_ae)) if shadow_for else False
+            completed = self._complete(study_id, revision, by, shadow=shadow)
             if completed:
                 done.append(completed)
         return done
 
-    def complete_study(self, study_uid: str, *, by: str = "manual", queue: str = ARRIVAL_QUEUE) -> CompletedStudy | None:
+    def complete_study(self, study_uid: str, *, by: str = "manual", queue: str = ARRIVAL_QUEUE,
+                       shadow: bool = False) -> CompletedStudy | None:
         """Force completion (``triphase studies complete``); None if already complete."""
         with self.db.session() as session:
             row = session.execute(select(Study.id, Study.revision, Study.state)
@@ -343,9 +351,10 @@ class Repository:
             raise LookupError("no such study")
         if row.state == StudyState.COMPLETE.value:
             return None
-        return self._complete(row.id, row.revision, by, queue)
+        return self._complete(row.id, row.revision, by, queue, shadow=shadow)
 
-    def _complete(self, study_id: int, revision: int, by: str, queue: str = ARRIVAL_QUEUE) -> CompletedStudy | None:
+    def _complete(self, study_id: int, revision: int, by: str, queue: str = ARRIVAL_QUEUE, *,
+                  shadow: bool = False) -> CompletedStudy | None:
         """Complete one revision; the conditional UPDATE makes this safe with several nodes."""
         with self.db.session() as session:
             now = utcnow()
@@ -358,7 +367,7 @@ class Repository:
             if changed != 1:
                 return None
             study_uid = session.scalars(select(Study.study_uid).where(Study.id == study_id)).one()
-            job = Job(study_id=study_id, study_revision=revision, state=JobState.READY.value)
+            job = Job(study_id=study_id, study_revision=revision, state=JobState.READY.value, shadow=shadow)
             session.add(job)
             session.flush()
             session.add(OutboxEntry(job_id=job.id, task_name=ANALYSE_TASK, queue=queue))
@@ -369,7 +378,8 @@ class Repository:
             self._event(session, "study.complete", f"by {by}: {counts[0]} series, {counts[1]} instances",
                         study_uid=study_uid, job_id=job.id,
                         detail={"revision": revision, "by": by, "series": counts[0], "instances": counts[1]})
-            self._event(session, "job.ready", "waiting to be published", study_uid=study_uid, job_id=job.id)
+            self._event(session, "job.ready", "waiting to be published" + (" (shadow run)" if shadow else ""),
+                        study_uid=study_uid, job_id=job.id, detail={"shadow": shadow, "queue": queue})
             return CompletedStudy(study_id, study_uid, revision, job.id, by)
 
     # --- jobs and the outbox -------------------------------------------------------------------

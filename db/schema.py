@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
+    false,
     JSON,
     BigInteger,
     DateTime,
@@ -159,6 +160,7 @@ class Job(Base):
     task: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(80))
     attempts: Mapped[int] = mapped_column(default=0)
+    shadow: Mapped[bool] = mapped_column(default=False, server_default=false())  # analyse and audit, send nothing
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

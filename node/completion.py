@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from db.repository import Repository
 from node.dispatch import JobDispatcher
@@ -19,8 +20,10 @@ log = logging.getLogger(__name__)
 class CompletionMonitor:
     """A background thread that completes due studies every ``poll_s`` seconds."""
 
-    def __init__(self, repository: Repository, dispatcher: JobDispatcher, *, poll_s: float = 1.0) -> None:
+    def __init__(self, repository: Repository, dispatcher: JobDispatcher, *, poll_s: float = 1.0,
+                 shadow_for: Callable[[str | None], bool] | None = None) -> None:
         self.repository = repository
+        self.shadow_for = shadow_for
         self.dispatcher = dispatcher
         self.poll_s = poll_s
         self._stop = threading.Event()
@@ -37,7 +40,7 @@ class CompletionMonitor:
 
     def run_once(self) -> int:
         """Complete what is due now and dispatch it; returns how many studies completed."""
-        completed = self.repository.complete_due_studies()
+        completed = self.repository.complete_due_studies(shadow_for=self.shadow_for)
         if completed:
             self.dispatcher.dispatch(completed)
         return len(completed)

@@ -62,7 +62,8 @@ class DicomNode:
         self.repository = repository
         self.tracker = AssociationTracker()
         self.store_handler = StoreHandler(settings, spool, repository, self.tracker)
-        self.monitor = CompletionMonitor(repository, dispatcher, poll_s=settings.completion_poll_s)
+        self.monitor = CompletionMonitor(repository, dispatcher, poll_s=settings.completion_poll_s,
+                                         shadow_for=settings.shadow_for)
         self.ae = build_ae(settings)
         self._server: Any = None
         self._stopping = threading.Event()

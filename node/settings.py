@@ -28,6 +28,7 @@ class PeerSettings(BaseModel):
     host: str | None = Field(None, description="if set, the association must come from this address")
     port: int | None = Field(None, ge=1, le=65535, description="its own SCP port, for sending back")
     quiet_period_s: float | None = Field(None, gt=0, description="overrides node.quiet_period_s")
+    shadow: bool = Field(False, description="analyse and audit this peer's studies, send nothing back")
 
     _check_ae = field_validator("ae_title")(classmethod(lambda cls, v: _ae_title(v)))
 
@@ -62,6 +63,10 @@ class NodeSettings(SectionSettings):
             if peer.ae_title == ae_title.strip() and (peer.host is None or peer.host == address):
                 return peer
         return None
+
+    def shadow_for(self, calling_ae: str | None) -> bool:
+        """Whether studies sent by this AE title are shadow runs (a peer's ``shadow`` setting)."""
+        return any(p.shadow for p in self.peers if calling_ae is not None and p.ae_title == calling_ae.strip())
 
     def quiet_period_for(self, peer: PeerSettings | None) -> float:
         return peer.quiet_period_s if peer and peer.quiet_period_s else self.quiet_period_s

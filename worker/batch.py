@@ -37,7 +37,7 @@ class ImportSummary:
 
 
 def import_folder(paths: Iterable[Path], spool: Spool, repository: Repository, *,
-                  progress: Callable[[int, int], None] | None = None) -> ImportSummary:
+                  progress: Callable[[int, int], None] | None = None, shadow: bool = False) -> ImportSummary:
     """Store every DICOM file under ``paths`` in the spool, record it, and queue each study."""
     files = list(iter_dicom_files(paths))
     summary = ImportSummary(files=len(files))
@@ -66,7 +66,7 @@ def import_folder(paths: Iterable[Path], spool: Spool, repository: Repository, *
         if progress:
             progress(number, len(files))
     for study in touched:
-        done = repository.complete_study(study, by="batch", queue=BATCH_QUEUE)
+        done = repository.complete_study(study, by="batch", queue=BATCH_QUEUE, shadow=shadow)
         if done is None:
             summary.studies_already_queued += 1
         else:

@@ -17,6 +17,7 @@ app = typer.Typer(help="Retrospective batches.", no_args_is_help=True)
 def batch_import(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="folders of studies", exists=True)],
+    shadow: Annotated[bool, typer.Option("--shadow", help="analyse and audit only; send nothing to the PACS")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
 ) -> None:
     """Register studies as if received and queue them as batch work (resumable: re-run to continue)."""
@@ -33,7 +34,7 @@ def batch_import(
     repository = Repository(runtime.database())
     with Progress(transient=True, disable=as_json) as bar:
         task = bar.add_task("importing", total=None)
-        summary = import_folder(paths, spool, repository,
+        summary = import_folder(paths, spool, repository, shadow=shadow,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         typer.echo(json.dumps(summary.as_json(), indent=2))
@@ -52,6 +53,7 @@ def batch_pacs(
     query: Annotated[list[str], typer.Option("--query", help="KEY=VALUE study-level matching key, repeatable "
                                                              "(e.g. StudyDate=20250101-20251231, ModalitiesInStudy=CT)")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the matches, retrieve nothing")] = False,
+    shadow: Annotated[bool, typer.Option("--shadow", help="analyse and audit only; send nothing back")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
 ) -> None:
     """C-FIND the PACS, C-MOVE each study to this node (which must be running) and queue it as batch work."""
@@ -79,7 +81,7 @@ def batch_pacs(
             completed, failed = move_study(remote, uid, ae_title, calling_ae=ae_title)
             row.update(retrieved=completed, failed=failed)
             try:
-                done = repository.complete_study(uid, by="batch", queue=BATCH_QUEUE)
+                done = repository.complete_study(uid, by="batch", queue=BATCH_QUEUE, shadow=shadow)
                 row["job"] = done.job_id if done else None
             except LookupError:
                 row["job"] = None

@@ -41,7 +41,10 @@ def create_app(config_path: Path | None = None) -> Celery:
         accept_content=["json"],
         task_default_queue=ARRIVAL_QUEUE,
         task_queues=[Queue(ARRIVAL_QUEUE), Queue(BATCH_QUEUE)],
-        broker_transport_options={"visibility_timeout": broker.visibility_timeout_s},
+        # "priority": queues are read in the order given to the worker (arrival before batch),
+        # instead of kombu's default round robin, so on-arrival work never waits behind a batch.
+        broker_transport_options={"visibility_timeout": broker.visibility_timeout_s,
+                                  "queue_order_strategy": "priority"},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
@@ -50,9 +53,18 @@ def create_app(config_path: Path | None = None) -> Celery:
     def context() -> Any:
         """The per-process worker context, created lazily after the fork."""
         if "ctx" not in state:
+            from billiard.process import current_process  # noqa: PLC0415
+
+            from worker.devices import device_for_process  # noqa: PLC0415
             from worker.jobs import WorkerContext  # noqa: PLC0415
 
-            state["ctx"] = WorkerContext.from_runtime(Runtime(config=runtime.config))
+            ctx = WorkerContext.from_runtime(Runtime(config=runtime.config))
+            if ctx.device == "auto":
+                import torch  # noqa: PLC0415
+
+                ctx.device = device_for_process("auto", getattr(current_process(), "index", 0),
+                                                torch.cuda.device_count())
+            state["ctx"] = ctx
         return state["ctx"]
 
     @worker_process_init.connect(weak=False)

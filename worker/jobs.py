@@ -80,14 +80,14 @@ class WorkerContext:
         return self._loaded[task]
 
 
-def _job(ctx: WorkerContext, job_id: int) -> tuple[str, int, str]:
-    """(state, study id, study UID) of a job."""
+def _job(ctx: WorkerContext, job_id: int) -> tuple[str, int, str, bool]:
+    """(state, study id, study UID, shadow) of a job."""
     with ctx.repository.db.session() as session:
-        row = session.execute(select(Job.state, Job.study_id, Study.study_uid).join(Study)
+        row = session.execute(select(Job.state, Job.study_id, Study.study_uid, Job.shadow).join(Study)
                               .where(Job.id == job_id)).one_or_none()
     if row is None:
         raise LookupError(f"no job {job_id}")
-    return row.state, row.study_id, row.study_uid
+    return row.state, row.study_id, row.study_uid, bool(row.shadow)
 
 
 def _study_files(ctx: WorkerContext, study_id: int) -> list[Path]:
@@ -112,7 +112,7 @@ def run_analyse(ctx: WorkerContext, job_id: int) -> str:
     from worker.grouping.series_info import scan_studies  # noqa: PLC0415
     from worker.results.identity import device_uid  # noqa: PLC0415
 
-    state, study_id, study_uid = _job(ctx, job_id)
+    state, study_id, study_uid, _ = _job(ctx, job_id)
     if JobState(state) in DONE_STATES:
         return state  # a repeated delivery: the work is done
     _start(ctx, job_id, state)
@@ -152,7 +152,7 @@ def run_analyse(ctx: WorkerContext, job_id: int) -> str:
 
 def run_send(ctx: WorkerContext, job_id: int) -> str:
     """Send the job's SR and SC to every destination; sent, shadowed, or failed (parked)."""
-    state, _, study_uid = _job(ctx, job_id)
+    state, _, study_uid, shadow = _job(ctx, job_id)
     if state in (JobState.SENT.value, JobState.SHADOWED.value, JobState.SKIPPED.value):
         return state
     if state == JobState.QUEUED.value:  # a resend: the results on disk are reused
@@ -165,6 +165,10 @@ def run_send(ctx: WorkerContext, job_id: int) -> str:
         ctx.repository.transition_job(job_id, JobState.FAILED, reason="no results on disk; analyse the study again")
         return JobState.FAILED.value
     active = [d for d in ctx.destinations if not d.shadow]
+    if shadow:
+        ctx.repository.transition_job(job_id, JobState.SHADOWED,
+                                      reason="shadow run (peer or batch): analysed and audited, nothing sent")
+        return JobState.SHADOWED.value
     if not active:
         ctx.repository.transition_job(job_id, JobState.SHADOWED,
                                       reason="no destination configured (shadow mode): nothing sent")

@@ -194,3 +194,14 @@ def test_resend_requeues_the_send_step(repository: Repository, database: Databas
     assert tasks == ["triphase.analyse", "triphase.send"]
     with pytest.raises(LookupError):
         repository.requeue_send(999)
+
+
+def test_completion_marks_shadow_studies_by_sender(repository: Repository, database: Database) -> None:
+    repository.record_instance(record(calling_ae="TRIAL"), quiet_period_s=1, hard_cap_s=3600)
+    repository.record_instance(record(study="7.7", series="7.7.1", sop="7.7.1.1", calling_ae="PACS"),
+                               quiet_period_s=1, hard_cap_s=3600)
+    done = repository.complete_due_studies(utcnow() + dt.timedelta(seconds=5), shadow_for=lambda ae: ae == "TRIAL")
+    assert len(done) == 2
+    with database.session() as s:
+        shadows = {j.study.study_uid: j.shadow for j in s.scalars(select(Job))}
+    assert shadows == {"1.2.3": True, "7.7": False}

@@ -54,3 +54,38 @@ def test_batch_analyse_send_and_resend(trained, tmp_path: Path) -> None:
     finally:
         pacs.stop()
         database.close()
+
+
+def test_shadow_batch_is_analysed_but_not_sent(trained, tmp_path: Path) -> None:
+    studies, artifact, _ = trained("mri-ehcc")
+    database = Database(f"sqlite:///{tmp_path / 'triphase.db'}")
+    upgrade(database)
+    repository = Repository(database)
+    pacs = FolderStore(tmp_path / "pacs").start()
+    try:
+        spool = Spool(tmp_path / "spool")
+        import_folder([sorted(studies.glob("study-*"))[1]], spool, repository, shadow=True)
+        context = WorkerContext(repository=repository, rules=load_rules(), spool_root=spool.root,
+                                results_root=tmp_path / "results",
+                                destinations=[Destination("pacs", "DEMOPACS", "127.0.0.1", pacs.port)],
+                                models={"mri-ehcc": str(artifact.path)}, calling_ae="TRIPHASE",
+                                data_dir=tmp_path, models_dir=tmp_path / "models", device="cpu")
+        runner = OutboxRunner(context)
+        runner.run_pending()
+        runner.run_pending()
+        with database.session() as s:
+            job = s.scalars(select(Job)).one()
+            assert (job.state, job.shadow) == ("shadowed", True)
+            assert len(s.scalars(select(Prediction)).all()) == 1  # analysed and audited
+        assert pacs.received == []
+    finally:
+        pacs.stop()
+        database.close()
+
+
+def test_peer_shadow_setting_marks_its_studies() -> None:
+    from node.settings import NodeSettings, PeerSettings
+
+    settings = NodeSettings(peers=(PeerSettings(name="a", ae_title="TRIAL", shadow=True),
+                                   PeerSettings(name="b", ae_title="PACS")))
+    assert settings.shadow_for("TRIAL") and not settings.shadow_for("PACS") and not settings.shadow_for(None)

@@ -18,6 +18,8 @@ def batch_import(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="folders of studies", exists=True)],
     shadow: Annotated[bool, typer.Option("--shadow", help="analyse and audit only; send nothing to the PACS")] = False,
+    labels: Annotated[Path | None, typer.Option("--labels", exists=True, dir_okay=False,
+                                                help="ground truth (labels.csv) to import with the studies")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
 ) -> None:
     """Register studies as if received and queue them as batch work (resumable: re-run to continue)."""
@@ -36,9 +38,16 @@ def batch_import(
         task = bar.add_task("importing", total=None)
         summary = import_folder(paths, spool, repository, shadow=shadow,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    truth_rows = None
+    if labels is not None:
+        from worker.evaluation.imports import import_file  # noqa: PLC0415
+
+        truth_rows = import_file("truth", labels, repository, replace=True)
     if as_json:
-        typer.echo(json.dumps(summary.as_json(), indent=2))
+        typer.echo(json.dumps(summary.as_json() | {"truth_rows": truth_rows}, indent=2))
     else:
+        if truth_rows is not None:
+            typer.echo(f"ground truth: {truth_rows} lesion(s) imported from {labels}")
         typer.echo(f"{summary.files} files: {summary.stored} stored, {summary.already_there} already there, "
                    f"{len(summary.unreadable)} unreadable; {len(summary.studies_queued)} studies queued, "
                    f"{summary.studies_already_queued} already queued before")

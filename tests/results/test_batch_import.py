@@ -28,8 +28,16 @@ def test_batch_import_is_resumable(trained, tmp_path: Path) -> None:
         one = json.loads(first.stdout)
         assert one["stored"] > 0 and one["already_there"] == 0 and one["studies_queued"] == 2
         assert [u["path"].endswith("junk.dcm") for u in one["unreadable"]] == [True]
-        again = json.loads(subprocess.run([triphase, "batch", "import", *map(str, folders), "--json"],
-                                          capture_output=True, text=True, timeout=300, env=env).stdout)
+        subset = studies.parent / "labels-subset.csv"
+        lines = (studies / "labels.csv").read_text().splitlines()
+        uids = {__import__("pydicom").dcmread(next(f.glob("*.dcm")), stop_before_pixels=True).StudyInstanceUID
+                for f in folders}
+        subset.write_text("\n".join([lines[0], *[line for line in lines[1:] if line.split(",")[1] in uids]]) + "\n")
+        run = subprocess.run([triphase, "batch", "import", *map(str, folders), "--labels", str(subset), "--json"],
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert run.returncode == 0, run.stderr
+        again = json.loads(run.stdout)
+        assert again["truth_rows"] == 3
         assert again["already_there"] == one["stored"] and again["studies_queued"] == 1
         assert again["studies_already_queued"] == 2
     finally:

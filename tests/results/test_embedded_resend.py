@@ -21,23 +21,28 @@ from worker.jobs import WorkerContext
 from worker.results.writeback import Destination
 
 
-def test_batch_analyse_send_and_resend(trained, tmp_path: Path) -> None:
-    studies, artifact, _ = trained("mri-ehcc")
+def _embedded(tmp_path: Path, artifact: object, pacs: FolderStore) -> tuple[Database, Repository, Spool, OutboxRunner]:
+    """A database, spool and embedded runner sending to ``pacs`` (plus a shadow destination)."""
     database = Database(f"sqlite:///{tmp_path / 'triphase.db'}")
     upgrade(database)
     repository = Repository(database)
+    spool = Spool(tmp_path / "spool")
+    context = WorkerContext(repository=repository, rules=load_rules(), spool_root=spool.root,
+                            results_root=tmp_path / "results",
+                            destinations=[Destination("pacs", "DEMOPACS", "127.0.0.1", pacs.port),
+                                          Destination("audit-only", "X", "127.0.0.1", 1, shadow=True)],
+                            models={"mri-ehcc": str(artifact.path)}, calling_ae="TRIPHASE",  # type: ignore[attr-defined]
+                            data_dir=tmp_path, models_dir=tmp_path / "models", device="cpu")
+    return database, repository, spool, OutboxRunner(context)
+
+
+def test_batch_analyse_send_and_resend(trained, tmp_path: Path) -> None:
+    studies, artifact, _ = trained("mri-ehcc")
     pacs = FolderStore(tmp_path / "pacs").start()
+    database, repository, spool, runner = _embedded(tmp_path, artifact, pacs)
     try:
-        spool = Spool(tmp_path / "spool")
         summary = import_folder([sorted(studies.glob("study-*"))[0]], spool, repository)
         assert len(summary.studies_queued) == 1
-        context = WorkerContext(repository=repository, rules=load_rules(), spool_root=spool.root,
-                                results_root=tmp_path / "results",
-                                destinations=[Destination("pacs", "DEMOPACS", "127.0.0.1", pacs.port),
-                                              Destination("audit-only", "X", "127.0.0.1", 1, shadow=True)],
-                                models={"mri-ehcc": str(artifact.path)}, calling_ae="TRIPHASE",
-                                data_dir=tmp_path, models_dir=tmp_path / "models", device="cpu")
-        runner = OutboxRunner(context)
         assert runner.run_pending() == 1  # analyse, which queues the send
         assert runner.run_pending() == 1  # send
         with database.session() as s:
@@ -58,19 +63,10 @@ def test_batch_analyse_send_and_resend(trained, tmp_path: Path) -> None:
 
 def test_shadow_batch_is_analysed_but_not_sent(trained, tmp_path: Path) -> None:
     studies, artifact, _ = trained("mri-ehcc")
-    database = Database(f"sqlite:///{tmp_path / 'triphase.db'}")
-    upgrade(database)
-    repository = Repository(database)
     pacs = FolderStore(tmp_path / "pacs").start()
+    database, repository, spool, runner = _embedded(tmp_path, artifact, pacs)
     try:
-        spool = Spool(tmp_path / "spool")
         import_folder([sorted(studies.glob("study-*"))[1]], spool, repository, shadow=True)
-        context = WorkerContext(repository=repository, rules=load_rules(), spool_root=spool.root,
-                                results_root=tmp_path / "results",
-                                destinations=[Destination("pacs", "DEMOPACS", "127.0.0.1", pacs.port)],
-                                models={"mri-ehcc": str(artifact.path)}, calling_ae="TRIPHASE",
-                                data_dir=tmp_path, models_dir=tmp_path / "models", device="cpu")
-        runner = OutboxRunner(context)
         runner.run_pending()
         runner.run_pending()
         with database.session() as s:

@@ -169,3 +169,25 @@ def test_cli_imports_and_evaluates(tmp_path: Path) -> None:
     document = json.loads(report.output)
     assert document["models"][0]["summary"]["metrics"]["accuracy"]["estimate"] == 0.5
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_since_and_until_select_predictions_by_time(repository: Repository, database: Database,
+                                                     tmp_path: Path) -> None:
+    import datetime as dt
+
+    from db.schema import utcnow
+
+    job = add_study(repository, 0, patient="P0")
+    analyse(repository, job, [{"lesion_id": "L1", "label": "early_hcc", "roi_source": "seg",
+                               "probabilities": {"early_hcc": 0.8, "progressed_hcc": 0.2}}])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,study_uid,accession_number,lesion_id,label\n"
+                      "P0,1.2.826.0.1.3680043.8.498.1,,L1,early_hcc\n")
+    import_file("truth", labels, repository)
+    now = utcnow()
+    hour = dt.timedelta(hours=1)
+    assert len(evaluate(database, since=now - hour, until=now + hour, settings=SETTINGS, readers=False)["models"]) == 1
+    assert evaluate(database, since=now + hour, settings=SETTINGS, readers=False)["models"] == []
+    assert evaluate(database, until=now - hour, settings=SETTINGS, readers=False)["models"] == []
+    document = evaluate(database, since=now - hour, settings=SETTINGS, readers=False)
+    assert document["filters"]["since"] == (now - hour).isoformat()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.provenance import header, write_result  # noqa: E402
 
 from sqlalchemy import select  # noqa: E402
 
@@ -74,12 +74,8 @@ def main() -> None:
     from worker.synth.context import StudyOptions
     from worker.synth.run import generate_run
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    report: dict[str, object] = {"benchmark": "arrival", "commit": commit,
-                                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                 "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
-                                 "study": f"4-phase CT, 4 x {args.slices} slices at {args.matrix}x{args.matrix}"}
+    report: dict[str, object] = header("arrival") | {
+        "study": f"4-phase CT, 4 x {args.slices} slices at {args.matrix}x{args.matrix}"}
     with tempfile.TemporaryDirectory(prefix="triphase-bench-") as tmp:
         work = Path(tmp)
         artifact = train(work)
@@ -133,9 +129,8 @@ def main() -> None:
             orthanc.stop()
             broker.kill()
     print(json.dumps(report, indent=2))
-    out = ROOT / "bench" / "results" / f"arrival-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {out.relative_to(ROOT)}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    print(f"written to {write_result(f'arrival-{stamp}', report)}")
 
 
 if __name__ == "__main__":

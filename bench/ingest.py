@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.provenance import header, write_result  # noqa: E402
 
 from pydicom.uid import generate_uid  # noqa: E402
 
@@ -103,14 +104,6 @@ def bench_orthanc(files: list[Path], work: Path, repeat: int) -> list[float]:
     return times
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=300)
@@ -134,9 +127,7 @@ def main() -> None:
                          "mb_per_s": round(megabytes / median, 1), "runs": [round(t, 3) for t in times]}
     tri = figures["triphase"]["instances_per_s"]
     ratios = {f"triphase_vs_{n}": round(tri / figures[n]["instances_per_s"], 2) for n in ("orthanc", "storescp")}
-    report = {
-        "benchmark": "ingest", "commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, {platform.platform()}",
+    report = header("ingest") | {
         "instances": len(data), "megabytes": round(megabytes, 1),
         "database": "postgresql" if args.db_url.startswith("postgresql") else "sqlite",
         "figures": figures, "ratios": ratios,
@@ -144,10 +135,9 @@ def main() -> None:
     for name, fig in figures.items():
         print(f"{name:9s} {fig['instances_per_s']:7.1f} instances/s {fig['mb_per_s']:7.1f} MB/s  (median of {args.repeat})")
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    out = ROOT / "bench" / "results" / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}-{report['database']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {out.relative_to(ROOT)}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = write_result(f"ingest-{stamp}-{report['database']}", report)
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -21,6 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.provenance import commit  # noqa: E402
+from bench.provenance import machine as provenance_machine  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -33,17 +34,11 @@ from models.transforms import Augmentation  # noqa: E402
 
 
 def machine() -> dict[str, object]:
-    info: dict[str, object] = {"platform": platform.platform(), "processor": platform.processor(),
-                               "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-                               "python": platform.python_version()}
+    """The common description, plus what the figures depend on here: torch threads and the GPU."""
+    info = provenance_machine() | {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def commit() -> str:
-    run = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return run.stdout.strip() or "unknown"
 
 
 def throughput(name: str, device: torch.device, batch: int, seconds: float) -> dict[str, float]:

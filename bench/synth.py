@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,29 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.provenance import header, write_result  # noqa: E402
+
 from worker.synth.context import StudyOptions  # noqa: E402
 from worker.synth.study import generate_study  # noqa: E402
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def measure(studies: int, extras: bool, style: str) -> dict[str, float]:
@@ -74,13 +51,9 @@ def main() -> None:
     for name, figures in results.items():
         print(f"{name}: {figures['mean_s']:.3f} s per study (max {figures['max_s']:.3f}), "
               f"{figures['studies_per_s']:.2f} studies/s, {figures['files']} files")
-    record = {"benchmark": "synth", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "commit": commit(), "machine": machine(), "target_s": 2.0, "results": results}
+    record = header("synth") | {"target_s": 2.0, "results": results}
     if not args.no_write:
-        out = ROOT / "bench" / "results" / f"synth-{datetime.date.today().isoformat()}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"written {out.relative_to(ROOT)}")
+        print(f"written {write_result(f'synth-{datetime.date.today().isoformat()}', record)}")
 
 
 if __name__ == "__main__":

@@ -80,3 +80,22 @@ def stop_worker(worker: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait(timeout=10)
+
+
+def wait_for_job_state(database: Any, states: set[str], timeout: float, poll_s: float = 0.05) -> str | None:
+    """The first job's state once it is one of ``states`` (or whatever it is at the deadline)."""
+    import time  # noqa: PLC0415
+
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from db.schema import Job  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        with database.session() as session:
+            state = session.scalars(select(Job.state)).first()
+        if state in states:
+            return state
+        time.sleep(poll_s)
+    return state

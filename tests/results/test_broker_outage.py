@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from db.engine import Database
-from db.schema import Job, OutboxEntry
+from db.schema import OutboxEntry
 from node.folder_store import FolderStore
 from node.scu import RemoteNode, SendResult, scan, send
 from tests.conftest import free_port, require_tool
 from tests.processes import wait_for_port
-from tests.results.conftest import pipeline_node, start_worker, stop_worker
+from tests.results.conftest import pipeline_node, start_worker, stop_worker, wait_for_job_state
 
 pytestmark = pytest.mark.interop
 
@@ -68,14 +68,7 @@ def test_study_completed_during_a_broker_outage_is_analysed_later(trained, tmp_p
             time.sleep(0.3)
         assert rows and rows[0].published_at is None and rows[0].last_error
         broker.start()  # same port
-        deadline = time.monotonic() + 120
-        state = None
-        while time.monotonic() < deadline:
-            with database.session() as s:
-                state = s.scalars(select(Job.state)).first()
-            if state in ("sent", "failed", "skipped"):
-                break
-            time.sleep(0.5)
+        state = wait_for_job_state(database, {"sent", "failed", "skipped"}, 120, poll_s=0.5)
         assert state == "sent", (tmp_path / "worker.log").read_text()[-3000:]
         assert len(pacs.received) == 2  # one SR, one SC
     finally:

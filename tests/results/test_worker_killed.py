@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from db.engine import Database
-from db.schema import Job, Prediction
+from db.schema import Prediction
 from node.folder_store import FolderStore
 from node.scu import RemoteNode, SendResult, scan, send
-from tests.results.conftest import pipeline_node, start_worker, stop_worker
+from tests.results.conftest import pipeline_node, start_worker, stop_worker, wait_for_job_state
 from tests.results.test_broker_outage import PrivateRedis
 
 pytestmark = pytest.mark.interop
@@ -24,18 +24,6 @@ pytestmark = pytest.mark.interop
 def _children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(p) for p in found]
-
-
-def _wait_state(database: Database, states: set[str], timeout: float) -> str | None:
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        with database.session() as s:
-            state = s.scalars(select(Job.state)).first()
-        if state in states:
-            return state
-        time.sleep(0.02)
-    return state
 
 
 # After the main process dies, the message comes back only when a new worker's periodic restore of
@@ -62,7 +50,7 @@ def test_killed_worker_redelivers_and_completes_once(trained, tmp_path: Path, vi
         result = SendResult()
         send(scan([sorted(studies.glob("study-*"))[0]], result), RemoteNode("TRIPHASE", "127.0.0.1", node.port),
              calling_ae="SENDER", result=result)
-        assert _wait_state(database, {"running"}, 60) == "running"
+        assert wait_for_job_state(database, {"running"}, 60) == "running"
         if victim == "pool child":
             for child in _children(worker.pid):
                 subprocess.run(["kill", "-9", str(child)], check=False)
@@ -72,7 +60,7 @@ def test_killed_worker_redelivers_and_completes_once(trained, tmp_path: Path, vi
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=10)
             worker = start()
-        state = _wait_state(database, {"sent", "failed", "skipped"}, 300)
+        state = wait_for_job_state(database, {"sent", "failed", "skipped"}, 300)
         assert state == "sent", (tmp_path / "worker.log").read_text()[-3000:]
         with database.session() as s:
             assert len(s.scalars(select(Prediction)).all()) == 1

@@ -34,11 +34,8 @@ from db.schema import (
     utcnow,
 )
 from db.states import JobState, StudyState, check_transition
+from db.task_names import ANALYSE_TASK, ARRIVAL_QUEUE, SEND_TASK
 
-ANALYSE_TASK = "triphase.analyse"
-SEND_TASK = "triphase.send"
-ARRIVAL_QUEUE = "arrival"
-BATCH_QUEUE = "batch"
 
 
 @dataclass(frozen=True)

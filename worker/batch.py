@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db.repository import BATCH_QUEUE, Repository
+from db.repository import Repository
+from db.task_names import BATCH_QUEUE
 from node.header import UnreadableDataset, read_file_header
 from node.spool import Spool
 from node.instances import checked_identity, instance_record

@@ -66,7 +66,8 @@ def batch_pacs(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
 ) -> None:
     """C-FIND the PACS, C-MOVE each study to this node (which must be running) and queue it as batch work."""
-    from db.repository import BATCH_QUEUE, Repository  # noqa: PLC0415
+    from db.repository import Repository  # noqa: PLC0415
+    from db.task_names import BATCH_QUEUE  # noqa: PLC0415
     from node.cli import _remote  # noqa: PLC0415
     from node.scu import find_studies, move_study  # noqa: PLC0415
     from node.settings import NodeSettings  # noqa: PLC0415

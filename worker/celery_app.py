@@ -16,14 +16,13 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 
-from db.repository import ANALYSE_TASK, ARRIVAL_QUEUE, SEND_TASK
+from db.task_names import ANALYSE_TASK, ARRIVAL_QUEUE, BATCH_QUEUE, SEND_TASK
 from db.runtime import Runtime
 from db.settings import ConfigFile
 from db.states import JobState
 from node.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
-BATCH_QUEUE = "batch"
 TRANSIENT = (ConnectionError, TimeoutError)
 
 

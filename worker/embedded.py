@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from db.repository import ANALYSE_TASK, SEND_TASK
+from db.task_names import ANALYSE_TASK, SEND_TASK
 from db.states import JobState
 from worker.jobs import WorkerContext, run_analyse, run_send
 

@@ -7,18 +7,21 @@ so it never shares a parent's connections.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from db.settings import DbSettings, GeneralSettings
 
 
-def _sqlite_pragmas(busy_timeout_s: float) -> Any:
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout_s: float) -> Callable[[DBAPIConnection, ConnectionPoolEntry], None]:
+    def on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Autocommit mode lets SQLAlchemy issue BEGIN itself (see the "begin" listener), which
         # pysqlite would otherwise defer until the first write, breaking SELECT-then-write logic.
         dbapi_connection.isolation_level = None
@@ -40,14 +43,14 @@ class Database:
         parsed = make_url(url)
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
+            self.engine: Engine = create_engine(
+                url, echo=echo, connect_args={"check_same_thread": False, "timeout": busy_timeout_s})
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-        self.engine: Engine = create_engine(url, **kwargs)
+            self.engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size,
+                                        pool_pre_ping=True)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
             # BEGIN IMMEDIATE takes the write lock up front, so two writers wait for each other
@@ -56,7 +59,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
-    def from_settings(cls, db_settings: Any, general: Any) -> Database:
+    def from_settings(cls, db_settings: DbSettings, general: GeneralSettings) -> Database:
         return cls(
             db_settings.effective_url(general),
             echo=db_settings.echo,

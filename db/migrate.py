@@ -42,6 +42,12 @@ def upgrade(database: Database, revision: str = "head") -> str:
     return current_revision(database) or ""
 
 
+def upgrade_if_behind(database: Database) -> None:
+    """Migrate to the newest revision unless the schema is there already (each process start)."""
+    if current_revision(database) != head_revision():
+        upgrade(database)
+
+
 def downgrade(database: Database, revision: str) -> None:
     config = _config(database)
     with database.engine.begin() as conn:

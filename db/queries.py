@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import TypedDict
 
 from sqlalchemy import func, select
 
 from db.engine import Database
 from db.schema import AuditEvent, Instance, Job, Prediction, ReaderRead, Series, Study, TruthLabel
+from db.states import JobState
+from db.vocabulary import CompletedBy
+
+
+class StudySummaryJson(TypedDict):
+    """:class:`StudySummary` as ``triphase studies --json`` prints it (times in ISO 8601)."""
+
+    study_uid: str
+    state: str
+    revision: int
+    series: int
+    instances: int
+    calling_ae: str | None
+    first_received_at: str
+    last_received_at: str
+    completed_at: str | None
+    completed_by: str | None
+    latest_job_id: int | None
+    latest_job_state: str | None
 
 
 @dataclass(frozen=True)
@@ -23,12 +42,19 @@ class StudySummary:
     first_received_at: dt.datetime
     last_received_at: dt.datetime
     completed_at: dt.datetime | None
-    completed_by: str | None
+    completed_by: CompletedBy | None
     latest_job_id: int | None
     latest_job_state: str | None
 
-    def as_json(self) -> dict[str, Any]:
-        return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in asdict(self).items()}
+    def as_json(self) -> StudySummaryJson:
+        return StudySummaryJson(
+            study_uid=self.study_uid, state=self.state, revision=self.revision, series=self.series,
+            instances=self.instances, calling_ae=self.calling_ae,
+            first_received_at=self.first_received_at.isoformat(), last_received_at=self.last_received_at.isoformat(),
+            completed_at=self.completed_at.isoformat() if self.completed_at else None,
+            completed_by=None if self.completed_by is None else self.completed_by.value,
+            latest_job_id=self.latest_job_id, latest_job_state=self.latest_job_state,
+        )
 
 
 def list_studies(database: Database, *, limit: int = 1000) -> list[StudySummary]:
@@ -66,7 +92,7 @@ def instance_paths(database: Database, study_uid: str) -> dict[str, str]:
             select(Instance.sop_instance_uid, Instance.path).join(Series).join(Study)
             .where(Study.study_uid == study_uid)
         ).all()
-        return dict(rows)  # type: ignore[arg-type]
+        return {sop_instance_uid: path for sop_instance_uid, path in rows}
 
 
 def audit_events(database: Database, *, kind_prefix: str | None = None, study_uid: str | None = None,
@@ -120,7 +146,7 @@ class PredictionRow:
     task: str
     model: str
     label: str
-    probabilities: dict[str, Any]
+    probabilities: dict[str, float]
     created_at: dt.datetime
 
 
@@ -144,7 +170,7 @@ def prediction_rows(database: Database, *, model: str | None = None, task: str |
         return [PredictionRow(*row) for row in session.execute(query)]
 
 
-def job_outcomes(database: Database, *, states: tuple[str, ...] = ("skipped", "failed"),
+def job_outcomes(database: Database, *, states: tuple[str, ...] = (JobState.SKIPPED, JobState.FAILED),
                  since: dt.datetime | None = None, until: dt.datetime | None = None
                  ) -> list[tuple[str, str, str | None]]:
     """(study UID, state, reason) of the latest job of each study in ``states``."""
@@ -156,4 +182,4 @@ def job_outcomes(database: Database, *, states: tuple[str, ...] = ("skipped", "f
             query = query.where(Job.updated_at >= since)
         if until:
             query = query.where(Job.updated_at < until)
-        return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+        return [(study_uid, state, reason) for study_uid, state, reason in session.execute(query)]

@@ -30,11 +30,11 @@ class Runtime:
             settings = self.section(DbSettings)
             self._database = Database.from_settings(settings, self.general)
             if settings.auto_upgrade if upgrade is None else upgrade:
-                from db.migrate import current_revision, head_revision  # noqa: PLC0415 - slow import
-                from db.migrate import upgrade as run_upgrade  # noqa: PLC0415
+                # Alembic takes a noticeable time to import; commands that never open the database
+                # (``--help``, ``echo``, ``send``) do without it.
+                from db.migrate import upgrade_if_behind  # noqa: PLC0415
 
-                if current_revision(self._database) != head_revision():
-                    run_upgrade(self._database)
+                upgrade_if_behind(self._database)
         return self._database
 
     def close(self) -> None:

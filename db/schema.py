@@ -7,13 +7,14 @@ Rows are written only by :mod:`db.repository`; everything else reads them. Times
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
-    false,
     JSON,
     BigInteger,
     DateTime,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -22,8 +23,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from db.vocabulary import AssociationResult, CompletedBy, Severity
+
+E = TypeVar("E", bound=StrEnum)
 
 UID = String(64)
 AE_TITLE = String(16)
@@ -47,20 +53,43 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     impl = DateTime
     cache_ok = True
 
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         return value.astimezone(dt.UTC).replace(tzinfo=None)
 
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+class EnumText(TypeDecorator[E]):
+    """A :class:`~enum.StrEnum` kept as its plain value in a ``VARCHAR`` column.
+
+    The column is exactly the ``String(length)`` the migrations created (no database enum type,
+    no constraint), so no migration is needed; what changes is that a value outside the enum
+    fails on write, and reads come back as members.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_class: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum_class = enum_class
+        self.length = length
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum_class(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_class(value)
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON}
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON, dict[str, float]: JSON}
 
 
 class Association(Base):
@@ -79,8 +108,7 @@ class Association(Base):
     instances_stored: Mapped[int] = mapped_column(default=0)
     instances_failed: Mapped[int] = mapped_column(default=0)
     bytes_stored: Mapped[int] = mapped_column(BigInteger, default=0)
-    # open | released | aborted | rejected
-    result: Mapped[str] = mapped_column(String(16), default="open")
+    result: Mapped[AssociationResult] = mapped_column(EnumText(AssociationResult, 16), default=AssociationResult.OPEN)
     detail: Mapped[str | None] = mapped_column(Text)
 
 
@@ -105,7 +133,7 @@ class Study(Base):
     quiet_deadline: Mapped[dt.datetime] = mapped_column(default=utcnow)
     hard_deadline: Mapped[dt.datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[dt.datetime | None]
-    completed_by: Mapped[str | None] = mapped_column(String(16))  # quiet | cap | manual
+    completed_by: Mapped[CompletedBy | None] = mapped_column(EnumText(CompletedBy, 16))
 
     series: Mapped[list[Series]] = relationship(back_populates="study", order_by="Series.id")
 
@@ -180,7 +208,7 @@ class Prediction(Base):
     task: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(80))
     label: Mapped[str] = mapped_column(String(32))  # a class, or "indeterminate"
-    probabilities: Mapped[dict[str, Any]]
+    probabilities: Mapped[dict[str, float]]
     roi_source: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -213,7 +241,7 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     kind: Mapped[str] = mapped_column(String(48), index=True)
-    severity: Mapped[str] = mapped_column(String(8), default="info")  # info | warning | error
+    severity: Mapped[Severity] = mapped_column(EnumText(Severity, 8), default=Severity.INFO)
     study_uid: Mapped[str | None] = mapped_column(UID, index=True)
     sop_instance_uid: Mapped[str | None] = mapped_column(UID)
     association_id: Mapped[int | None]

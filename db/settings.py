@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import tomllib
-from contextvars import ContextVar
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -59,7 +59,7 @@ class ConfigFile:
             raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
         return cls(path=path, data=data)
 
-    def table(self, section: str | None) -> dict[str, Any]:
+    def table(self, section: str | None) -> dict[str, object]:
         """The ``[section]`` table (the top level for ``None``), never shared with the caller."""
         if section is None:
             return {k: v for k, v in self.data.items() if not isinstance(v, dict)}
@@ -72,7 +72,7 @@ class ConfigFile:
 # The table being loaded is handed to the settings source for the duration of one
 # ``load_section`` call only: pydantic-settings builds sources inside the constructor and offers
 # no argument to pass a per-call source.
-_LOADING_TABLE: ContextVar[dict[str, Any]] = ContextVar("_LOADING_TABLE", default={})
+_LOADING_TABLE: ContextVar[Mapping[str, object]] = ContextVar("_LOADING_TABLE")
 
 
 class _TableSource(PydanticBaseSettingsSource):
@@ -80,12 +80,12 @@ class _TableSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
-        self._table = dict(_LOADING_TABLE.get())
+        self._table = dict(_LOADING_TABLE.get({}))
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self._table.get(field_name), field_name, False
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self) -> dict[str, object]:
         return {k: v for k, v in self._table.items() if k in self.settings_cls.model_fields}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select, text, update
@@ -13,13 +14,14 @@ from db.queries import audit_events, list_studies
 from db.repository import InstanceRecord, Repository, UIDConflict
 from db.schema import AuditEvent, Instance, Job, OutboxEntry, Study, utcnow
 from db.states import IllegalTransition, JobState
+from db.vocabulary import AssociationResult, CompletedBy
 
 
 def record(study: str = "1.2.3", series: str = "1.2.3.1", sop: str = "1.2.3.1.1", sha: str = "a" * 64,
-           **kw: object) -> InstanceRecord:
+           **kw: Any) -> InstanceRecord:
     return InstanceRecord(study_uid=study, series_uid=series, sop_instance_uid=sop,
                           sop_class_uid="1.2.840.10008.5.1.4.1.1.2", transfer_syntax_uid="1.2.840.10008.1.2.1",
-                          path=f"{study}/{series}/{sop}.dcm", size_bytes=100, sha256=sha, **kw)  # type: ignore[arg-type]
+                          path=f"{study}/{series}/{sop}.dcm", size_bytes=100, sha256=sha, **kw)
 
 
 def count(database: Database, model: type) -> int:
@@ -91,8 +93,8 @@ def test_two_completers_race_one_job(repository: Repository, database: Database)
     repository.record_instance(record(), quiet_period_s=1, hard_cap_s=3600)
     with database.session() as s:
         study = s.scalars(select(Study)).one()
-    assert repository._complete(study.id, 1, "quiet") is not None  # noqa: SLF001
-    assert repository._complete(study.id, 1, "quiet") is None  # noqa: SLF001
+    assert repository._complete(study.id, 1, CompletedBy.QUIET) is not None
+    assert repository._complete(study.id, 1, CompletedBy.QUIET) is None
     assert count(database, Job) == 1
 
 
@@ -141,14 +143,14 @@ def test_outbox_publication_bookkeeping(repository: Repository) -> None:
 def test_associations_lifecycle(repository: Repository, database: Database) -> None:
     a = repository.open_association(calling_ae="PACS", called_ae="TRIPHASE", address="127.0.0.1", port=5000,
                                     peer_name="pacs")
-    repository.close_association(a, result="released", stored=3, failed=1, bytes_stored=300)
+    repository.close_association(a, result=AssociationResult.RELEASED, stored=3, failed=1, bytes_stored=300)
     repository.reject_association(calling_ae="EVIL", called_ae="TRIPHASE", address="127.0.0.2", port=1,
                                   reason="unknown")
     b = repository.open_association(calling_ae="PACS", called_ae="TRIPHASE", address="127.0.0.1", port=5001,
                                     peer_name="pacs")
     assert repository.close_interrupted_associations() == 1
     with database.session() as s:
-        rows = dict(s.execute(text("SELECT id, result FROM associations")).all())
+        rows: dict[int, str] = {row.id: row.result for row in s.execute(text("SELECT id, result FROM associations"))}
     assert rows[a] == "released" and rows[b] == "interrupted" and sorted(rows.values()).count("rejected") == 1
 
 
@@ -189,7 +191,8 @@ def test_resend_requeues_the_send_step(repository: Repository, database: Databas
         repository.transition_job(done.job_id, state)
     repository.requeue_send(done.job_id)
     with database.session() as s:
-        assert s.get(Job, done.job_id).state == "queued"  # type: ignore[union-attr]
+        job = s.get(Job, done.job_id)
+        assert job is not None and job.state == "queued"
     tasks = [task for _, job, task, _ in repository.unpublished_outbox() if job == done.job_id]
     assert tasks == ["triphase.analyse", "triphase.send"]
     with pytest.raises(LookupError):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from db.records import LesionPrediction
 from db.repository import InstanceRecord, Repository
 from db.states import JobState
 
@@ -34,7 +35,10 @@ def add_study(repository: Repository, k: int, *, patient: str, accession: str | 
 def analyse(repository: Repository, job_id: int, lesions: list[dict], model: str = MODEL) -> None:
     repository.transition_job(job_id, JobState.QUEUED)
     repository.transition_job(job_id, JobState.RUNNING)
-    repository.record_analysis(job_id, task="mri-ehcc", model=model, lesions=lesions)
+    predictions = [LesionPrediction(lesion_id=lesion["lesion_id"], label=lesion["label"], top_class=lesion["label"],
+                                    probabilities=lesion["probabilities"], roi_source=lesion["roi_source"],
+                                    slice_index=0) for lesion in lesions]
+    repository.record_analysis(job_id, task="mri-ehcc", model=model, lesions=predictions)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:

@@ -1,0 +1,236 @@
+"""Stored instances: the study, series and instance rows behind every C-STORE success.
+
+Most instances belong to a series already known of a study still receiving; they take a prepared
+three-statement fast path. Everything else (a new study or series, a re-sent instance, a study
+that completed and is reopened) takes the full path, which locks the study row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import String, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.engine import Database
+from db.repository.base import RepositoryBase, add_event, insert_ignore
+from db.schema import Instance, Series, Study, UTCDateTime, utcnow
+from db.states import StudyState
+from db.vocabulary import Severity
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the node knows of an instance it has just written to the spool."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: str
+    size_bytes: int
+    sha256: str
+    patient_id: str | None = None
+    accession_number: str | None = None
+    study_date: str | None = None
+    modality: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    calling_ae: str | None = None
+    association_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    study_id: int
+    study_revision: int
+    replaced: bool  # the SOP instance had been received before
+    reopened: bool  # the study was complete and this instance started a new revision
+
+
+class UIDConflict(ValueError):
+    """A UID that must be unique is already used by another study or series (bad sender data)."""
+
+
+class _SlowPath(Exception):
+    """The fast path met a case it does not handle (new study or series, re-sent instance)."""
+
+
+class _KnownStudyStatements:
+    """The fast path's statements, prepared once: the C-STORE path runs them for every instance."""
+
+    def __init__(self, database: Database) -> None:
+        dialect = postgresql if database.engine.dialect.name == "postgresql" else sqlite
+        self.series_of = (
+            select(Series.id, Series.study_id, Study.study_uid).join(Study)
+            .where(Series.series_uid == bindparam("p_series_uid"))
+        )
+        self.touch_study = (
+            update(Study)
+            .where(Study.id == bindparam("p_study_id"), Study.state == StudyState.RECEIVING.value)
+            .values(last_received_at=bindparam("p_now", type_=UTCDateTime()),
+                    quiet_deadline=bindparam("p_quiet_deadline", type_=UTCDateTime()),
+                    calling_ae=func.coalesce(bindparam("p_calling_ae", type_=String()), Study.calling_ae))
+            .returning(Study.revision)
+        )
+        self.insert_instance = (
+            dialect.insert(Instance).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+            .returning(Instance.id)
+        )
+
+
+def _instance_values(record: InstanceRecord, series_id: int, revision: int, now: dt.datetime) -> dict[str, object]:
+    """The columns an instance row takes from a record (new row, or a re-sent instance's update)."""
+    return {
+        "series_id": series_id, "sop_class_uid": record.sop_class_uid,
+        "transfer_syntax_uid": record.transfer_syntax_uid, "path": record.path,
+        "size_bytes": record.size_bytes, "sha256": record.sha256, "received_at": now,
+        "study_revision": revision, "association_id": record.association_id,
+    }
+
+
+def _locked_study(session: Session, record: InstanceRecord, now: dt.datetime, hard_cap_s: float) -> Study:
+    """The record's study row, created if new, locked until the session ends."""
+    insert_ignore(session, _table(Study), {
+        "study_uid": record.study_uid, "patient_id": record.patient_id,
+        "accession_number": record.accession_number, "study_date": record.study_date,
+        "calling_ae": record.calling_ae, "state": StudyState.RECEIVING.value, "revision": 1,
+        "first_received_at": now, "revision_started_at": now, "last_received_at": now,
+        "quiet_deadline": now, "hard_deadline": now + dt.timedelta(seconds=hard_cap_s),
+    })
+    return session.scalars(select(Study).where(Study.study_uid == record.study_uid).with_for_update()).one()
+
+
+def _reopen(session: Session, study: Study, record: InstanceRecord, now: dt.datetime, hard_cap_s: float) -> None:
+    """A complete study received another instance: a new revision starts, with a new hard cap."""
+    study.revision += 1
+    study.state = StudyState.RECEIVING.value
+    study.revision_started_at = now
+    study.hard_deadline = now + dt.timedelta(seconds=hard_cap_s)
+    study.completed_at = None
+    study.completed_by = None
+    add_event(session, "study.reopened", f"revision {study.revision}", severity=Severity.WARNING,
+              study_uid=record.study_uid, sop_instance_uid=record.sop_instance_uid,
+              association_id=record.association_id, detail={"revision": study.revision})
+
+
+def _series_id(session: Session, study: Study, record: InstanceRecord) -> int:
+    """The record's series row (created if new); UIDConflict if another study owns its UID."""
+    insert_ignore(session, _table(Series), {
+        "study_id": study.id, "series_uid": record.series_uid, "modality": record.modality,
+        "series_number": record.series_number,
+        "series_description": (record.series_description or None) and record.series_description[:128],
+    })
+    series_id, owner = session.execute(
+        select(Series.id, Series.study_id).where(Series.series_uid == record.series_uid)).one()
+    if owner != study.id:
+        raise UIDConflict("Series Instance UID already belongs to another study")
+    return int(series_id)
+
+
+def _put_instance(session: Session, record: InstanceRecord, values: dict[str, object]) -> bool:
+    """Add the instance row, or update a re-sent one (counted and audited); True if re-sent."""
+    existing = session.scalars(
+        select(Instance).where(Instance.sop_instance_uid == record.sop_instance_uid).with_for_update()
+    ).one_or_none()
+    if existing is None:
+        session.add(Instance(sop_instance_uid=record.sop_instance_uid, **values))
+        return False
+    same = existing.sha256 == record.sha256
+    for key, value in values.items():
+        setattr(existing, key, value)
+    existing.times_received += 1
+    add_event(session, "instance.replaced", "re-sent, identical bytes" if same else "re-sent with different content",
+              severity=Severity.INFO if same else Severity.WARNING, study_uid=record.study_uid,
+              sop_instance_uid=record.sop_instance_uid, association_id=record.association_id,
+              detail={"times_received": existing.times_received, "identical": same})
+    return True
+
+
+def _table(model: type[Study] | type[Series]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+class InstanceWrites(RepositoryBase):
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self._known_study = _KnownStudyStatements(database)
+
+    def record_instance(
+        self, record: InstanceRecord, *, quiet_period_s: float, hard_cap_s: float, event: str | None = None
+    ) -> RecordOutcome:
+        """Record a stored instance and push back its study's completion deadline.
+
+        A study that was complete is reopened as a new revision. A re-sent SOP instance keeps one
+        row (its hash, path and time updated, ``times_received`` counted up) and is audited.
+        Two associations inserting the same new instance at once collide on its unique key; the
+        loser simply runs again and finds the row.
+        """
+        if event is None:
+            try:
+                return self._record_known_study(record, quiet_period_s)
+            except _SlowPath:
+                pass
+        for attempt in range(3):
+            try:
+                return self._record_instance(record, quiet_period_s, hard_cap_s, event)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _record_known_study(self, record: InstanceRecord, quiet_period_s: float) -> RecordOutcome:
+        """The common case in three statements: a new instance of a known series of a study
+        still receiving. Anything else raises _SlowPath, rolling back, for the full path."""
+        now = utcnow()
+        statements = self._known_study
+        with self.db.engine.begin() as conn:
+            found = conn.execute(statements.series_of, {"p_series_uid": record.series_uid}).first()
+            if found is None or found.study_uid != record.study_uid:
+                raise _SlowPath
+            revision = conn.execute(statements.touch_study, {
+                "p_study_id": found.study_id, "p_now": now, "p_calling_ae": record.calling_ae,
+                "p_quiet_deadline": now + dt.timedelta(seconds=quiet_period_s),
+            }).scalar()
+            if revision is None:
+                raise _SlowPath  # complete: this instance reopens the study
+            inserted = conn.execute(statements.insert_instance, {
+                "sop_instance_uid": record.sop_instance_uid, "times_received": 1,
+                **_instance_values(record, found.id, revision, now),
+            }).first()
+            if inserted is None:
+                raise _SlowPath  # re-sent instance: replaced and audited by the full path
+        return RecordOutcome(found.study_id, revision, replaced=False, reopened=False)
+
+    def _record_instance(
+        self, record: InstanceRecord, quiet_period_s: float, hard_cap_s: float, event: str | None
+    ) -> RecordOutcome:
+        now = utcnow()
+        with self.db.session() as session:
+            study = _locked_study(session, record, now, hard_cap_s)
+            reopened = study.state == StudyState.COMPLETE.value
+            if reopened:
+                _reopen(session, study, record, now, hard_cap_s)
+            study.last_received_at = now
+            study.quiet_deadline = now + dt.timedelta(seconds=quiet_period_s)
+            if record.calling_ae:
+                study.calling_ae = record.calling_ae
+            series_id = _series_id(session, study, record)
+            replaced = _put_instance(session, record, _instance_values(record, series_id, study.revision, now))
+            if event:
+                add_event(session, event, study_uid=record.study_uid, sop_instance_uid=record.sop_instance_uid,
+                          association_id=record.association_id)
+            return RecordOutcome(study.id, study.revision, replaced, reopened)
+
+    def recorded_paths(self, study_uid: str) -> set[str]:
+        """Spool paths recorded for one study (start-up reconciliation)."""
+        with self.db.session() as session:
+            return set(session.scalars(
+                select(Instance.path).join(Series).join(Study).where(Study.study_uid == study_uid)
+            ))

@@ -17,17 +17,22 @@ class InvalidUID(ValueError):
     """A UID that may not be used as an identifier or a path component."""
 
 
+class MissingUID(InvalidUID):
+    """A required UID is absent or empty (answered as a missing identifier, not a bad one)."""
+
+
 def check_uid(value: object, what: str) -> str:
     """Return ``value`` stripped of DICOM padding if it is a safe UID, else raise InvalidUID.
 
     Components with leading zeros are not conformant but are sent by real modalities; they are
-    accepted because they are still only digits and dots and cannot escape the spool.
+    accepted because they are still only digits and dots and cannot escape the spool. An absent
+    or empty UID raises :class:`MissingUID`.
     """
     if not isinstance(value, str):
-        raise InvalidUID(f"{what} is missing")
+        raise MissingUID(f"{what} is missing")
     uid = value.rstrip("\x00 ")
     if not uid:
-        raise InvalidUID(f"{what} is empty")
+        raise MissingUID(f"{what} is empty")
     if len(uid) > MAX_UID_LENGTH:
         raise InvalidUID(f"{what} is {len(uid)} characters long (at most {MAX_UID_LENGTH})")
     if not _UID.fullmatch(uid):

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.uids import InvalidUID, check_uid, is_conformant_uid
+from node.uids import InvalidUID, MissingUID, check_uid, is_conformant_uid
 
 
 @pytest.mark.parametrize("value", ["1.2.840.10008.1.1", "1.2.3\x00", "1.2.3 ", "1.02.3"])
@@ -17,6 +17,14 @@ def test_accepts_uids(value: str) -> None:
 def test_refuses_unsafe_values(value: object) -> None:
     with pytest.raises(InvalidUID):
         check_uid(value, "UID")
+
+
+@pytest.mark.parametrize("value, missing", [(None, True), ("", True), ("\x00 ", True), ("..", False),
+                                            ("1" * 65, False)])
+def test_absent_uids_are_missing_not_malformed(value: object, missing: bool) -> None:
+    with pytest.raises(InvalidUID) as raised:
+        check_uid(value, "UID")
+    assert isinstance(raised.value, MissingUID) is missing
 
 
 @given(st.text(max_size=80))

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.settings import GeneralSettings
+from node.settings import NodeSettings
+
 TMP_DIR_NAME = ".tmp"
 SUFFIX = ".dcm"
 
@@ -49,6 +52,12 @@ class Spool:
         self.min_free_bytes = min_free_bytes
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         _fsync_dir(root)
+
+    @classmethod
+    def from_settings(cls, node: NodeSettings, general: GeneralSettings) -> Spool:
+        """The configured spool: ``node.spool_dir`` (default ``<data_dir>/spool``), refusing
+        writes below ``node.min_free_disk_mb``."""
+        return cls(node.spool_dir or general.spool_dir, min_free_bytes=node.min_free_disk_mb * 1024 * 1024)
 
     def relative_path(self, study_uid: str, series_uid: str, sop_uid: str) -> str:
         return f"{study_uid}/{series_uid}/{sop_uid}{SUFFIX}"

@@ -32,7 +32,7 @@ def batch_import(
 
     runtime: Runtime = ctx.obj
     node = runtime.section(NodeSettings)
-    spool = Spool(node.spool_dir or runtime.general.spool_dir, min_free_bytes=node.min_free_disk_mb * 1024 * 1024)
+    spool = Spool.from_settings(node, runtime.general)
     repository = Repository(runtime.database())
     with Progress(transient=True, disable=as_json) as bar:
         task = bar.add_task("importing", total=None)

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from db.settings import GeneralSettings
+from node.settings import NodeSettings
 from node.spool import LowDiskSpace, Spool
+
+
+def test_from_settings_uses_the_configured_folder_or_data_dir(tmp_path: Path) -> None:
+    general = GeneralSettings(data_dir=tmp_path / "data")
+    default = Spool.from_settings(NodeSettings(min_free_disk_mb=2), general)
+    assert (default.root, default.min_free_bytes) == (general.spool_dir, 2 * 1024 * 1024)
+    assert Spool.from_settings(NodeSettings(spool_dir=tmp_path / "elsewhere"), general).root == tmp_path / "elsewhere"
 
 
 def test_write_fsync_rename_dirsync_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

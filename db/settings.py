@@ -136,7 +136,7 @@ class GeneralSettings(SectionSettings):
     model_config = SettingsConfigDict(env_prefix="TRIPHASE_", extra="ignore", frozen=True)
 
     data_dir: Path = Field(default_factory=_default_data_dir, description="spool, database, models, reports")
-    log_level: str = Field("INFO", description="DEBUG shows patient identifiers; INFO and above never do")
+    log_level: str = Field(default="INFO", description="DEBUG shows patient identifiers; INFO and above never do")
 
     @property
     def spool_dir(self) -> Path:
@@ -157,11 +157,11 @@ class DbSettings(SectionSettings):
     section: ClassVar[str | None] = "db"
     model_config = SettingsConfigDict(env_prefix="TRIPHASE_DB__", extra="ignore", frozen=True)
 
-    url: str = Field("", description="SQLAlchemy URL; empty = sqlite file <data_dir>/triphase.db")
+    url: str = Field(default="", description="SQLAlchemy URL; empty = sqlite file <data_dir>/triphase.db")
     echo: bool = False
-    pool_size: int = Field(10, ge=1)
-    busy_timeout_s: float = Field(30.0, gt=0, description="SQLite lock wait")
-    auto_upgrade: bool = Field(True, description="run migrations when the node or worker starts")
+    pool_size: int = Field(default=10, ge=1)
+    busy_timeout_s: float = Field(default=30.0, gt=0, description="SQLite lock wait")
+    auto_upgrade: bool = Field(default=True, description="run migrations when the node or worker starts")
 
     def effective_url(self, general: GeneralSettings) -> str:
         return self.url or f"sqlite:///{general.data_dir / 'triphase.db'}"

@@ -1,6 +1,8 @@
 """Commands of the DICOM edge: ``node``, ``echo``, ``send``, ``studies``.
 
-None of these import torch or need a server beyond the database (SQLite by default).
+None of these import torch or need a server beyond the database (SQLite by default). The DICOM
+stack (pydicom, pynetdicom) and Celery load inside the commands that use them, so ``--help`` and
+``studies`` stay quick.
 """
 
 from __future__ import annotations
@@ -10,21 +12,51 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, TypedDict
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from db.queries import list_studies
+from db.repository import Repository
 from db.runtime import Runtime
-from node.settings import NodeSettings
+from node.dispatch import JobDispatcher, OutboxOnly
+from node.settings import BrokerSettings, NodeSettings
+from node.spool import Spool
+
+if TYPE_CHECKING:
+    from node.scu import RemoteNode
 
 log = logging.getLogger(__name__)
+
+
+
+class SendProblem(TypedDict, total=False):
+    """A file that was not stored: refused with a status, or failed or skipped with a reason."""
+
+    path: str
+    status: str
+    error: str
+
+
+class SendSummary(TypedDict):
+    """What ``triphase send --json`` prints."""
+
+    to: str
+    sent: int
+    refused: int
+    failed: int
+    skipped: int
+    problems: list[SendProblem]
+
 
 app = typer.Typer()
 studies_app = typer.Typer(help="Received studies.", invoke_without_command=True)
 app.add_typer(studies_app, name="studies")
 
 
-def _node_settings(runtime: Runtime, **overrides: Any) -> NodeSettings:
+def _node_settings(runtime: Runtime, **overrides: object) -> NodeSettings:
     return runtime.section(NodeSettings, **overrides)
 
 
@@ -41,24 +73,19 @@ def run_node(
                                           "without it they wait in the outbox for a worker's sweeper")] = True,
 ) -> None:
     """Run the DICOM node: receive studies (C-ECHO, C-STORE) until SIGTERM or Ctrl-C."""
-    from db.repository import Repository  # noqa: PLC0415
-    from node.dispatch import CeleryPublisher, JobDispatcher, OutboxOnly  # noqa: PLC0415
-    from node.settings import BrokerSettings  # noqa: PLC0415
-    from node.recovery import recover  # noqa: PLC0415
-    from node.scp import DicomNode  # noqa: PLC0415
-    from node.spool import Spool  # noqa: PLC0415
+    from node import publisher, recovery, scp  # noqa: PLC0415 - the DICOM stack and Celery, for this command only
 
     runtime: Runtime = ctx.obj
     settings = _node_settings(runtime, port=port, bind=bind, ae_title=ae_title, promiscuous=promiscuous)
-    spool = Spool(settings.spool_dir or runtime.general.spool_dir,
-                  min_free_bytes=settings.min_free_disk_mb * 1024 * 1024)
+    spool = Spool.from_settings(settings, runtime.general)
     repository = Repository(runtime.database())
-    recover(spool, repository, settings)
+    recovery.recover(spool, repository, settings)
     dispatcher: JobDispatcher = OutboxOnly()
     if publish:
         broker = runtime.section(BrokerSettings)
-        dispatcher = CeleryPublisher(broker.url, repository, visibility_timeout_s=broker.visibility_timeout_s)
-    node = DicomNode(settings, spool, repository, dispatcher)
+        dispatcher = publisher.CeleryPublisher(broker.url, repository,
+                                               visibility_timeout_s=broker.visibility_timeout_s)
+    node = scp.DicomNode(settings, spool, repository, dispatcher)
 
     stop = threading.Event()
 
@@ -77,17 +104,14 @@ def run_node(
     node.shutdown()
 
 
-def _remote(text: str, runtime: Runtime) -> Any:
-    """AET@HOST:PORT, or the name of a configured peer that has a port."""
-    from node.scu import RemoteNode  # noqa: PLC0415
+def _remote(text: str, runtime: Runtime) -> RemoteNode:
+    """AET@HOST:PORT, or the name of a configured peer that has a host and a port."""
+    from node.scu import RemoteNode  # noqa: PLC0415 - the DICOM stack, for the commands that talk DICOM
 
-    if "@" in text:
-        return RemoteNode.parse(text)
-    settings = _node_settings(runtime)
-    for peer in settings.peers:
-        if peer.name == text and peer.host and peer.port:
-            return RemoteNode(peer.ae_title, peer.host, peer.port)
-    raise typer.BadParameter(f"{text!r} is neither AET@HOST:PORT nor a configured peer with host and port")
+    try:
+        return RemoteNode.resolve(text, _node_settings(runtime).peers)
+    except LookupError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()
@@ -97,11 +121,12 @@ def echo(
     timeout: Annotated[float, typer.Option(help="seconds")] = 10.0,
 ) -> None:
     """C-ECHO a remote DICOM node (is it there, and does it accept us?)."""
-    from node.scu import echo as send_echo  # noqa: PLC0415
+    from node import scu  # noqa: PLC0415 - the DICOM stack, for this command only
 
     runtime: Runtime = ctx.obj
+    settings = _node_settings(runtime)
     target = _remote(remote, runtime)
-    status = send_echo(target, calling_ae=_node_settings(runtime).ae_title, timeout_s=timeout)
+    status = scu.echo(target, calling_ae=settings.ae_title, timeout_s=timeout)
     if status != 0:
         typer.echo(f"C-ECHO to {target}: status 0x{status:04X}", err=True)
         raise typer.Exit(1)
@@ -117,24 +142,24 @@ def send(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
 ) -> None:
     """C-STORE DICOM files; exits 1 if any instance was not stored."""
-    from node.scu import SendResult, scan  # noqa: PLC0415
-    from node.scu import send as store  # noqa: PLC0415
+    from node import scu  # noqa: PLC0415 - the DICOM stack, for this command only
 
     runtime: Runtime = ctx.obj
+    settings = _node_settings(runtime)
     target = _remote(to, runtime)
-    result = SendResult()
-    files = scan(paths, result)
-    store(files, target, calling_ae=_node_settings(runtime).ae_title, timeout_s=timeout, result=result)
-    summary = {
+    result = scu.SendResult()
+    files = scu.scan(paths, result)
+    scu.send(files, target, calling_ae=settings.ae_title, timeout_s=timeout, result=result)
+    problems: list[SendProblem] = [{"path": str(p), "status": f"0x{s:04X}"} for p, s in result.refused]
+    problems += [{"path": str(p), "error": why} for p, why in result.failed + result.skipped]
+    summary: SendSummary = {
         "to": str(target), "sent": len(result.sent) - len(result.refused), "refused": len(result.refused),
-        "failed": len(result.failed), "skipped": len(result.skipped),
-        "problems": [{"path": str(p), "status": f"0x{s:04X}"} for p, s in result.refused]
-        + [{"path": str(p), "error": why} for p, why in result.failed + result.skipped],
+        "failed": len(result.failed), "skipped": len(result.skipped), "problems": problems,
     }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        for problem in summary["problems"]:
+        for problem in problems:
             typer.echo(f"  {problem['path']}: {problem.get('status') or problem.get('error')}", err=True)
         typer.echo(f"{summary['sent']} stored at {target}, {summary['refused']} refused, "
                    f"{summary['failed']} failed, {summary['skipped']} skipped")
@@ -151,16 +176,11 @@ def studies(
     """List received studies: series and instance counts, completion state, latest job."""
     if ctx.invoked_subcommand is not None:
         return
-    from db.queries import list_studies  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     rows = list_studies(runtime.database(), limit=limit)
     if as_json:
         typer.echo(json.dumps([r.as_json() for r in rows], indent=2))
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
     table = Table("state", "rev", "series", "instances", "from", "last received", "job")
     table.add_column("Study Instance UID", no_wrap=True)
     for r in rows:
@@ -177,8 +197,6 @@ def complete(
     study_uid: Annotated[str, typer.Argument(help="Study Instance UID")],
 ) -> None:
     """Mark a study complete now (without waiting for its quiet period) and create its job."""
-    from db.repository import Repository  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     try:
         done = Repository(runtime.database()).complete_study(study_uid.strip())

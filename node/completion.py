@@ -49,5 +49,5 @@ class CompletionMonitor:
         while not self._stop.wait(self.poll_s):
             try:
                 self.run_once()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end completion for good
+            except Exception:  # a database hiccup must not end completion for good
                 log.exception("study completion check failed; retrying in %.1f s", self.poll_s)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-from db.repository import CompletedStudy
+from db.repository import CompletedStudy, PendingTask
+from db.states import JobState
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,26 @@ class Collecting:
         self.completed.extend(completed)
 
 
-def publish_pending(repository: Any, send_task: Callable[[str, int, str], None], *, limit: int = 500) -> int:
+class Outbox(Protocol):
+    """The part of :class:`db.repository.Repository` that publishing needs."""
+
+    def unpublished_outbox(self, limit: int = ...) -> list[PendingTask]: ...
+
+    def mark_published(self, outbox_id: int) -> None: ...
+
+    def mark_publish_failed(self, outbox_id: int, error: str) -> None: ...
+
+    def transition_job(self, job_id: int, target: JobState | str, *, reason: str | None = None,
+                       **detail: object) -> None: ...
+
+
+def publish_pending(repository: Outbox, send_task: Callable[[str, int, str], None], *, limit: int = 500) -> int:
     """Publish every unpublished outbox row (oldest first) with ``send_task(name, job_id, queue)``.
 
     Used by the node right after a study completes and by the worker's sweeper for anything a
     dead broker or a crashed node left behind. A row is marked published only after the broker
     took it; a failure is recorded and the row waits for the next sweep.
     """
-    from db.states import JobState  # noqa: PLC0415
-
     published = 0
     for outbox_id, job_id, task_name, queue in repository.unpublished_outbox(limit=limit):
         try:
@@ -65,23 +77,3 @@ def publish_pending(repository: Any, send_task: Callable[[str, int, str], None],
             pass  # already further along (a republished task): the worker's state check handles it
         published += 1
     return published
-
-
-class CeleryPublisher:
-    """Publish completed studies to the workers by task name, with Celery's client only."""
-
-    def __init__(self, broker_url: str, repository: Any, *, visibility_timeout_s: int = 3600) -> None:
-        from celery import Celery  # noqa: PLC0415
-
-        self.repository = repository
-        self.client = Celery("triphase-node", broker=broker_url, set_as_current=False)
-        self.client.conf.broker_transport_options = {"visibility_timeout": visibility_timeout_s}
-        self.client.conf.broker_connection_retry_on_startup = False
-        self.client.conf.broker_connection_timeout = 3
-
-    def send(self, task_name: str, job_id: int, queue: str) -> None:
-        self.client.send_task(task_name, args=[job_id], queue=queue, retry=False)
-
-    def dispatch(self, completed: Sequence[CompletedStudy]) -> None:
-        OutboxOnly().dispatch(completed)
-        publish_pending(self.repository, self.send)

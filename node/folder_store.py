@@ -7,36 +7,47 @@ to a real PACS.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Any
 
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.transport import ThreadedAssociationServer
 
 from node.header import UnreadableDataset, read_header
 from node.receiver import PREAMBLE
+from node.sop_classes import VERIFICATION
 from node.spool import Spool
 from node.statuses import StoreStatus
 from node.uids import InvalidUID, check_uid
+
+
+def _echo(event: Event) -> int:
+    return int(StoreStatus.SUCCESS)
 
 
 class FolderStore:
     def __init__(self, folder: Path, *, ae_title: str = "DEMOPACS") -> None:
         self.spool = Spool(folder)
         self.ae = AE(ae_title=ae_title)
-        self.ae.add_supported_context(Verification)
+        self.ae.add_supported_context(VERIFICATION)
         for context in AllStoragePresentationContexts:
-            self.ae.add_supported_context(context.abstract_syntax, AllTransferSyntaxes)
+            if context.abstract_syntax is not None:
+                self.ae.add_supported_context(context.abstract_syntax, AllTransferSyntaxes)
         self.received: list[Path] = []
-        self._server: Any = None
+        self._server: ThreadedAssociationServer | None = None
 
     @property
     def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the folder store has not been started")
         return int(self._server.server_address[1])
 
-    def start(self, port: int = 0, *, ssl_context: Any = None) -> FolderStore:
-        handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, lambda event: 0)]
+    def start(self, port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> FolderStore:
+        handlers: list[EventHandlerType] = [(evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, _echo)]
         self._server = self.ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers,
                                             ssl_context=ssl_context)
         return self
@@ -45,16 +56,18 @@ class FolderStore:
         if self._server is not None:
             self._server.shutdown()
 
-    def _store(self, event: Any) -> int:
-        from pynetdicom.dsutils import encode_file_meta  # noqa: PLC0415
-
-        stream = event.request.DataSet.getvalue()
+    def _store(self, event: Event) -> int:
+        request = event.request
+        if not isinstance(request, C_STORE) or request.DataSet is None:
+            return int(StoreStatus.CANNOT_UNDERSTAND)
+        stream = request.DataSet.getvalue()
         try:
             header = read_header(stream, str(event.context.transfer_syntax))
-            uids = [check_uid(v, name) for v, name in ((header.study_uid, "study"), (header.series_uid, "series"),
-                                                       (header.sop_instance_uid, "instance"))]
+            study = check_uid(header.study_uid, "study")
+            series = check_uid(header.series_uid, "series")
+            instance = check_uid(header.sop_instance_uid, "instance")
         except (UnreadableDataset, InvalidUID):
             return int(StoreStatus.CANNOT_UNDERSTAND)
-        stored = self.spool.store(*uids, (PREAMBLE + encode_file_meta(event.file_meta), stream))
+        stored = self.spool.store(study, series, instance, (PREAMBLE + encode_file_meta(event.file_meta), stream))
         self.received.append(self.spool.absolute(stored.relative_path))
         return int(StoreStatus.SUCCESS)

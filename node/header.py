@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
-from pydicom.dataset import Dataset
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -54,7 +54,7 @@ def _int(ds: Dataset, keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
         return None if value is None or value == "" else int(value)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a malformed number is left out like malformed text
         return None
 
 
@@ -84,7 +84,7 @@ def read_header(data: bytes, transfer_syntax: str) -> Header:
         end = stream.tell()
         # Force the conversion of what we read now, inside the error handling.
         header = _header_from(ds)
-    except Exception as exc:  # noqa: BLE001 - any parser failure is "cannot understand"
+    except Exception as exc:  # any parser failure is "cannot understand"
         raise UnreadableDataset(f"cannot parse the data set: {type(exc).__name__}: {exc}") from exc
     if not len(ds):
         raise UnreadableDataset("the data set is empty")
@@ -98,6 +98,6 @@ def read_file_header(path: Path) -> tuple[Header, str]:
     try:
         ds = dcmread(path, stop_before_pixels=True)
         header = _header_from(ds)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # any parser failure is "cannot understand"
         raise UnreadableDataset(f"cannot parse {path.name}: {type(exc).__name__}: {exc}") from exc
     return header, str(ds.file_meta.get("TransferSyntaxUID", ""))

@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.events import Event
 
 from db.repository import InstanceRecord, Repository, UIDConflict
+from db.vocabulary import Severity
 from node.header import UnreadableDataset, read_header
+from node.instances import checked_identity, instance_record
 from node.settings import NodeSettings
 from node.spool import LowDiskSpace, Spool
 from node.statuses import StoreStatus
-from node.instances import checked_identity, instance_record
-from node.uids import InvalidUID, check_uid
+from node.uids import InvalidUID, MissingUID, check_uid
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PREAMBLE = b"\x00" * 128 + b"DICM"
 
@@ -44,15 +51,15 @@ class AssociationTracker:
     _stats: dict[int, AssociationStats] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, assoc: Any, stats: AssociationStats) -> None:
+    def add(self, assoc: Association, stats: AssociationStats) -> None:
         with self._lock:
             self._stats[id(assoc)] = stats
 
-    def get(self, assoc: Any) -> AssociationStats | None:
+    def get(self, assoc: Association) -> AssociationStats | None:
         with self._lock:
             return self._stats.get(id(assoc))
 
-    def pop(self, assoc: Any) -> AssociationStats | None:
+    def pop(self, assoc: Association) -> AssociationStats | None:
         with self._lock:
             return self._stats.pop(id(assoc), None)
 
@@ -61,10 +68,22 @@ class AssociationTracker:
             return len(self._stats)
 
 
+def best_effort(action: Callable[[], T], what: str) -> T | None:
+    """Run a database write the DICOM exchange must not wait on; if it fails, log it and go on.
+
+    The peer is answered (a status, an A-ASSOCIATE-RJ) whether or not the audit database is up.
+    """
+    try:
+        return action()
+    except Exception:  # whatever the database raises, the peer still gets its answer
+        log.exception("could not %s", what)
+        return None
+
+
 class StoreRefused(Exception):
     """An instance is refused; carries the status to answer and the audit wording."""
 
-    def __init__(self, status: StoreStatus, reason: str, *, severity: str = "warning") -> None:
+    def __init__(self, status: StoreStatus, reason: str, *, severity: Severity = Severity.WARNING) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
@@ -84,7 +103,7 @@ class StoreHandler:
         self._in_flight = 0
         self._in_flight_lock = threading.Condition()
 
-    def __call__(self, event: Any) -> int:
+    def __call__(self, event: Event) -> int:
         with self._in_flight_lock:
             self._in_flight += 1
         try:
@@ -99,7 +118,7 @@ class StoreHandler:
         with self._in_flight_lock:
             return self._in_flight_lock.wait_for(lambda: self._in_flight == 0, timeout)
 
-    def _handle(self, event: Any) -> int:
+    def _handle(self, event: Event) -> int:
         stats = self.tracker.get(event.assoc)
         sop_uid_hint = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
         try:
@@ -108,11 +127,11 @@ class StoreHandler:
             stored_bytes, record = self._store(event, stats)
         except StoreRefused as refusal:
             return self._refuse(refusal, stats, sop_uid_hint)
-        except Exception as exc:  # noqa: BLE001 - a bug must still answer with a failure status
+        except Exception as exc:  # a bug must still answer with a failure status
             log.exception("unexpected error while storing an instance")
-            refusal = StoreRefused(StoreStatus.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}",
-                                   severity="error")
-            return self._refuse(refusal, stats, sop_uid_hint)
+            internal = StoreRefused(StoreStatus.PROCESSING_FAILURE, f"internal error: {type(exc).__name__}",
+                                    severity=Severity.ERROR)
+            return self._refuse(internal, stats, sop_uid_hint)
         if stats:
             stats.stored += 1
             stats.bytes_stored += stored_bytes
@@ -128,20 +147,22 @@ class StoreHandler:
 
     def _audit_refusal(self, refusal: StoreRefused, association_id: int | None, sop_uid: str) -> None:
         try:
-            safe_uid = check_uid(sop_uid, "SOP Instance UID")
+            safe_uid: str | None = check_uid(sop_uid, "SOP Instance UID")
         except InvalidUID:
             safe_uid = None
-        try:
-            self.repository.audit("instance.refused", refusal.reason, severity=refusal.severity,
-                                  association_id=association_id, sop_instance_uid=safe_uid,
-                                  detail={"status": f"0x{int(refusal.status):04X}"})
-        except Exception:  # noqa: BLE001 - the refusal is answered even if the audit is down
-            log.exception("could not audit a refused instance")
+        best_effort(lambda: self.repository.audit(
+            "instance.refused", refusal.reason, severity=refusal.severity, association_id=association_id,
+            sop_instance_uid=safe_uid, detail={"status": f"0x{int(refusal.status):04X}"},
+        ), "audit a refused instance")
 
-    def _store(self, event: Any, stats: AssociationStats | None) -> tuple[int, InstanceRecord]:
+    def _store(self, event: Event, stats: AssociationStats | None) -> tuple[int, InstanceRecord]:
         request = event.request
+        if not isinstance(request, C_STORE):
+            raise TypeError(f"a C-STORE handler was given a {type(request).__name__}")
+        if request.DataSet is None:
+            raise StoreRefused(StoreStatus.CANNOT_UNDERSTAND, "the C-STORE request carries no data set")
         transfer_syntax = str(event.context.transfer_syntax)
-        stream: bytes = request.DataSet.getvalue()
+        stream = request.DataSet.getvalue()
         try:
             header = read_header(stream, transfer_syntax)
         except UnreadableDataset as exc:
@@ -149,10 +170,10 @@ class StoreHandler:
 
         try:
             identity = checked_identity(header)
+        except MissingUID as exc:
+            raise StoreRefused(StoreStatus.MISSING_IDENTIFIER, str(exc)) from exc
         except InvalidUID as exc:
-            missing = "missing" in str(exc) or "empty" in str(exc)
-            status = StoreStatus.MISSING_IDENTIFIER if missing else StoreStatus.INVALID_UID
-            raise StoreRefused(status, str(exc)) from exc
+            raise StoreRefused(StoreStatus.INVALID_UID, str(exc)) from exc
         if identity.sop_instance_uid != str(request.AffectedSOPInstanceUID).rstrip("\x00 "):
             raise StoreRefused(StoreStatus.DATASET_DOES_NOT_MATCH,
                                "SOP Instance UID differs from the C-STORE request's")
@@ -167,10 +188,10 @@ class StoreHandler:
         except LowDiskSpace as exc:
             raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_DISK,
                                f"free disk space below {self.settings.min_free_disk_mb} MB",
-                               severity="error") from exc
+                               severity=Severity.ERROR) from exc
         except OSError as exc:
             raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_WRITE,
-                               f"cannot write to the spool: {exc.strerror or exc}", severity="error") from exc
+                               f"cannot write to the spool: {exc.strerror or exc}", severity=Severity.ERROR) from exc
 
         record = instance_record(header, identity, stored, transfer_syntax,
                                  calling_ae=stats.calling_ae if stats else None,
@@ -182,11 +203,11 @@ class StoreHandler:
             if not stored.replaced:
                 self.spool.remove(stored.relative_path)
             raise StoreRefused(StoreStatus.INVALID_UID, str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - any database failure refuses the instance
+        except Exception as exc:  # any database failure refuses the instance
             log.error("audit database refused an instance: %s", type(exc).__name__)
             if not stored.replaced:
                 # Never leave an unrecorded file that looks valid; the peer will send it again.
                 self.spool.remove(stored.relative_path)
             raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_DATABASE,
-                               f"audit database unavailable: {type(exc).__name__}", severity="error") from exc
+                               f"audit database unavailable: {type(exc).__name__}", severity=Severity.ERROR) from exc
         return stored.size_bytes, record

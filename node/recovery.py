@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db.repository import Repository
+from db.vocabulary import Severity
 from node.header import UnreadableDataset, read_file_header
-from node.settings import NodeSettings
 from node.instances import checked_identity, instance_record
+from node.settings import NodeSettings
 from node.spool import Spool, StoredFile
 from node.uids import InvalidUID
 
@@ -40,7 +41,7 @@ def recover(spool: Spool, repository: Repository, settings: NodeSettings) -> Rec
         part.unlink(missing_ok=True)
         removed += 1
     if removed:
-        repository.audit("spool.temp_removed", f"{removed} partial writes removed", severity="warning",
+        repository.audit("spool.temp_removed", f"{removed} partial writes removed", severity=Severity.WARNING,
                          detail={"count": removed})
 
     recovered = quarantined = 0
@@ -73,7 +74,7 @@ def _record_orphan(spool: Spool, repository: Repository, settings: NodeSettings,
             raise InvalidUID("file name does not match its UIDs")
     except (UnreadableDataset, InvalidUID, OSError) as exc:
         _quarantine(spool, path)
-        repository.audit("spool.quarantined", str(exc), severity="error", detail={"path": relative})
+        repository.audit("spool.quarantined", str(exc), severity=Severity.ERROR, detail={"path": relative})
         return False
     data = path.read_bytes()
     stored = StoredFile(relative, len(data), hashlib.sha256(data).hexdigest(), replaced=False)

@@ -12,17 +12,20 @@ import logging
 import socketserver
 import threading
 import time
-from typing import Any
 
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.association import Association
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.transport import ThreadedAssociationServer
 
 from db.repository import Repository
+from db.vocabulary import AssociationResult
 from node.completion import CompletionMonitor
 from node.dispatch import JobDispatcher
-from node.receiver import AssociationStats, AssociationTracker, StoreHandler
+from node.receiver import AssociationStats, AssociationTracker, StoreHandler, best_effort
 from node.settings import NodeSettings
+from node.sop_classes import VERIFICATION
 from node.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 REJECT_BUSY = (0x02, 0x03, 0x01)
 
 
-def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
+def _reject(assoc: Association, reason: tuple[int, int, int]) -> None:
     """A-ASSOCIATE-RJ, then wait until it has left (as pynetdicom's own rejections do): closing
     the socket before the DUL thread sent it would look like an abort to the peer."""
     assoc.acse.send_reject(*reason)
@@ -49,9 +52,10 @@ def build_ae(settings: NodeSettings) -> AE:
     ae.network_timeout = settings.idle_timeout_s
     ae.maximum_associations = settings.max_associations
     ae.require_called_aet = True
-    ae.add_supported_context(Verification, AllTransferSyntaxes)
+    ae.add_supported_context(VERIFICATION, AllTransferSyntaxes)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, AllTransferSyntaxes)
+        if context.abstract_syntax is not None:
+            ae.add_supported_context(context.abstract_syntax, AllTransferSyntaxes)
     return ae
 
 
@@ -65,22 +69,24 @@ class DicomNode:
         self.monitor = CompletionMonitor(repository, dispatcher, poll_s=settings.completion_poll_s,
                                          shadow_for=settings.shadow_for)
         self.ae = build_ae(settings)
-        self._server: Any = None
+        self._server: ThreadedAssociationServer | None = None
         self._stopping = threading.Event()
 
     @property
     def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the node has not been started")
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self.store_handler),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_RELEASED, self._on_ended, ["released"]),
-            (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
-            (evt.EVT_CONN_CLOSE, self._on_ended, ["aborted"]),
+            (evt.EVT_RELEASED, self._on_ended, [AssociationResult.RELEASED]),
+            (evt.EVT_ABORTED, self._on_ended, [AssociationResult.ABORTED]),
+            (evt.EVT_CONN_CLOSE, self._on_ended, [AssociationResult.ABORTED]),
         ]
         self._server = self.ae.start_server((self.settings.bind, self.settings.port), block=False,
                                             evt_handlers=handlers)
@@ -107,20 +113,24 @@ class DicomNode:
         self.store_handler.wait_idle(timeout=max(self.settings.dimse_timeout_s, 5.0))
         for assoc in self.ae.active_associations:
             assoc.abort()
-        if server is not None and server in self.ae._servers:  # noqa: SLF001 - pynetdicom's own list
-            self.ae._servers.remove(server)  # noqa: SLF001
+        if server is not None:
+            # Already stopped and closed above; pynetdicom's own shutdown also forgets the server.
+            server.shutdown()
         self.monitor.stop()
         log.info("DICOM node stopped")
 
     # --- association events ---------------------------------------------------------------------
 
-    def _on_echo(self, event: Any) -> int:
+    def _on_echo(self, event: Event) -> int:
         return 0x0000
 
-    def _on_requested(self, event: Any) -> None:
+    def _on_requested(self, event: Event) -> None:
         """Check the calling AE title (and address) against the configured peers."""
         assoc = event.assoc
         primitive = assoc.requestor.primitive
+        if primitive is None:  # pynetdicom sets it before this event; never accept unchecked
+            _reject(assoc, REJECT_CALLING_AE)
+            return
         calling = str(primitive.calling_ae_title).strip()
         called = str(primitive.called_ae_title).strip()
         address, port = assoc.requestor.address, assoc.requestor.port
@@ -131,35 +141,32 @@ class DicomNode:
             return
         reason = f"calling AE title {calling!r} from {address} is not a configured peer"
         log.warning("association rejected: %s", reason)
-        try:  # audited before the peer hears the answer
-            self.repository.reject_association(calling_ae=calling, called_ae=called, address=address,
-                                               port=port, reason=reason)
-        except Exception:  # noqa: BLE001
-            log.exception("could not audit a rejected association")
+        # Audited before the peer hears the answer.
+        best_effort(lambda: self.repository.reject_association(
+            calling_ae=calling, called_ae=called, address=address, port=port, reason=reason,
+        ), "audit a rejected association")
         _reject(assoc, REJECT_CALLING_AE)
 
-    def _on_accepted(self, event: Any) -> None:
+    def _on_accepted(self, event: Event) -> None:
         assoc = event.assoc
         calling = str(assoc.requestor.ae_title).strip()
         peer = self.settings.peer_for(calling, assoc.requestor.address)
-        try:
-            association_id = self.repository.open_association(
-                calling_ae=calling, called_ae=str(assoc.acceptor.ae_title).strip(),
-                address=assoc.requestor.address, port=assoc.requestor.port,
-                peer_name=peer.name if peer else None)
-        except Exception:  # noqa: BLE001 - stores will be refused with a database status anyway
-            log.exception("could not record an association")
-            return
-        self.tracker.add(assoc, AssociationStats(association_id, calling, self.settings.quiet_period_for(peer)))
+        # Without a row the association goes on untracked; its stores are refused if the
+        # database is really down.
+        association_id = best_effort(lambda: self.repository.open_association(
+            calling_ae=calling, called_ae=str(assoc.acceptor.ae_title).strip(),
+            address=assoc.requestor.address, port=assoc.requestor.port, peer_name=peer.name if peer else None,
+        ), "record an association")
+        if association_id is not None:
+            self.tracker.add(assoc, AssociationStats(association_id, calling, self.settings.quiet_period_for(peer)))
 
-    def _on_ended(self, event: Any, result: str) -> None:
+    def _on_ended(self, event: Event, result: AssociationResult) -> None:
         stats = self.tracker.pop(event.assoc)
         if stats is None:
             return
-        try:
-            self.repository.close_association(stats.association_id, result=result, stored=stats.stored,
-                                              failed=stats.failed, bytes_stored=stats.bytes_stored)
-        except Exception:  # noqa: BLE001
-            log.exception("could not record the end of an association")
+        best_effort(lambda: self.repository.close_association(
+            stats.association_id, result=result, stored=stats.stored, failed=stats.failed,
+            bytes_stored=stats.bytes_stored,
+        ), "record the end of an association")
         log.info("association #%d %s: %d stored, %d refused", stats.association_id, result,
                  stats.stored, stats.failed)

@@ -11,15 +11,18 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID
 from pynetdicom import AE
 from pynetdicom.association import Association
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from node.settings import PeerSettings
+from node.sop_classes import STUDY_ROOT_FIND, STUDY_ROOT_MOVE, VERIFICATION
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,19 @@ class RemoteNode:
         if not match or not 0 < int(match["port"]) < 65536:
             raise AddressError(f"{text!r} is not AET@HOST:PORT")
         return cls(match["aet"].strip(), match["host"].strip("[]"), int(match["port"]))
+
+    @classmethod
+    def resolve(cls, text: str, peers: Sequence[PeerSettings]) -> RemoteNode:
+        """``AET@HOST:PORT``, or the name of a configured peer that has a host and a port.
+
+        Raises :class:`AddressError` for a malformed address, LookupError for an unknown name.
+        """
+        if "@" in text:
+            return cls.parse(text)
+        for peer in peers:
+            if peer.name == text and peer.host and peer.port:
+                return cls(peer.ae_title, peer.host, peer.port)
+        raise LookupError(f"{text!r} is neither AET@HOST:PORT nor a configured peer with host and port")
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -82,7 +98,7 @@ def _ae(calling_ae: str, timeout_s: float) -> AE:
 def echo(remote: RemoteNode, *, calling_ae: str, timeout_s: float = 10.0, tls: ssl.SSLContext | None = None) -> int:
     """C-ECHO; returns the response status (0 = success) or raises AssociationFailed."""
     ae = _ae(calling_ae, timeout_s)
-    ae.add_requested_context(Verification)
+    ae.add_requested_context(VERIFICATION)
     assoc = _associate(ae, remote, tls)
     if not assoc.is_established:
         raise AssociationFailed(_why_not(assoc, remote))
@@ -208,7 +224,7 @@ def _store_one(assoc: Association, item: FileToSend) -> int | str:
         return "the remote node did not accept this SOP class / transfer syntax"
     try:
         status = assoc.send_c_store(item.path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a file that cannot be sent fails alone, not the batch
         return f"C-STORE failed: {type(exc).__name__}: {exc}"
     if not status or "Status" not in status:
         return "no C-STORE response (timeout or aborted)"
@@ -216,23 +232,15 @@ def _store_one(assoc: Association, item: FileToSend) -> int | str:
 
 
 def _query_ae(calling_ae: str, timeout_s: float) -> AE:
-    from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # noqa: PLC0415
-        StudyRootQueryRetrieveInformationModelFind,
-        StudyRootQueryRetrieveInformationModelMove,
-    )
-
     ae = _ae(calling_ae, timeout_s)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    ae.add_requested_context(STUDY_ROOT_FIND)
+    ae.add_requested_context(STUDY_ROOT_MOVE)
     return ae
 
 
 def find_studies(remote: RemoteNode, query: dict[str, str], *, calling_ae: str, timeout_s: float = 30.0,
                  tls: ssl.SSLContext | None = None) -> list[dict[str, str]]:
     """Study-level C-FIND (Study Root); returns the matches' identifying attributes."""
-    from pydicom.dataset import Dataset  # noqa: PLC0415
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]  # noqa: PLC0415
-
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     for keyword in ("StudyInstanceUID", "PatientID", "AccessionNumber", "StudyDate", "ModalitiesInStudy",
@@ -245,7 +253,7 @@ def find_studies(remote: RemoteNode, query: dict[str, str], *, calling_ae: str, 
         raise AssociationFailed(_why_not(assoc, remote))
     found: list[dict[str, str]] = []
     try:
-        for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+        for status, match in assoc.send_c_find(identifier, STUDY_ROOT_FIND):
             if status is None or "Status" not in status:
                 raise AssociationFailed(f"no C-FIND response from {remote}")
             code = int(status.Status)
@@ -262,9 +270,6 @@ def find_studies(remote: RemoteNode, query: dict[str, str], *, calling_ae: str, 
 def move_study(remote: RemoteNode, study_uid: str, destination_ae: str, *, calling_ae: str,
                timeout_s: float = 600.0, tls: ssl.SSLContext | None = None) -> tuple[int, int]:
     """C-MOVE one study to ``destination_ae``; returns (completed, failed) sub-operations."""
-    from pydicom.dataset import Dataset  # noqa: PLC0415
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]  # noqa: PLC0415
-
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = study_uid
@@ -274,7 +279,7 @@ def move_study(remote: RemoteNode, study_uid: str, destination_ae: str, *, calli
     completed = failed = 0
     final = None
     try:
-        for status, _ in assoc.send_c_move(identifier, destination_ae, StudyRootQueryRetrieveInformationModelMove):
+        for status, _ in assoc.send_c_move(identifier, destination_ae, STUDY_ROOT_MOVE):
             if status is None or "Status" not in status:
                 raise AssociationFailed(f"no C-MOVE response from {remote}")
             final = int(status.Status)

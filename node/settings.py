@@ -25,10 +25,10 @@ class PeerSettings(BaseModel):
 
     name: str
     ae_title: str
-    host: str | None = Field(None, description="if set, the association must come from this address")
-    port: int | None = Field(None, ge=1, le=65535, description="its own SCP port, for sending back")
-    quiet_period_s: float | None = Field(None, gt=0, description="overrides node.quiet_period_s")
-    shadow: bool = Field(False, description="analyse and audit this peer's studies, send nothing back")
+    host: str | None = Field(default=None, description="if set, the association must come from this address")
+    port: int | None = Field(default=None, ge=1, le=65535, description="its own SCP port, for sending back")
+    quiet_period_s: float | None = Field(default=None, gt=0, description="overrides node.quiet_period_s")
+    shadow: bool = Field(default=False, description="analyse and audit this peer's studies, send nothing back")
 
     _check_ae = field_validator("ae_title")(classmethod(lambda cls, v: _ae_title(v)))
 
@@ -39,20 +39,22 @@ class NodeSettings(SectionSettings):
                                       extra="ignore", frozen=True)
 
     ae_title: str = "TRIPHASE"
-    bind: str = Field("127.0.0.1", description="deployments beside a PACS set 0.0.0.0")
-    port: int = Field(11112, ge=0, le=65535, description="0 picks a free port (tests)")
-    max_pdu: int = Field(262144, ge=0, description="largest PDU we receive; 0 = unlimited")
-    acse_timeout_s: float = Field(30.0, gt=0)
-    dimse_timeout_s: float = Field(60.0, gt=0)
-    idle_timeout_s: float = Field(60.0, gt=0, description="network idle timeout of an association")
-    max_associations: int = Field(16, ge=1)
-    quiet_period_s: float = Field(30.0, gt=0, description="a study is complete this long after its last instance")
-    hard_cap_s: float = Field(3600.0, gt=0, description="...or this long after its first, whichever is first")
-    completion_poll_s: float = Field(1.0, gt=0)
-    min_free_disk_mb: int = Field(1024, ge=0, description="refuse instances (0xA700) below this free space")
-    shutdown_grace_s: float = Field(10.0, ge=0, description="how long open associations may go on after SIGTERM")
-    promiscuous: bool = Field(False, description="accept any calling AE title (labs only)")
-    spool_dir: Path | None = Field(None, description="default <data_dir>/spool")
+    bind: str = Field(default="127.0.0.1", description="deployments beside a PACS set 0.0.0.0")
+    port: int = Field(default=11112, ge=0, le=65535, description="0 picks a free port (tests)")
+    max_pdu: int = Field(default=262144, ge=0, description="largest PDU we receive; 0 = unlimited")
+    acse_timeout_s: float = Field(default=30.0, gt=0)
+    dimse_timeout_s: float = Field(default=60.0, gt=0)
+    idle_timeout_s: float = Field(default=60.0, gt=0, description="network idle timeout of an association")
+    max_associations: int = Field(default=16, ge=1)
+    quiet_period_s: float = Field(default=30.0, gt=0,
+                                  description="a study is complete this long after its last instance")
+    hard_cap_s: float = Field(default=3600.0, gt=0, description="...or this long after its first, whichever is first")
+    completion_poll_s: float = Field(default=1.0, gt=0)
+    min_free_disk_mb: int = Field(default=1024, ge=0, description="refuse instances (0xA700) below this free space")
+    shutdown_grace_s: float = Field(default=10.0, ge=0,
+                                    description="how long open associations may go on after SIGTERM")
+    promiscuous: bool = Field(default=False, description="accept any calling AE title (labs only)")
+    spool_dir: Path | None = Field(default=None, description="default <data_dir>/spool")
     peers: tuple[PeerSettings, ...] = ()
 
     _check_ae = field_validator("ae_title")(classmethod(lambda cls, v: _ae_title(v)))
@@ -79,4 +81,4 @@ class BrokerSettings(SectionSettings):
     model_config = SettingsConfigDict(env_prefix="TRIPHASE_BROKER__", extra="ignore", frozen=True)
 
     url: str = "redis://127.0.0.1:6379/0"
-    visibility_timeout_s: int = Field(3600, gt=0)
+    visibility_timeout_s: int = Field(default=3600, gt=0)

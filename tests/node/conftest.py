@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -37,14 +36,13 @@ NodeFactory = Callable[..., RunningNode]
 def start_node(tmp_path: Path) -> Iterator[NodeFactory]:
     started: list[RunningNode] = []
 
-    def start(database: Database, **overrides: Any) -> RunningNode:
-        values: dict[str, Any] = {
+    def start(database: Database, **overrides: object) -> RunningNode:
+        defaults: dict[str, object] = {
             "port": 0, "quiet_period_s": 30.0, "completion_poll_s": 0.1, "min_free_disk_mb": 0,
             "shutdown_grace_s": 2.0, "idle_timeout_s": 10.0,
             "peers": (PeerSettings(name="pacs", ae_title="PACS"),),
         }
-        values.update(overrides)
-        settings = NodeSettings(**values)
+        settings = NodeSettings.model_validate(defaults | overrides)
         spool = Spool(tmp_path / f"spool{len(started)}", min_free_bytes=settings.min_free_disk_mb * 1024 * 1024)
         repository = Repository(database)
         dispatcher = Collecting()

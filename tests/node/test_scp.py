@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os as os_module
+import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
-
-import errno
-import os as os_module
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from db.engine import Database
 from db.queries import audit_events, list_studies
-from db.schema import Association, Instance
+from db.schema import Association as AssociationRow
+from db.schema import Instance
+from node.settings import PeerSettings
+from node.sop_classes import VERIFICATION
+from node.spool import Spool
 from node.statuses import StoreStatus
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory
@@ -33,7 +37,7 @@ from tests.node.conftest import NodeFactory
 
 def scu(calling: str = "PACS") -> AE:
     ae = AE(ae_title=calling)
-    ae.add_requested_context(Verification)
+    ae.add_requested_context(VERIFICATION)
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     return ae
@@ -59,18 +63,20 @@ def send_raw(assoc: Association, sop_uid: str, payload: bytes) -> int:
     req.AffectedSOPInstanceUID = sop_uid
     req.Priority = 2
     req.DataSet = BytesIO(payload)
-    assoc._reactor_checkpoint.clear()  # noqa: SLF001
+    assert context.context_id is not None
+    assoc._reactor_checkpoint.clear()
     try:
-        while not assoc._is_paused:  # noqa: SLF001
+        while not assoc._is_paused:
             time.sleep(0.001)
         assoc.dimse.send_msg(req, context.context_id)
         _, rsp = assoc.dimse.get_msg(block=True)
     finally:
-        assoc._reactor_checkpoint.set()  # noqa: SLF001
+        assoc._reactor_checkpoint.set()
+    assert rsp is not None and rsp.Status is not None
     return int(rsp.Status)
 
 
-def store(port: int, datasets: list, calling: str = "PACS") -> list[int]:
+def store(port: int, datasets: list[Dataset], calling: str = "PACS") -> list[int]:
     assoc = scu(calling).associate("127.0.0.1", port, ae_title="TRIPHASE")
     assert assoc.is_established
     try:
@@ -106,7 +112,7 @@ def test_store_writes_file_and_row_before_success(start_node: NodeFactory, datab
     assert running.spool.leftover_temp_files() == []
     _wait(lambda: _association_results(database) == ["released"])
     with database.session() as s:
-        assoc = s.scalars(select(Association)).one()
+        assoc = s.scalars(select(AssociationRow)).one()
     assert (assoc.calling_ae, assoc.instances_stored, assoc.peer_name) == ("PACS", 3, "pacs")
 
 
@@ -114,15 +120,15 @@ def test_unknown_calling_ae_is_rejected_and_audited(start_node: NodeFactory, sql
     running = start_node(sqlite_database)
     assoc = scu("STRANGER").associate("127.0.0.1", running.port, ae_title="TRIPHASE")
     assert assoc.is_rejected
-    assert assoc.acceptor.primitive.result == 0x01 and assoc.acceptor.primitive.diagnostic == 0x03
+    answer = assoc.acceptor.primitive
+    assert answer is not None
+    assert answer.result == 0x01 and answer.diagnostic == 0x03
     [event] = audit_events(sqlite_database, kind_prefix="association.rejected")
     assert "STRANGER" in event.message and event.severity == "warning"
 
 
 def test_peer_bound_to_a_host_is_rejected_from_elsewhere(start_node: NodeFactory,
                                                           sqlite_database: Database) -> None:
-    from node.settings import PeerSettings
-
     running = start_node(sqlite_database, peers=(PeerSettings(name="pacs", ae_title="PACS", host="10.9.9.9"),))
     assert scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE").is_rejected
 
@@ -255,8 +261,6 @@ def test_study_completion_creates_a_ready_job(start_node: NodeFactory, database:
 
 
 def test_per_peer_quiet_period(start_node: NodeFactory, sqlite_database: Database) -> None:
-    from node.settings import PeerSettings
-
     running = start_node(sqlite_database, quiet_period_s=600,
                          peers=(PeerSettings(name="fast", ae_title="PACS", quiet_period_s=0.3),))
     assert store(running.port, [ct_dataset(generate_uid(), generate_uid())]) == [0]
@@ -311,10 +315,10 @@ def test_several_associations_at_once(start_node: NodeFactory, database: Databas
 
 def _association_results(database: Database) -> list[str]:
     with database.session() as s:
-        return [a.result for a in s.scalars(select(Association))]
+        return [a.result for a in s.scalars(select(AssociationRow))]
 
 
-def _wait(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -324,10 +328,8 @@ def _wait(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-d
 
 
 @pytest.fixture
-def tiny_filesystem(tmp_path: Path):  # type: ignore[no-untyped-def]
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs: a real ENOSPC. Mounting needs privileges; without them the test is skipped."""
-    import subprocess
-
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
@@ -343,8 +345,6 @@ def tiny_filesystem(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_really_full_disk_refuses_without_leaving_partial_files(
     start_node: NodeFactory, sqlite_database: Database, tiny_filesystem: Path
 ) -> None:
-    from node.spool import Spool
-
     running = start_node(sqlite_database)
     running.spool = Spool(tiny_filesystem / "spool")
     running.node.store_handler.spool = running.spool

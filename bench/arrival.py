@@ -35,8 +35,8 @@ QUIET_S = 1.0
 
 
 def train(folder: Path) -> object:
+    from models.architectures import default_registry
     from models.artifact import save_trained
-    from models.registry import default_registry
     from models.training import TrainingConfig, train_model
     from worker.composite_folder import load_study_folder
     from worker.synth.context import StudyOptions

@@ -26,10 +26,10 @@ from bench.provenance import machine as provenance_machine  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.architectures import build_model, head_module  # noqa: E402
+from models.architectures import build_model, default_registry, head_module  # noqa: E402
 from models.device import autocast, memory_format  # noqa: E402
 from models.network_training import FitSettings, fit_network  # noqa: E402
-from models.registry import PAPER_ARCHITECTURES, default_registry  # noqa: E402
+from models.registry import PAPER_ARCHITECTURES  # noqa: E402
 from models.transforms import Augmentation  # noqa: E402
 
 

@@ -1,33 +1,35 @@
-"""Builders of the registered networks, head replacement and the penultimate-feature extractor.
+"""Builders of the registered networks, head replacement, pretrained weights and penultimate features.
 
 torchvision builders are called with ``weights=None`` (this module never downloads anything); the
-ImageNet checkpoint, when wanted, is loaded afterwards from a local file by :mod:`models.weights`.
-GoogLeNet and Inception-v3 are built as torchvision builds them for its pretrained weights
-(``transform_input=True``, which converts our ImageNet-normalised input into the scaling the
-Google checkpoints were trained with) but without the auxiliary heads, which transfer learning on a
-few hundred lesions does not use.
+ImageNet checkpoint, when wanted, is loaded afterwards from a local file verified by
+:mod:`models.weights`. GoogLeNet and Inception-v3 are built as torchvision builds them for its
+pretrained weights (``transform_input=True``, which converts our ImageNet-normalised input into the
+scaling the Google checkpoints were trained with) but without the auxiliary heads, which transfer
+learning on a few hundred lesions does not use.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from pathlib import Path
 
-from models.registry import ArchitectureSpec, WeightsEntry
+import torch
+import torchvision.models as tvm
+from torch import nn
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
+from models.registry import ArchitectureSpec, Builder, Registry, WeightsEntry
+from models.weights import WeightsOrigin, locate_weights, verify_weights_file
+
+log = logging.getLogger(__name__)
 
 IMAGENET_CLASSES = 1000
 
 
-def _torchvision_builder(name: str, **fixed: object):  # noqa: ANN202 - returns a builder closure
+def _torchvision_builder(name: str, **fixed: object) -> Builder:
     def build(*, num_classes: int = IMAGENET_CLASSES) -> nn.Module:
-        import torchvision.models as tvm  # noqa: PLC0415
-
-        model = getattr(tvm, name)(weights=None, **fixed)
         if num_classes != IMAGENET_CLASSES:
             raise ValueError("build the ImageNet layout, then call replace_head")
+        model: nn.Module = getattr(tvm, name)(weights=None, **fixed)
         return model
 
     build.__name__ = f"build_{name}"
@@ -37,7 +39,6 @@ def _torchvision_builder(name: str, **fixed: object):  # noqa: ANN202 - returns 
 
 def build_tinycnn(*, num_classes: int = IMAGENET_CLASSES, width: int = 16) -> nn.Module:
     """A four-block CNN for tests and smoke runs: same interface as the big ones, trains in seconds."""
-    from torch import nn  # noqa: PLC0415
 
     def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
         layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
@@ -81,6 +82,14 @@ def standard_specs() -> list[ArchitectureSpec]:
     ]
 
 
+def default_registry() -> Registry:
+    """A new registry holding the papers' seven architectures, resnet18 and the tiny test CNN."""
+    registry = Registry()
+    for spec in standard_specs():
+        registry.register(spec)
+    return registry
+
+
 def _parent_and_attr(model: nn.Module, path: str) -> tuple[nn.Module, str]:
     parent_path, _, attr = path.rpartition(".")
     return (model.get_submodule(parent_path) if parent_path else model), attr
@@ -88,26 +97,44 @@ def _parent_and_attr(model: nn.Module, path: str) -> tuple[nn.Module, str]:
 
 def replace_head(model: nn.Module, spec: ArchitectureSpec, num_classes: int) -> nn.Module:
     """Swap the final ImageNet ``Linear`` for a fresh one with ``num_classes`` outputs."""
-    from torch import nn  # noqa: PLC0415
-
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    old = model.get_submodule(spec.head_path)
-    if not isinstance(old, nn.Linear):
-        raise TypeError(f"{spec.name}: {spec.head_path} is {type(old).__name__}, expected Linear")
+    old = head_module(model, spec)
     parent, attr = _parent_and_attr(model, spec.head_path)
     setattr(parent, attr, nn.Linear(old.in_features, num_classes))
     return model
 
 
 def head_module(model: nn.Module, spec: ArchitectureSpec) -> nn.Linear:
-    return model.get_submodule(spec.head_path)  # type: ignore[return-value]
+    """The classifier head ``spec.head_path`` names: a ``Linear``, or a :class:`TypeError`."""
+    head = model.get_submodule(spec.head_path)
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"{spec.name}: {spec.head_path} is {type(head).__name__}, expected Linear")
+    return head
 
 
 def build_model(spec: ArchitectureSpec, num_classes: int) -> nn.Module:
     """The network with its head replaced for ``num_classes``, random initialisation."""
     model = spec.build(**spec.builder_options)
     return replace_head(model, spec, num_classes)
+
+
+def load_pretrained(model: nn.Module, spec: ArchitectureSpec, weights_dir: Path) -> WeightsOrigin:
+    """Load the verified ImageNet checkpoint into ``model`` (built with its ImageNet head)."""
+    path = locate_weights(spec, weights_dir)
+    assert spec.weights is not None
+    digest = verify_weights_file(path, spec.weights.file_name)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    unused = sorted(k for k in state if k not in own)
+    if any(not k.startswith(("AuxLogits.", "aux1.", "aux2.")) for k in unused):
+        raise ValueError(f"{path.name} does not fit {spec.name}: unexpected keys {unused[:5]}")
+    missing = sorted(k for k in own if k not in state)
+    if missing:
+        raise ValueError(f"{path.name} does not fit {spec.name}: missing keys {missing[:5]}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+    log.info("loaded %s weights from %s (sha256 %s)", spec.name, path, digest[:12])
+    return WeightsOrigin("imagenet", spec.weights.file_name, digest)
 
 
 def extract_features(model: nn.Module, spec: ArchitectureSpec, batch: torch.Tensor) -> torch.Tensor:

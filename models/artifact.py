@@ -17,20 +17,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import platform
 import shutil
 import stat
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from models.weights import RANDOM_INIT, sha256_file
+from models.weights import RANDOM_INIT, WeightsOriginJson, sha256_file
 
 if TYPE_CHECKING:
-    from models.training import TrainedModel
+    from models.training import (
+        CalibrationReport,
+        CrossValidationReport,
+        DataSummary,
+        FinalFit,
+        TrainedModel,
+        TrainingConfigJson,
+    )
+    from models.transforms import PreprocessingJson
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
@@ -45,12 +55,48 @@ class ArtifactError(ValueError):
     """An artifact is missing, ambiguous, malformed or fails its hash check."""
 
 
-def canonical_json(data: Any) -> bytes:
+class ManifestInput(TypedDict):
+    """How a study becomes the network's input: the recipe, the caller's windowing, the preprocessing."""
+
+    channel_recipe: list[str]
+    channels: list[str]
+    windowing: dict[str, object]
+    preprocessing: PreprocessingJson
+
+
+class ManifestTraining(TypedDict):
+    config: TrainingConfigJson
+    data: DataSummary
+    final_fit: FinalFit
+
+
+class Manifest(TypedDict):
+    """``manifest.json`` as this version writes it (:func:`build_manifest`)."""
+
+    format: str
+    task: str
+    classes: list[str]
+    architecture: str
+    mode: str
+    input: ManifestInput
+    weights_origin: WeightsOriginJson
+    random_init: bool
+    warnings: list[str]
+    training: ManifestTraining
+    cv: CrossValidationReport
+    calibration: CalibrationReport
+    abstention_threshold: float
+    files: dict[str, str]
+    versions: dict[str, str]
+    created_at: str
+
+
+def canonical_json(data: object) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 
 
-def content_hash(manifest: dict[str, Any]) -> str:
+def content_hash(manifest: Mapping[str, object]) -> str:
     """The artifact's identity: sha256 of the canonical manifest, which holds every file's sha256."""
     return hashlib.sha256(canonical_json(manifest)).hexdigest()
 
@@ -66,8 +112,8 @@ def library_versions() -> dict[str, str]:
 
 
 def build_manifest(trained: TrainedModel, *, task: str, channel_recipe: list[str],
-                   windowing: dict[str, Any] | None, files: dict[str, str],
-                   created_at: datetime | None = None) -> dict[str, Any]:
+                   windowing: Mapping[str, object] | None, files: dict[str, str],
+                   created_at: datetime | None = None) -> Manifest:
     """The manifest of ``trained``; ``windowing`` is what the caller did before the model, verbatim."""
     if len(channel_recipe) != 3:
         raise ValueError(f"a channel recipe names 3 roles (R, G, B), got {channel_recipe}")
@@ -79,7 +125,7 @@ def build_manifest(trained: TrainedModel, *, task: str, channel_recipe: list[str
         "architecture": trained.spec.name,
         "mode": trained.config.mode,
         "input": {"channel_recipe": list(channel_recipe), "channels": ["R", "G", "B"],
-                  "windowing": windowing or {}, "preprocessing": trained.preprocessing.to_dict()},
+                  "windowing": dict(windowing or {}), "preprocessing": trained.preprocessing.to_dict()},
         "weights_origin": trained.weights_origin.to_dict(),
         "random_init": random_init,
         "warnings": [RANDOM_INIT_WARNING] if random_init else [],
@@ -96,6 +142,9 @@ def build_manifest(trained: TrainedModel, *, task: str, channel_recipe: list[str
 
 @dataclass(frozen=True)
 class Artifact:
+    """A model folder and its manifest as stored: JSON read from disk, which may come from an older
+    writer than :class:`Manifest` describes, so readers look fields up defensively."""
+
     path: Path
     manifest: dict[str, Any]
 
@@ -123,7 +172,7 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def publish(staging: Path, manifest: dict[str, Any], models_dir: Path) -> Artifact:
+def publish(staging: Path, manifest: Manifest, models_dir: Path) -> Artifact:
     """Write ``manifest.json`` beside the files in ``staging``, verify, and rename into place."""
     for name, digest in manifest["files"].items():
         if sha256_file(staging / name) != digest:
@@ -138,20 +187,16 @@ def publish(staging: Path, manifest: dict[str, Any], models_dir: Path) -> Artifa
         raise FileExistsError(f"model artifact {digest[:12]} already exists at {target}; artifacts are immutable")
     _make_read_only(staging)
     os.rename(staging, target)
-    return Artifact(target, manifest)
+    return Artifact(target, dict(manifest))
 
 
 def save_trained(trained: TrainedModel, models_dir: Path, *, task: str, channel_recipe: list[str],
-                 windowing: dict[str, Any] | None = None, created_at: datetime | None = None) -> Artifact:
+                 windowing: Mapping[str, object] | None = None, created_at: datetime | None = None) -> Artifact:
     """Write ``trained`` as a new artifact in ``models_dir`` and return it."""
-    import pickle  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
-
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=models_dir))
     try:
-        torch.save(trained.state, staging / WEIGHTS)
+        trained.save_weights(staging / WEIGHTS)
         files = {WEIGHTS: sha256_file(staging / WEIGHTS)}
         if trained.svm is not None:
             (staging / SVM).write_bytes(pickle.dumps(trained.svm, protocol=5))

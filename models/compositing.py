@@ -14,9 +14,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.ndimage import zoom
 
 from models.tasks import KNOWN_TASKS
-from models.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+#: The statistics torchvision's ImageNet weights were trained with; the network sees composites
+#: normalised by them (here for the numpy path, in :mod:`models.transforms` for the batched one).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class Window:
             low, high = self.centre - self.width / 2, self.centre + self.width / 2
         if high <= low:
             return np.zeros_like(values, dtype=np.float32)
-        return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
+        unit: np.ndarray = np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
+        return unit
 
 
 CT_LIVER = Window(centre=60.0, width=400.0)
@@ -70,14 +76,13 @@ class Composite:
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of an (H, W) array to (size, size)."""
-    from scipy.ndimage import zoom  # noqa: PLC0415
-
     factors = (size / image.shape[0], size / image.shape[1])
-    out = zoom(image, factors, order=1, mode="nearest", grid_mode=True)
+    out: np.ndarray = zoom(image, factors, order=1, mode="nearest", grid_mode=True)
     return out[:size, :size]
 
 
-def crop_box(shape: tuple[int, int], centre_rc: tuple[float, float], half_rc: tuple[float, float]) -> tuple[slice, slice]:
+def crop_box(shape: tuple[int, int], centre_rc: tuple[float, float], half_rc: tuple[float, float]
+             ) -> tuple[slice, slice]:
     """A square-ish crop around a point, kept inside the image."""
     out = []
     for axis in range(2):

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
+import torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; an explicit CUDA request without CUDA is an error."""
-    import torch  # noqa: PLC0415
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -24,24 +20,18 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager[object]:
     """bf16 autocast on CUDA (no loss scaling needed); full precision on CPU."""
-    import torch  # noqa: PLC0415
-
     if device.type == "cuda" and enabled:
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
-    import torch  # noqa: PLC0415
-
     return torch.channels_last if (device.type == "cuda" and channels_last) else torch.contiguous_format
 
 
 @contextlib.contextmanager
 def deterministic(device: torch.device) -> Iterator[None]:
     """cuDNN in deterministic mode for the duration (restored afterwards): same seed, same numbers."""
-    import torch  # noqa: PLC0415
-
     saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

@@ -8,15 +8,13 @@ composite's own height and width, scaled to [0, 1].
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-    from models.registry import ArchitectureSpec
+from models.registry import ArchitectureSpec
 
 
 def _normalise(cam: torch.Tensor) -> np.ndarray:
@@ -25,21 +23,16 @@ def _normalise(cam: torch.Tensor) -> np.ndarray:
 
 
 def _resize(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    import torch.nn.functional as F  # noqa: PLC0415, N812
-
-    return F.interpolate(maps[None, None].float(), size=shape, mode="bilinear", align_corners=False)[0, 0]
+    return functional.interpolate(maps[None, None].float(), size=shape, mode="bilinear", align_corners=False)[0, 0]
 
 
 def grad_cam(model: nn.Module, spec: ArchitectureSpec, inputs: torch.Tensor, class_index: Sequence[int],
              shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Grad-CAM (Selvaraju et al. 2017) of ``class_index[i]`` for each normalised input, in float32."""
-    import torch  # noqa: PLC0415
-
-    captured: dict[str, torch.Tensor] = {}
+    captured: list[torch.Tensor] = []
 
     def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        captured["activation"] = output
-        output.register_hook(lambda grad: captured.__setitem__("gradient", grad))
+        captured.append(output)
 
     handle = model.get_submodule(spec.cam_layer).register_forward_hook(keep)
     model.eval()
@@ -48,11 +41,10 @@ def grad_cam(model: nn.Module, spec: ArchitectureSpec, inputs: torch.Tensor, cla
             batch = inputs.detach().clone().float().requires_grad_(True)
             logits = model(batch)
             chosen = logits.gather(1, torch.as_tensor(list(class_index), device=logits.device)[:, None]).sum()
-            model.zero_grad(set_to_none=True)
-            chosen.backward()
+            (gradient,) = torch.autograd.grad(chosen, captured[0])
     finally:
         handle.remove()
-    activation, gradient = captured["activation"].detach(), captured["gradient"].detach()
+    activation, gradient = captured[0].detach(), gradient.detach()
     weights = gradient.mean(dim=(2, 3), keepdim=True)
     cams = torch.relu((weights * activation).sum(dim=1))
     return [_normalise(_resize(cam, shape)) for cam, shape in zip(cams, shapes, strict=True)]
@@ -62,8 +54,6 @@ def occlusion_map(probability: Callable[[torch.Tensor], np.ndarray], inputs: tor
                   shape: tuple[int, int], *, grid: int = 8) -> np.ndarray:
     """How much the class probability drops when each of ``grid x grid`` patches is set to the mean
     colour (zero in normalised space): model-agnostic, used where gradients do not exist (SVM)."""
-    import torch  # noqa: PLC0415
-
     _, _, h, w = inputs.shape
     ys, xs = np.linspace(0, h, grid + 1).astype(int), np.linspace(0, w, grid + 1).astype(int)
     variants = []

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from models.architectures import build_model, extract_features
 from models.artifact import SVM, WEIGHTS, Artifact
@@ -21,11 +21,8 @@ from models.calibration import softmax
 from models.device import autocast, memory_format, resolve_device
 from models.explain import grad_cam, occlusion_map
 from models.registry import Registry
-from models.svm import svm_probabilities
-from models.transforms import Preprocessing, tta_thetas, to_input_tensor, warp
-
-if TYPE_CHECKING:
-    import torch
+from models.svm import FittedSvm, svm_probabilities
+from models.transforms import Preprocessing, to_input_tensor, tta_thetas, warp
 
 INDETERMINATE = "indeterminate"
 
@@ -47,8 +44,6 @@ class Classifier:
 
     def __init__(self, artifact: Artifact, *, registry: Registry, device: str = "auto",
                  mixed_precision: bool = False, channels_last: bool = True) -> None:
-        import torch  # noqa: PLC0415
-
         manifest = artifact.manifest
         self.artifact = artifact
         self.classes: list[str] = list(manifest["classes"])
@@ -63,18 +58,16 @@ class Classifier:
         self.model = build_model(self.spec, len(self.classes))
         state = torch.load(artifact.path / WEIGHTS, map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)
-        self.model.to(self.device, memory_format=memory_format(self.device, channels_last)).eval()
-        self.svm: Any | None = None
-        if manifest["mode"] == "svm":  # the artifact's hash was verified before we got here
-            self.svm = pickle.loads((artifact.path / SVM).read_bytes())  # noqa: S301
+        self.model.to(self.device).to(memory_format=memory_format(self.device, channels_last)).eval()
+        self.svm: FittedSvm | None = None
+        if manifest["mode"] == "svm":  # unpickled only after the artifact's hash was verified
+            self.svm = pickle.loads((artifact.path / SVM).read_bytes())
 
     def _prepare(self, batch: torch.Tensor) -> torch.Tensor:
         return batch.to(self.device).contiguous(memory_format=memory_format(self.device, self.channels_last))
 
     def probabilities_of(self, inputs: torch.Tensor) -> np.ndarray:
         """Calibrated (N, K) probabilities of a normalised batch."""
-        import torch  # noqa: PLC0415
-
         with torch.inference_mode(), autocast(self.device, self.mixed_precision):
             batch = self._prepare(inputs)
             if self.svm is not None:
@@ -85,7 +78,8 @@ class Classifier:
 
     def _tta_probabilities(self, inputs: torch.Tensor) -> np.ndarray:
         views = [self.probabilities_of(warp(inputs, theta)) for theta in tta_thetas(inputs.shape[0])]
-        return np.mean(views, axis=0)
+        mean: np.ndarray = np.mean(views, axis=0)
+        return mean
 
     def predict(self, images: Sequence[np.ndarray] | np.ndarray, *, tta: bool = False,
                 abstain_below: float | None = None, explain: bool = False, batch_size: int = 32) -> list[Prediction]:

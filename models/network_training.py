@@ -10,16 +10,14 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
 
 from models.device import autocast, memory_format
 from models.transforms import Augmentation, augment
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +64,8 @@ def set_trainable(model: nn.Module, head: nn.Module, *, linear_probe: bool) -> l
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    import torch  # noqa: PLC0415
-
     order = torch.randperm(n, generator=generator)
-    batches = list(order.split(batch_size))
+    batches = list(torch.split(order, batch_size))
     if len(batches) > 1 and len(batches[-1]) == 1:  # BatchNorm cannot train on a batch of one
         batches[-2] = torch.cat([batches[-2], batches[-1]])
         batches.pop()
@@ -78,24 +74,20 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
 
 def _loss(model: nn.Module, inputs: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
           device: torch.device, settings: FitSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch.nn.functional as F  # noqa: PLC0415, N812
-
     with autocast(device, settings.mixed_precision):
         logits = model(inputs)
     logits = logits.float()
-    return F.cross_entropy(logits, y, weight=weights), logits
+    return functional.cross_entropy(logits, y, weight=weights), logits
 
 
 def predict_logits(model: nn.Module, inputs: torch.Tensor, device: torch.device, *, batch_size: int = 64,
                    mixed_precision: bool = True, channels_last: bool = True) -> np.ndarray:
     """Logits of a CPU batch in eval mode, computed on ``device`` in chunks."""
-    import torch  # noqa: PLC0415
-
     model.eval()
     fmt = memory_format(device, channels_last)
     out = []
     with torch.inference_mode():
-        for chunk in inputs.split(batch_size):
+        for chunk in torch.split(inputs, batch_size):
             chunk = chunk.to(device, non_blocking=True).contiguous(memory_format=fmt)
             with autocast(device, mixed_precision):
                 out.append(model(chunk).float().cpu())
@@ -108,14 +100,13 @@ def fit_network(model: nn.Module, head: nn.Module, *, x_fit: torch.Tensor, y_fit
                 progress: ProgressCallback | None = None, label: str = "fit") -> FitResult:
     """Train ``model`` in place; with validation data, keep the epoch of lowest validation loss and
     stop after ``patience`` epochs without improvement. Without it, train ``settings.epochs``."""
-    import torch  # noqa: PLC0415
-
     generator = torch.Generator().manual_seed(seed)
     fmt = memory_format(device, settings.channels_last)
-    model.to(device, memory_format=fmt)
+    model.to(device).to(memory_format=fmt)
     parameters = set_trainable(model, head, linear_probe=linear_probe)
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.schedule_epochs or settings.epochs))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer,
+                                                           T_max=max(1, settings.schedule_epochs or settings.epochs))
     weight_np = class_weights(y_fit, num_classes) if class_weighting else np.ones(num_classes)
     weights = torch.tensor(weight_np, dtype=torch.float32, device=device)
     y_fit_t = torch.as_tensor(y_fit, dtype=torch.long)
@@ -132,7 +123,7 @@ def fit_network(model: nn.Module, head: nn.Module, *, x_fit: torch.Tensor, y_fit
             inputs = augment(inputs, settings.augmentation, generator).contiguous(memory_format=fmt)
             loss, _ = _loss(model, inputs, y_fit_t[index].to(device), weights, device, settings)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             optimizer.step()
             total += float(loss.detach()) * len(index)
             seen += len(index)
@@ -142,7 +133,7 @@ def fit_network(model: nn.Module, head: nn.Module, *, x_fit: torch.Tensor, y_fit
             logits = torch.from_numpy(predict_logits(model, x_val, device, batch_size=settings.batch_size,
                                                      mixed_precision=settings.mixed_precision,
                                                      channels_last=settings.channels_last))
-            val_loss = float(torch.nn.functional.cross_entropy(
+            val_loss = float(functional.cross_entropy(
                 logits.float(), torch.as_tensor(y_val), weight=weights.cpu()))
             record["val_loss"] = val_loss
             if val_loss < best_loss - 1e-6:

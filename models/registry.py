@@ -6,6 +6,9 @@ network (how to build it, where its head is, which layer gives the penultimate f
 one Grad-CAM watches, which torchvision weights file it starts from), in the spirit of torchvision's
 ``Weights`` entries. A :class:`Registry` is an explicit object (no module-level mutable state) and
 refuses duplicate names, so two plugins cannot silently shadow each other.
+
+This module is data only and never imports torch, so the command line can name architectures
+cheaply; :func:`models.architectures.default_registry` fills a registry with the built-in networks.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from torch import nn
@@ -68,7 +71,7 @@ class ArchitectureSpec:
     cam_layer: str
     weights: WeightsEntry | None
     family: str = ""
-    builder_options: dict[str, Any] = field(default_factory=dict)
+    builder_options: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -116,12 +119,3 @@ PAPER_ARCHITECTURES: tuple[str, ...] = (
     "alexnet", "vgg16", "vgg19", "googlenet", "inception_v3", "resnet50", "resnet101",
 )
 
-
-def default_registry() -> Registry:
-    """A new registry holding the papers' seven architectures, resnet18 and the tiny test CNN."""
-    from models.architectures import standard_specs  # noqa: PLC0415 - keeps this module light
-
-    registry = Registry()
-    for spec in standard_specs():
-        registry.register(spec)
-    return registry

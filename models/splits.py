@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
 
 
 def _check_disjoint(groups: np.ndarray, first: np.ndarray, second: np.ndarray) -> None:
@@ -21,8 +22,6 @@ def _check_disjoint(groups: np.ndarray, first: np.ndarray, second: np.ndarray) -
 def patient_folds(labels: Sequence[str] | np.ndarray, patient_ids: Sequence[str] | np.ndarray, *, folds: int,
                   seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``folds`` (train_index, test_index) pairs, stratified by label, grouped by patient."""
-    from sklearn.model_selection import StratifiedGroupKFold  # noqa: PLC0415
-
     y, groups = np.asarray(labels), np.asarray(patient_ids)
     n_patients = len(set(groups.tolist()))
     if folds < 2:

@@ -4,7 +4,8 @@
 from studies (by the same code the inference path uses) feed it the same way. It runs patient-level
 stratified k-fold cross-validation (the metrics a user quotes), fits the temperature on the
 out-of-fold logits, then fits the deployed model on all the data for the median number of epochs
-early stopping chose in the folds.
+early stopping chose in the folds. In SVM mode the backbone is fixed: its features are computed
+once, and each fold (and the final model) fits an SVM on them.
 """
 
 from __future__ import annotations
@@ -12,26 +13,25 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
+import torch
+from torch import nn
 
-from models.architectures import extract_features, head_module, replace_head
-from models.calibration import fit_temperature, softmax
+from models.architectures import extract_features, head_module, load_pretrained, replace_head
+from models.calibration import fit_temperature, log_loss, softmax
 from models.device import autocast, deterministic, memory_format, resolve_device
-from models.metrics import classification_summary, log_loss, majority_baseline, mean_of
+from models.evaluation.baseline import majority_baseline
+from models.evaluation.metrics import LabelSummary, classification_summary
 from models.network_training import FitSettings, ProgressCallback, fit_network, predict_logits
 from models.registry import ArchitectureSpec, Registry
 from models.splits import patient_folds, validation_split
-from models.svm import fit_svm, svm_probabilities
-from models.transforms import Augmentation, Preprocessing, to_input_tensor
-from models.weights import RANDOM_INIT, WeightsOrigin, load_pretrained
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
+from models.svm import FittedSvm, fit_svm, svm_probabilities
+from models.transforms import Augmentation, AugmentationJson, Preprocessing, to_input_tensor
+from models.weights import RANDOM_INIT, WeightsOrigin
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,105 @@ class TrainingConfig:
             return self.learning_rate
         return 1e-4 if (self.mode == "finetune" and not self.random_init) else 1e-3
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["augmentation"] = self.augmentation.to_dict()
-        data["learning_rate"] = self.effective_learning_rate()
-        return data
+    def to_dict(self) -> TrainingConfigJson:
+        return {"architecture": self.architecture, "mode": self.mode, "folds": self.folds, "epochs": self.epochs,
+                "batch_size": self.batch_size, "learning_rate": self.effective_learning_rate(),
+                "weight_decay": self.weight_decay, "patience": self.patience,
+                "validation_fraction": self.validation_fraction, "seed": self.seed, "input_size": self.input_size,
+                "augmentation": self.augmentation.to_dict(), "class_weighting": self.class_weighting,
+                "random_init": self.random_init, "device": self.device, "mixed_precision": self.mixed_precision,
+                "channels_last": self.channels_last, "svm_inner_folds": self.svm_inner_folds,
+                "abstention_threshold": self.abstention_threshold}
+
+
+class TrainingConfigJson(TypedDict):
+    """``training.config`` in the manifest: the :class:`TrainingConfig`, learning rate resolved."""
+
+    architecture: str
+    mode: str
+    folds: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    patience: int
+    validation_fraction: float
+    seed: int
+    input_size: int | None
+    augmentation: AugmentationJson
+    class_weighting: bool
+    random_init: bool
+    device: str
+    mixed_precision: bool
+    channels_last: bool
+    svm_inner_folds: int
+    abstention_threshold: float
+
+
+class DataSummary(TypedDict):
+    """``training.data`` in the manifest: how much data of each class the model saw."""
+
+    lesions: int
+    patients: int
+    lesions_per_class: dict[str, int]
+    patients_per_class: dict[str, int]
+
+
+class SvmChoice(TypedDict):
+    """The hyperparameters patient-level inner cross-validation chose for one SVM."""
+
+    params: dict[str, object]
+    inner_cv_macro_f1: float
+
+
+class NetworkFold(TypedDict):
+    best_epoch: int
+    epochs_run: int
+
+
+class SvmFold(TypedDict):
+    svm: SvmChoice
+
+
+class FoldReport(TypedDict):
+    """One cross-validation fold: how it was fitted (network or SVM keys) and what it scored."""
+
+    fold: int
+    best_epoch: NotRequired[int]
+    epochs_run: NotRequired[int]
+    svm: NotRequired[SvmChoice]
+    lesions_test: int
+    patients_test: int
+    metrics: LabelSummary
+    majority_baseline: LabelSummary
+
+
+class CrossValidationReport(TypedDict):
+    """The manifest's ``cv`` section: the figures a user quotes, beside the majority baseline."""
+
+    folds: int
+    split: str
+    per_fold: list[FoldReport]
+    mean: LabelSummary
+    majority_baseline_mean: LabelSummary
+    out_of_fold: LabelSummary
+
+
+class CalibrationReport(TypedDict):
+    """The manifest's ``calibration`` section (temperature 1.0: the SVM's Platt scaling is inside it)."""
+
+    method: str
+    temperature: float
+    out_of_fold_log_loss_uncalibrated: NotRequired[float]
+    out_of_fold_log_loss: float
+
+
+class FinalFit(TypedDict):
+    """``training.final_fit``: epochs and rule of the deployed network, or the deployed SVM's choice."""
+
+    epochs: NotRequired[int]
+    rule: NotRequired[str]
+    svm: NotRequired[SvmChoice]
 
 
 @dataclass
@@ -94,16 +188,20 @@ class TrainedModel:
     classes: list[str]
     preprocessing: Preprocessing
     state: dict[str, torch.Tensor]
-    svm: Any | None
+    svm: FittedSvm | None
     weights_origin: WeightsOrigin
     temperature: float
-    cv: dict[str, Any]
-    calibration: dict[str, Any]
-    data_summary: dict[str, Any]
-    final_fit: dict[str, Any]
+    cv: CrossValidationReport
+    calibration: CalibrationReport
+    data_summary: DataSummary
+    final_fit: FinalFit
+
+    def save_weights(self, path: Path) -> None:
+        """Write the network's state dict (``weights.pt`` of an artifact)."""
+        torch.save(self.state, path)
 
 
-def data_summary(labels: np.ndarray, patient_ids: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+def data_summary(labels: np.ndarray, patient_ids: np.ndarray, classes: Sequence[str]) -> DataSummary:
     counts = Counter(labels.tolist())
     patients_per_class = {c: len({p for p, y in zip(patient_ids, labels, strict=True) if y == c}) for c in classes}
     return {"lesions": int(len(labels)), "patients": int(len(set(patient_ids.tolist()))),
@@ -126,8 +224,6 @@ class _Starter:
             self.imagenet_state = model.state_dict()
 
     def new(self, seed: int) -> nn.Module:
-        import torch  # noqa: PLC0415
-
         torch.manual_seed(seed)
         model = self.spec.build(**self.spec.builder_options)
         if self.imagenet_state is not None:
@@ -135,18 +231,167 @@ class _Starter:
         return replace_head(model, self.spec, self.num_classes)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What both modes share: the checked data, normalised once on CPU, its folds and the device."""
+
+    config: TrainingConfig
+    spec: ArchitectureSpec
+    classes: list[str]
+    y_labels: np.ndarray
+    y_index: np.ndarray
+    groups: np.ndarray
+    x_all: torch.Tensor
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    device: torch.device
+    starter: _Starter
+    progress: ProgressCallback | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """One mode's outcome: calibrated out-of-fold probabilities and the deployed model."""
+
+    probabilities: np.ndarray
+    fold_fits: list[NetworkFold | SvmFold]
+    state: dict[str, torch.Tensor]
+    svm: FittedSvm | None
+    temperature: float
+    calibration: CalibrationReport
+    final_fit: FinalFit
+
+
 def _features(model: nn.Module, spec: ArchitectureSpec, inputs: torch.Tensor, device: torch.device,
               config: TrainingConfig) -> np.ndarray:
-    import torch  # noqa: PLC0415
-
-    model.to(device, memory_format=memory_format(device, config.channels_last)).eval()
+    model.to(device).to(memory_format=memory_format(device, config.channels_last)).eval()
     out = []
     with torch.inference_mode():
-        for chunk in inputs.split(config.batch_size):
+        for chunk in torch.split(inputs, config.batch_size):
             chunk = chunk.to(device).contiguous(memory_format=memory_format(device, config.channels_last))
             with autocast(device, config.mixed_precision):
                 out.append(extract_features(model, spec, chunk).float().cpu())
-    return torch.cat(out).numpy().astype(np.float64)
+    features: np.ndarray = torch.cat(out).numpy().astype(np.float64)
+    return features
+
+
+def _svm_choice(svm: FittedSvm) -> SvmChoice:
+    return {"params": svm.best_params_, "inner_cv_macro_f1": svm.inner_cv_macro_f1_}
+
+
+def _cross_validate_svm(run: _Run) -> _Fitted:
+    """Features of the fixed backbone once, an SVM per fold (Platt-calibrated inside), then on all data."""
+    config = run.config
+    backbone = run.starter.new(config.seed)
+    features = _features(backbone, run.spec, run.x_all, run.device, config)
+    oof = np.zeros((len(run.y_index), run.num_classes))
+    fold_fits: list[NetworkFold | SvmFold] = []
+    for k, (train, test) in enumerate(run.folds, start=1):
+        svm = fit_svm(features[train], run.y_index[train], run.groups[train], seed=config.seed + k,
+                      inner_folds=config.svm_inner_folds)
+        oof[test] = svm_probabilities(svm, features[test], run.num_classes)
+        fold_fits.append({"svm": _svm_choice(svm)})
+        if run.progress:
+            run.progress("cross-validation (SVM)", k, len(run.folds))
+    final_svm = fit_svm(features, run.y_index, run.groups, seed=config.seed, inner_folds=config.svm_inner_folds)
+    calibration: CalibrationReport = {
+        "method": "platt-sigmoid (CalibratedClassifierCV on patient-level inner folds)", "temperature": 1.0,
+        "out_of_fold_log_loss": log_loss(run.y_index, np.clip(oof, 1e-12, 1))}
+    return _Fitted(probabilities=oof, fold_fits=fold_fits,
+                   state={k: v.detach().cpu() for k, v in backbone.state_dict().items()}, svm=final_svm,
+                   temperature=1.0, calibration=calibration, final_fit={"svm": _svm_choice(final_svm)})
+
+
+def _fit_settings(config: TrainingConfig) -> FitSettings:
+    return FitSettings(config.epochs, config.batch_size, config.effective_learning_rate(), config.weight_decay,
+                       config.patience, config.augmentation, config.mixed_precision, config.channels_last)
+
+
+def _cross_validate_network(run: _Run) -> _Fitted:
+    """Fine-tune (or probe) a network per fold with early stopping on an inner validation split,
+    fit the temperature on the out-of-fold logits, then fit the deployed network on all data."""
+    config, settings = run.config, _fit_settings(run.config)
+    linear = config.mode == "linear"
+    oof = np.zeros((len(run.y_index), run.num_classes))
+    fold_fits: list[NetworkFold | SvmFold] = []
+    best_epochs = []
+    for k, (train, test) in enumerate(run.folds, start=1):
+        fit_idx, val_idx = validation_split(run.y_labels[train], run.groups[train],
+                                            fraction=config.validation_fraction, seed=config.seed + k)
+        fit_rows, val_rows = train[fit_idx], train[val_idx]
+        model = run.starter.new(config.seed + k)
+        result = fit_network(model, head_module(model, run.spec), x_fit=run.x_all[fit_rows],
+                             y_fit=run.y_index[fit_rows], x_val=run.x_all[val_rows], y_val=run.y_index[val_rows],
+                             num_classes=run.num_classes, linear_probe=linear,
+                             class_weighting=config.class_weighting, settings=settings, device=run.device,
+                             seed=config.seed + k, progress=run.progress, label=f"fold {k}/{len(run.folds)}")
+        model.load_state_dict(result.state)
+        oof[test] = predict_logits(model, run.x_all[test], run.device, batch_size=config.batch_size,
+                                   mixed_precision=config.mixed_precision, channels_last=config.channels_last)
+        best_epochs.append(result.best_epoch)
+        fold_fits.append({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run})
+    temperature = fit_temperature(oof, run.y_index)
+    probabilities = softmax(oof, temperature)
+    calibration: CalibrationReport = {
+        "method": "temperature scaling on out-of-fold logits", "temperature": temperature,
+        "out_of_fold_log_loss_uncalibrated": log_loss(run.y_index, softmax(oof)),
+        "out_of_fold_log_loss": log_loss(run.y_index, probabilities)}
+    final_epochs = max(1, int(np.median(best_epochs)))
+    state = _final_network_fit(run, replace(settings, epochs=final_epochs, schedule_epochs=config.epochs))
+    return _Fitted(probabilities=probabilities, fold_fits=fold_fits, state=state, svm=None, temperature=temperature,
+                   calibration=calibration,
+                   final_fit={"epochs": final_epochs,
+                              "rule": "median of the folds' early-stopping epochs, on the folds' learning-rate "
+                                      "schedule"})
+
+
+def _final_network_fit(run: _Run, settings: FitSettings) -> dict[str, torch.Tensor]:
+    """The deployed network: all the data, no validation split, the folds' number of epochs."""
+    model = run.starter.new(run.config.seed)
+    result = fit_network(model, head_module(model, run.spec), x_fit=run.x_all, y_fit=run.y_index, x_val=None,
+                         y_val=None, num_classes=run.num_classes, linear_probe=run.config.mode == "linear",
+                         class_weighting=run.config.class_weighting, settings=settings, device=run.device,
+                         seed=run.config.seed, progress=run.progress, label="final fit")
+    return result.state
+
+
+def _mean_of(summaries: Sequence[LabelSummary]) -> LabelSummary:
+    return {"accuracy": float(np.mean([s["accuracy"] for s in summaries])),
+            "balanced_accuracy": float(np.mean([s["balanced_accuracy"] for s in summaries])),
+            "macro_f1": float(np.mean([s["macro_f1"] for s in summaries]))}
+
+
+def _cv_report(run: _Run, fitted: _Fitted) -> CrossValidationReport:
+    """Each fold's metrics and majority baseline from the out-of-fold predictions, and their means."""
+    predicted = np.array(run.classes, dtype=object)[fitted.probabilities.argmax(axis=1)]
+    per_fold: list[FoldReport] = []
+    for k, (fit, (train, test)) in enumerate(zip(fitted.fold_fits, run.folds, strict=True), start=1):
+        per_fold.append({
+            "fold": k, **fit, "lesions_test": int(len(test)), "patients_test": int(len(set(run.groups[test].tolist()))),
+            "metrics": classification_summary(run.y_labels[test], predicted[test], labels=run.classes),
+            "majority_baseline": majority_baseline(run.y_labels[test], y_reference=run.y_labels[train],
+                                                   labels=run.classes)})
+    return {"folds": run.config.folds, "split": "patient-level StratifiedGroupKFold", "per_fold": per_fold,
+            "mean": _mean_of([r["metrics"] for r in per_fold]),
+            "majority_baseline_mean": _mean_of([r["majority_baseline"] for r in per_fold]),
+            "out_of_fold": classification_summary(run.y_labels, predicted, labels=run.classes)}
+
+
+def _checked_targets(n_images: int, labels: Sequence[str], patient_ids: Sequence[str], classes: list[str]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels (object array), patient ids (str array) and class indices, after checking they fit."""
+    y_labels, groups = np.asarray(labels, dtype=object), np.asarray(patient_ids, dtype=object).astype(str)
+    if not (n_images == len(y_labels) == len(groups)):
+        raise ValueError(f"{n_images} images, {len(y_labels)} labels, {len(groups)} patient ids")
+    if len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ValueError(f"classes must be at least two distinct labels, got {classes}")
+    unknown = sorted(set(y_labels.tolist()) - set(classes))
+    if unknown:
+        raise ValueError(f"labels not in the task's classes {classes}: {unknown}")
+    return y_labels, groups, np.array([classes.index(y) for y in y_labels], dtype=np.int64)
 
 
 def train_model(images: Sequence[np.ndarray] | np.ndarray, labels: Sequence[str], patient_ids: Sequence[str], *,
@@ -154,89 +399,18 @@ def train_model(images: Sequence[np.ndarray] | np.ndarray, labels: Sequence[str]
                 progress: ProgressCallback | None = None) -> TrainedModel:
     """Cross-validate, calibrate and fit the final model on composites (HxWx3 uint8 or float 0-1)."""
     classes = list(classes)
-    y_labels, groups = np.asarray(labels, dtype=object), np.asarray(patient_ids, dtype=object).astype(str)
-    if not (len(images) == len(y_labels) == len(groups)):
-        raise ValueError(f"{len(images)} images, {len(y_labels)} labels, {len(groups)} patient ids")
-    if len(set(classes)) != len(classes) or len(classes) < 2:
-        raise ValueError(f"classes must be at least two distinct labels, got {classes}")
-    unknown = sorted(set(y_labels.tolist()) - set(classes))
-    if unknown:
-        raise ValueError(f"labels not in the task's classes {classes}: {unknown}")
-    y_index = np.array([classes.index(y) for y in y_labels], dtype=np.int64)
+    y_labels, groups, y_index = _checked_targets(len(images), labels, patient_ids, classes)
     spec = registry.get(config.architecture)
     preprocessing = Preprocessing(input_size=config.input_size or spec.input_size)
     device = resolve_device(config.device)
     starter = _Starter(spec, len(classes), random_init=config.random_init, weights_dir=weights_dir)
-    x_all = to_input_tensor(images, preprocessing)  # normalised once, on CPU
-    folds = patient_folds(y_labels, groups, folds=config.folds, seed=config.seed)
-    settings = FitSettings(config.epochs, config.batch_size, config.effective_learning_rate(), config.weight_decay,
-                           config.patience, config.augmentation, config.mixed_precision, config.channels_last)
-    num_classes = len(classes)
-    oof = np.zeros((len(y_index), num_classes))
-    per_fold: list[dict[str, Any]] = []
+    run = _Run(config=config, spec=spec, classes=classes, y_labels=y_labels, y_index=y_index, groups=groups,
+               x_all=to_input_tensor(images, preprocessing),  # normalised once, on CPU
+               folds=patient_folds(y_labels, groups, folds=config.folds, seed=config.seed), device=device,
+               starter=starter, progress=progress)
     with deterministic(device):
-        if config.mode == "svm":
-            backbone = starter.new(config.seed)
-            features = _features(backbone, spec, x_all, device, config)
-            for k, (train, test) in enumerate(folds, start=1):
-                svm = fit_svm(features[train], y_index[train], groups[train], seed=config.seed + k,
-                              inner_folds=config.svm_inner_folds)
-                oof[test] = svm_probabilities(svm, features[test], num_classes)
-                per_fold.append({"fold": k, "svm": {"params": svm.best_params_,
-                                                   "inner_cv_macro_f1": svm.inner_cv_macro_f1_}})
-                if progress:
-                    progress("cross-validation (SVM)", k, len(folds))
-            final_svm = fit_svm(features, y_index, groups, seed=config.seed, inner_folds=config.svm_inner_folds)
-            state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
-            temperature, probabilities = 1.0, oof
-            calibration = {"method": "platt-sigmoid (CalibratedClassifierCV on patient-level inner folds)",
-                           "temperature": 1.0, "out_of_fold_log_loss": log_loss(y_index, np.clip(oof, 1e-12, 1))}
-            final_fit = {"svm": {"params": final_svm.best_params_,
-                                 "inner_cv_macro_f1": final_svm.inner_cv_macro_f1_}}
-        else:
-            linear = config.mode == "linear"
-            best_epochs = []
-            for k, (train, test) in enumerate(folds, start=1):
-                fit_idx, val_idx = validation_split(y_labels[train], groups[train],
-                                                    fraction=config.validation_fraction, seed=config.seed + k)
-                fit_rows, val_rows = train[fit_idx], train[val_idx]
-                model = starter.new(config.seed + k)
-                result = fit_network(model, head_module(model, spec), x_fit=x_all[fit_rows], y_fit=y_index[fit_rows],
-                                     x_val=x_all[val_rows], y_val=y_index[val_rows], num_classes=num_classes,
-                                     linear_probe=linear, class_weighting=config.class_weighting,
-                                     settings=settings, device=device, seed=config.seed + k, progress=progress,
-                                     label=f"fold {k}/{len(folds)}")
-                model.load_state_dict(result.state)
-                oof[test] = predict_logits(model, x_all[test], device, batch_size=config.batch_size,
-                                           mixed_precision=config.mixed_precision,
-                                           channels_last=config.channels_last)
-                best_epochs.append(result.best_epoch)
-                per_fold.append({"fold": k, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run})
-            temperature = fit_temperature(oof, y_index)
-            probabilities = softmax(oof, temperature)
-            calibration = {"method": "temperature scaling on out-of-fold logits", "temperature": temperature,
-                           "out_of_fold_log_loss_uncalibrated": log_loss(y_index, softmax(oof)),
-                           "out_of_fold_log_loss": log_loss(y_index, probabilities)}
-            final_epochs = max(1, int(np.median(best_epochs)))
-            final_settings = replace(settings, epochs=final_epochs, schedule_epochs=config.epochs)
-            model = starter.new(config.seed)
-            result = fit_network(model, head_module(model, spec), x_fit=x_all, y_fit=y_index, x_val=None,
-                                 y_val=None, num_classes=num_classes, linear_probe=linear,
-                                 class_weighting=config.class_weighting, settings=final_settings, device=device,
-                                 seed=config.seed, progress=progress, label="final fit")
-            state, final_svm = result.state, None
-            final_fit = {"epochs": final_epochs, "rule": "median of the folds' early-stopping epochs, on the folds' learning-rate schedule"}
-    predicted = np.array(classes, dtype=object)[probabilities.argmax(axis=1)]
-    for record, (train, test) in zip(per_fold, folds, strict=True):
-        record.update({"lesions_test": int(len(test)), "patients_test": int(len(set(groups[test].tolist()))),
-                       "metrics": classification_summary(y_labels[test], predicted[test], labels=classes),
-                       "majority_baseline": majority_baseline(y_labels[test], y_reference=y_labels[train],
-                                                              labels=classes)})
-    cv = {"folds": config.folds, "split": "patient-level StratifiedGroupKFold", "per_fold": per_fold,
-          "mean": mean_of([r["metrics"] for r in per_fold]),
-          "majority_baseline_mean": mean_of([r["majority_baseline"] for r in per_fold]),
-          "out_of_fold": classification_summary(y_labels, predicted, labels=classes)}
-    return TrainedModel(spec=spec, config=config, classes=classes, preprocessing=preprocessing, state=state,
-                        svm=final_svm, weights_origin=starter.origin, temperature=float(temperature), cv=cv,
-                        calibration=calibration, data_summary=data_summary(y_labels, groups, classes),
-                        final_fit=final_fit)
+        fitted = _cross_validate_svm(run) if config.mode == "svm" else _cross_validate_network(run)
+    return TrainedModel(spec=spec, config=config, classes=classes, preprocessing=preprocessing, state=fitted.state,
+                        svm=fitted.svm, weights_origin=starter.origin, temperature=float(fitted.temperature),
+                        cv=_cv_report(run, fitted), calibration=fitted.calibration,
+                        data_summary=data_summary(y_labels, groups, classes), final_fit=fitted.final_fit)

@@ -12,16 +12,41 @@ against the others, as the papers did to test whether registration matters.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
+import torch
+from torch.nn import functional
 
-if TYPE_CHECKING:
-    import torch
+from models.compositing import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+class PreprocessingJson(TypedDict):
+    """The manifest's ``input.preprocessing`` section."""
+
+    input_size: int
+    mean: list[float]
+    std: list[float]
+    resize: str
+    input_range: str
+
+
+class AugmentationJson(TypedDict):
+    """``training.config.augmentation`` in the manifest."""
+
+    hflip_p: float
+    vflip_p: float
+    rotation_deg: float
+    shift_frac: float
+    zoom: list[float]
+    skew_deg: float
+    enabled: bool
+
+
+def _triple(values: Sequence[float]) -> tuple[float, float, float]:
+    first, second, third = values
+    return first, second, third
 
 
 @dataclass(frozen=True)
@@ -34,13 +59,14 @@ class Preprocessing:
     resize: str = "bilinear, antialiased, to input_size x input_size"
     input_range: str = "uint8 0-255 scaled to 0-1, or float 0-1 (clipped)"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+    def to_dict(self) -> PreprocessingJson:
+        return {"input_size": self.input_size, "mean": list(self.mean), "std": list(self.std),
+                "resize": self.resize, "input_range": self.input_range}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(input_size=int(data["input_size"]), mean=tuple(data["mean"]),  # type: ignore[arg-type]
-                   std=tuple(data["std"]), resize=data["resize"], input_range=data["input_range"])  # type: ignore[arg-type]
+    def from_dict(cls, data: PreprocessingJson) -> Preprocessing:
+        return cls(input_size=int(data["input_size"]), mean=_triple(data["mean"]), std=_triple(data["std"]),
+                   resize=data["resize"], input_range=data["input_range"])
 
 
 def as_unit_float(image: np.ndarray) -> np.ndarray:
@@ -52,16 +78,14 @@ def as_unit_float(image: np.ndarray) -> np.ndarray:
     if np.issubdtype(image.dtype, np.floating):
         if not np.isfinite(image).all():
             raise ValueError("composite holds NaN or infinite values")
-        return np.clip(image, 0.0, 1.0).astype(np.float32)
+        clipped: np.ndarray = np.clip(image, 0.0, 1.0).astype(np.float32)
+        return clipped
     raise ValueError(f"a composite is uint8 or float in [0, 1], got {image.dtype}")
 
 
 def to_input_tensor(images: Sequence[np.ndarray] | np.ndarray, preprocessing: Preprocessing,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """A normalised (N, 3, S, S) float32 batch; images may differ in size."""
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: PLC0415, N812
-
     size = preprocessing.input_size
     mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1)
@@ -69,7 +93,7 @@ def to_input_tensor(images: Sequence[np.ndarray] | np.ndarray, preprocessing: Pr
     for image in images:
         tensor = torch.from_numpy(as_unit_float(np.asarray(image))).permute(2, 0, 1)[None].to(device)
         if tensor.shape[-2:] != (size, size):
-            tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False,
+            tensor = functional.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False,
                                    antialias=True)
         out.append(tensor)
     if not out:
@@ -89,10 +113,10 @@ class Augmentation:
     skew_deg: float = 8.0
     enabled: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["zoom"] = list(self.zoom)
-        return data
+    def to_dict(self) -> AugmentationJson:
+        return {"hflip_p": self.hflip_p, "vflip_p": self.vflip_p, "rotation_deg": self.rotation_deg,
+                "shift_frac": self.shift_frac, "zoom": list(self.zoom), "skew_deg": self.skew_deg,
+                "enabled": self.enabled}
 
 
 NO_AUGMENTATION = Augmentation(enabled=False)
@@ -105,8 +129,6 @@ def affine_theta(rotation_deg: torch.Tensor, shift_x: torch.Tensor, shift_y: tor
     ``affine_grid`` maps output coordinates to input coordinates, so the forward transform
     (flip, zoom, skew, rotate, then shift) is inverted here.
     """
-    import torch  # noqa: PLC0415
-
     n = rotation_deg.shape[0]
     rot = torch.deg2rad(rotation_deg)
     cos, sin = torch.cos(rot), torch.sin(rot)
@@ -118,21 +140,18 @@ def affine_theta(rotation_deg: torch.Tensor, shift_x: torch.Tensor, shift_y: tor
     flip[:, 0, 0], flip[:, 1, 1] = flip_x, flip_y
     forward = rotate @ skew @ scale @ flip
     forward[:, 0, 2], forward[:, 1, 2] = shift_x, shift_y
-    return torch.linalg.inv(forward)[:, :2, :]
+    inverse: torch.Tensor = torch.linalg.inv(forward)
+    return inverse[:, :2, :]
 
 
 def warp(batch: torch.Tensor, theta: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
-    import torch.nn.functional as F  # noqa: PLC0415, N812
-
-    grid = F.affine_grid(theta.to(batch.dtype), list(batch.shape), align_corners=False)
-    return F.grid_sample(batch, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    grid = functional.affine_grid(theta.to(batch.dtype), list(batch.shape), align_corners=False)
+    return functional.grid_sample(batch, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
 def augment(batch: torch.Tensor, config: Augmentation, generator: torch.Generator) -> torch.Tensor:
     """Randomly transformed copy of a normalised batch; parameters drawn from ``generator`` on CPU
     so that the same seed gives the same augmentations on any device."""
-    import torch  # noqa: PLC0415
-
     if not config.enabled:
         return batch
     n = batch.shape[0]
@@ -154,8 +173,6 @@ def augment(batch: torch.Tensor, config: Augmentation, generator: torch.Generato
 
 def tta_thetas(n: int) -> list[torch.Tensor]:
     """The fixed views test-time augmentation averages: identity, mirror, and +/-7 degree rotations."""
-    import torch  # noqa: PLC0415
-
     one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     views = [(0.0, 1.0), (0.0, -1.0), (7.0, 1.0), (-7.0, 1.0)]
     return [affine_theta(zero + deg, zero, zero, one, zero, one * fx, one) for deg, fx in views]
@@ -168,8 +185,6 @@ def misregister(image: np.ndarray, *, channel: int, shift_px: tuple[float, float
     Reproduces the papers' deliberate misregistration (pixel shift, rotation, skew of one phase)
     to measure how much a model depends on registration.
     """
-    import torch  # noqa: PLC0415
-
     if channel not in (0, 1, 2):
         raise ValueError(f"channel must be 0, 1 or 2, got {channel}")
     unit = as_unit_float(np.asarray(image))

@@ -1,4 +1,4 @@
-"""Offline ImageNet weights: where they live, checking them, loading them, importing them.
+"""Offline ImageNet weights: where they live, checking them, importing them.
 
 Hospitals' GPU hosts have no internet, so nothing here downloads. Weights are looked up with
 torchvision's own file names (``vgg16-397923af.pth``) in a configured folder or in torch.hub's cache
@@ -6,6 +6,9 @@ torchvision's own file names (``vgg16-397923af.pth``) in a configured folder or 
 the file name are the prefix of the file's sha256 that torchvision publishes; a file whose content
 does not match is refused, because a truncated copy or a mixed-up file would otherwise train
 silently from the wrong starting point.
+
+This module never imports torch (listing and importing weights must stay cheap);
+:func:`models.architectures.load_pretrained` loads a verified file into a network.
 """
 
 from __future__ import annotations
@@ -18,12 +21,9 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TypedDict
 
 from models.registry import HASH_PREFIX_RE, ArchitectureSpec, Registry
-
-if TYPE_CHECKING:
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,14 @@ class WeightsHashMismatchError(ValueError):
     """A checkpoint's sha256 does not start with the prefix its name promises."""
 
 
+class WeightsOriginJson(TypedDict):
+    """The manifest's ``weights_origin`` section."""
+
+    kind: str
+    file_name: str | None
+    sha256: str | None
+
+
 @dataclass(frozen=True)
 class WeightsOrigin:
     """Where a model's starting weights came from; quoted in the manifest."""
@@ -46,7 +54,7 @@ class WeightsOrigin:
     file_name: str | None
     sha256: str | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> WeightsOriginJson:
         return {"kind": self.kind, "file_name": self.file_name, "sha256": self.sha256}
 
 
@@ -98,26 +106,6 @@ def locate_weights(spec: ArchitectureSpec, weights_dir: Path) -> Path:
             f"(or run 'triphase weights import FILE'); nothing is downloaded. "
             "Use --random-init to train from random initialisation instead")
     return path
-
-
-def load_pretrained(model: nn.Module, spec: ArchitectureSpec, weights_dir: Path) -> WeightsOrigin:
-    """Load the verified ImageNet checkpoint into ``model`` (built with its ImageNet head)."""
-    import torch  # noqa: PLC0415
-
-    path = locate_weights(spec, weights_dir)
-    assert spec.weights is not None
-    digest = verify_weights_file(path, spec.weights.file_name)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    own = model.state_dict()
-    unused = sorted(k for k in state if k not in own)
-    if any(not k.startswith(("AuxLogits.", "aux1.", "aux2.")) for k in unused):
-        raise ValueError(f"{path.name} does not fit {spec.name}: unexpected keys {unused[:5]}")
-    missing = sorted(k for k in own if k not in state)
-    if missing:
-        raise ValueError(f"{path.name} does not fit {spec.name}: missing keys {missing[:5]}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
-    log.info("loaded %s weights from %s (sha256 %s)", spec.name, path, digest[:12])
-    return WeightsOrigin("imagenet", spec.weights.file_name, digest)
 
 
 @dataclass(frozen=True)

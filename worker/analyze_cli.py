@@ -48,9 +48,9 @@ def analyze(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
 ) -> None:
     """Group, composite, classify and write a TID 1500 SR + Secondary Capture per study."""
+    from models.architectures import default_registry  # noqa: PLC0415
     from models.artifact import resolve_artifact  # noqa: PLC0415
     from models.inference import Classifier  # noqa: PLC0415
-    from models.registry import default_registry  # noqa: PLC0415
     from worker.analysis import analyse_study  # noqa: PLC0415
     from worker.grouping import load_rules  # noqa: PLC0415
     from worker.grouping.series_info import scan_studies  # noqa: PLC0415

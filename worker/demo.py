@@ -51,8 +51,8 @@ class DemoResult:
 
 
 def _train_model(studies: Path, models_dir: Path, say: Callable[[str], None]) -> Any:
+    from models.architectures import default_registry  # noqa: PLC0415
     from models.artifact import save_trained  # noqa: PLC0415
-    from models.registry import default_registry  # noqa: PLC0415
     from models.tasks import known_task  # noqa: PLC0415
     from models.training import TrainingConfig, train_model  # noqa: PLC0415
     from worker.composite_folder import load_study_folder  # noqa: PLC0415

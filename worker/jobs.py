@@ -71,9 +71,9 @@ class WorkerContext:
             reference = self.models.get(task)
             if not reference:
                 raise NoModel(f"no model configured for task {task} ([worker.models] {task} = MODEL)")
+            from models.architectures import default_registry  # noqa: PLC0415
             from models.artifact import resolve_artifact  # noqa: PLC0415
             from models.inference import Classifier  # noqa: PLC0415
-            from models.registry import default_registry  # noqa: PLC0415
 
             artifact = resolve_artifact(reference, self.models_dir)
             self._loaded[task] = (artifact, Classifier(artifact, registry=default_registry(), device=self.device))

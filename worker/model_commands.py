@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
 def weights_list(ctx: typer.Context, as_json: JsonFlag = False,
                  verify: Annotated[bool, typer.Option("--verify", help="check each file's sha256")] = False) -> None:
     """Show each architecture's expected weights file and whether it is in place."""
-    from models.registry import default_registry  # noqa: PLC0415
+    from models.architectures import default_registry  # noqa: PLC0415
     from models.weights import list_weights  # noqa: PLC0415
 
     folder = _weights_dir(ctx.obj)
@@ -87,7 +87,7 @@ def weights_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
                    arch: Annotated[str | None, typer.Option("--arch", help="the architecture it is for "
                                                             "(default: recognised by its sha256)")] = None) -> None:
     """Copy a checkpoint into the weights folder under torchvision's file name, after checking its hash."""
-    from models.registry import default_registry  # noqa: PLC0415
+    from models.architectures import default_registry  # noqa: PLC0415
     from models.weights import import_weights  # noqa: PLC0415
 
     spec, target = import_weights(file, default_registry(), _weights_dir(ctx.obj), architecture=arch)
@@ -153,8 +153,8 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Cross-validate a model on prepared composites, fit it on all of them, and store the artifact."""
+    from models.architectures import default_registry  # noqa: PLC0415
     from models.artifact import save_trained  # noqa: PLC0415
-    from models.registry import default_registry  # noqa: PLC0415
     from models.tasks import known_task  # noqa: PLC0415
     from models.training import MODES, TrainingConfig, train_model  # noqa: PLC0415
     from models.transforms import NO_AUGMENTATION, Augmentation  # noqa: PLC0415
@@ -291,9 +291,9 @@ def predict(
     as_json: JsonFlag = False,
 ) -> None:
     """Classify composites with a model artifact (a quick check; the worker does this per study)."""
+    from models.architectures import default_registry  # noqa: PLC0415
     from models.artifact import resolve_artifact  # noqa: PLC0415
     from models.inference import Classifier  # noqa: PLC0415
-    from models.registry import default_registry  # noqa: PLC0415
     from worker.composite_folder import read_image  # noqa: PLC0415
 
     runtime: Runtime = ctx.obj

@@ -9,13 +9,28 @@ metric's interval and counted, never silently scored.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
 Statistic = Callable[[np.ndarray], Mapping[str, float | np.ndarray]]
+
+
+class IntervalJson(TypedDict):
+    """An :class:`Interval` in a report (null where undefined: JSON has no NaN)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+    resamples: int
+
+
+class PairedDifferenceJson(TypedDict):
+    difference: IntervalJson
+    p_value: float | None
 
 
 @dataclass(frozen=True)
@@ -27,7 +42,7 @@ class Interval:
     high: float
     resamples: int
 
-    def as_json(self) -> dict[str, float | int | None]:
+    def as_json(self) -> IntervalJson:
         def clean(value: float) -> float | None:
             return None if not np.isfinite(value) else float(value)
 
@@ -40,7 +55,7 @@ def patient_groups(patient_ids: Sequence[str] | np.ndarray) -> list[np.ndarray]:
     ids = np.asarray(patient_ids, dtype=object)
     if ids.ndim != 1 or ids.size == 0:
         raise ValueError("patient_ids must be a non-empty 1-D sequence")
-    order: dict[Any, list[int]] = {}
+    order: dict[object, list[int]] = {}
     for index, patient in enumerate(ids.tolist()):
         order.setdefault(patient, []).append(index)
     return [np.asarray(indices, dtype=np.int64) for indices in order.values()]
@@ -60,8 +75,6 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.
     alpha = (1.0 - confidence) / 2.0
     valid = np.isfinite(values).sum(axis=0)
     with np.errstate(all="ignore"):
-        import warnings  # noqa: PLC0415
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as intended
             low = np.nanquantile(values, alpha, axis=0)
@@ -106,7 +119,7 @@ class PairedDifference:
     difference: Interval
     p_value: float
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> PairedDifferenceJson:
         return {"difference": self.difference.as_json(),
                 "p_value": None if not np.isfinite(self.p_value) else float(self.p_value)}
 
@@ -130,5 +143,5 @@ def paired_difference(metric: Callable[[np.ndarray], float], other: Callable[[np
         return PairedDifference(interval, float("nan"))
     if np.all(diffs == 0):
         return PairedDifference(interval, 1.0)
-    tail = min(np.mean(diffs <= 0), np.mean(diffs >= 0))
+    tail = min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0)))
     return PairedDifference(interval, float(min(1.0, 2.0 * tail)))

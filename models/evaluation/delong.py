@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm, rankdata
 
 
 def _check(y_true: Sequence[int] | np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -20,7 +21,7 @@ def _check(y_true: Sequence[int] | np.ndarray, scores: np.ndarray) -> tuple[np.n
     if positive.ndim != 1:
         raise ValueError("y_true must be 1-D")
     values = set(np.unique(positive).tolist())
-    if not values <= {0, 1, True, False}:
+    if not values <= {0, 1}:
         raise ValueError(f"y_true must be binary 0/1, got values {sorted(values)[:5]}")
     positive = positive.astype(bool)
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
@@ -36,8 +37,6 @@ def _check(y_true: Sequence[int] | np.ndarray, scores: np.ndarray) -> tuple[np.n
 def delong_covariance(y_true: Sequence[int] | np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs of each row of ``scores`` (k x n; higher = more likely positive) and their k x k
     DeLong covariance matrix."""
-    from scipy.stats import rankdata  # noqa: PLC0415
-
     positive, scores = _check(y_true, scores)
     x, y = scores[:, positive], scores[:, ~positive]
     m, n = x.shape[1], y.shape[1]
@@ -62,8 +61,6 @@ class AucInterval:
 def delong_ci(y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray, *,
               confidence: float = 0.95) -> AucInterval:
     """AUC with its DeLong normal-approximation interval, clipped to [0, 1] as pROC does."""
-    from scipy.stats import norm  # noqa: PLC0415
-
     aucs, cov = delong_covariance(y_true, np.asarray(score, dtype=np.float64)[None, :])
     se = float(np.sqrt(cov[0, 0]))
     z = float(norm.ppf(0.5 + confidence / 2.0))
@@ -89,8 +86,6 @@ class DeLongResult:
 def delong_test(y_true: Sequence[int] | np.ndarray, score_a: Sequence[float] | np.ndarray,
                 score_b: Sequence[float] | np.ndarray) -> DeLongResult:
     """Two-sided test of AUC(a) = AUC(b) on the same cases; Z = (AUC_a - AUC_b) / SE."""
-    from scipy.stats import norm  # noqa: PLC0415
-
     positive = np.asarray(y_true).astype(bool)
     aucs, cov = delong_covariance(positive, np.vstack([score_a, score_b]))
     variance = cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1]

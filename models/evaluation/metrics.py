@@ -1,8 +1,10 @@
 """Classification metrics in scikit-learn's calling style: ``metric(y_true, y_pred, *, labels=None)``.
 
-Point estimates call scikit-learn (the reference everybody trusts). The bootstrap needs the same
-numbers thousands of times, so :func:`metrics_from_codes` and :func:`fast_auc_ovr` recompute
-them from a confusion matrix and from ranks; the tests hold both paths equal to scikit-learn.
+Point estimates call scikit-learn (the reference everybody trusts); every one of them, and
+:func:`classification_summary` (what cross-validation folds report), goes through the one input
+check :func:`check_targets`. The bootstrap needs the same numbers thousands of times, so
+:func:`metrics_from_codes` and :func:`fast_auc_ovr` recompute them from a confusion matrix and from
+ranks; the tests hold both paths equal to scikit-learn.
 
 Conventions, chosen so that a class absent from a (re)sample never crashes and never silently
 counts as perfect:
@@ -18,11 +20,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
+import sklearn.metrics as sk
+from scipy.stats import rankdata
 
 ArrayLike = Sequence[Any] | np.ndarray
+
+
+class LabelSummary(TypedDict):
+    """The three hard-label figures every cross-validation fold and baseline reports."""
+
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+
+
+class CodeMetrics(TypedDict):
+    """:func:`metrics_from_codes`: the scalar label metrics and the per-class vectors (NaN: undefined)."""
+
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    cohen_kappa: float
+    recall: np.ndarray
+    precision: np.ndarray
+    f1: np.ndarray
 
 
 def check_targets(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str] | None = None
@@ -65,17 +89,13 @@ def check_scores(y_true: ArrayLike, y_score: ArrayLike, labels: Sequence[str]) -
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] | None = None) -> np.ndarray:
     """Rows are the truth, columns the prediction, in ``labels`` order (predictions outside
     ``labels``, such as "indeterminate", are not counted)."""
-    from sklearn.metrics import confusion_matrix as sk  # noqa: PLC0415
-
     true, pred, labels = check_targets(y_true, y_pred, labels)
-    return sk(true, pred, labels=labels)
+    return np.asarray(sk.confusion_matrix(true, pred, labels=labels))
 
 
 def accuracy_score(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] | None = None) -> float:
-    from sklearn.metrics import accuracy_score as sk  # noqa: PLC0415
-
     true, pred, _ = check_targets(y_true, y_pred, labels)
-    return float(sk(true, pred))
+    return float(sk.accuracy_score(true, pred))
 
 
 def balanced_accuracy_score(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] | None = None) -> float:
@@ -86,12 +106,10 @@ def balanced_accuracy_score(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Seq
 
 
 def _per_class(kind: str, y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str] | None) -> np.ndarray:
-    from sklearn.metrics import precision_recall_fscore_support  # noqa: PLC0415
-
     true, pred, labels = check_targets(y_true, y_pred, labels)
-    p, r, f, support = precision_recall_fscore_support(true, pred, labels=labels, zero_division=np.nan)
+    p, r, f, support = sk.precision_recall_fscore_support(true, pred, labels=labels, zero_division=np.nan)
     predicted = np.array([np.sum(pred == c) for c in labels])
-    values = {"precision": p, "recall": r, "f1": f}[kind].astype(np.float64)
+    values: np.ndarray = {"precision": p, "recall": r, "f1": f}[kind].astype(np.float64)
     # Undefined without support (recall, F1) or without predictions (precision).
     undefined = (support == 0) if kind in ("recall", "f1") else (predicted == 0)
     values[undefined] = np.nan
@@ -118,34 +136,40 @@ def f1_per_class(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] 
 
 def macro_f1_score(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] | None = None) -> float:
     """Mean F1 over the classes present in y_true (an absent class is not scored, not zero)."""
-    from sklearn.metrics import f1_score  # noqa: PLC0415
-
     true, pred, labels = check_targets(y_true, y_pred, labels)
     present = [c for c in labels if c in set(true.tolist())]
-    return float(f1_score(true, pred, labels=present, average="macro", zero_division=0))
+    return float(sk.f1_score(true, pred, labels=present, average="macro", zero_division=0))
+
+
+def classification_summary(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] | None = None
+                           ) -> LabelSummary:
+    """Accuracy, balanced accuracy and macro-F1 of hard labels: what a cross-validation fold reports.
+
+    Balanced accuracy is scikit-learn's (mean recall over the classes present in y_true).
+    """
+    true, pred, labels = check_targets(y_true, y_pred, labels)
+    return {"accuracy": float(sk.accuracy_score(true, pred)),
+            "balanced_accuracy": float(sk.balanced_accuracy_score(true, pred)),
+            "macro_f1": macro_f1_score(true, pred, labels=labels)}
 
 
 def cohen_kappa_score(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] | None = None) -> float:
     """Agreement beyond chance; NaN when chance agreement is 1 (a single class everywhere)."""
-    from sklearn.metrics import cohen_kappa_score as sk  # noqa: PLC0415
-
     true, pred, labels = check_targets(y_true, y_pred, labels)
     cm = confusion_matrix(true, pred, labels=labels)
     if _chance_agreement(cm) >= 1.0:
         return float("nan")
-    return float(sk(true, pred, labels=labels))
+    return float(sk.cohen_kappa_score(true, pred, labels=labels))
 
 
 def roc_auc_ovr(y_true: ArrayLike, y_score: ArrayLike, *, labels: Sequence[str]) -> np.ndarray:
     """One-vs-rest ROC-AUC of each class; NaN where the class is absent or is every sample."""
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
-
     true, score = check_scores(y_true, y_score, labels)
     out = np.full(len(labels), np.nan)
     for k, label in enumerate(labels):
         positive = true == label
         if 0 < positive.sum() < positive.size:
-            out[k] = roc_auc_score(positive, score[:, k])
+            out[k] = sk.roc_auc_score(positive, score[:, k])
     return out
 
 
@@ -162,14 +186,12 @@ def roc_auc_score(y_true: ArrayLike, y_score: ArrayLike, *, labels: Sequence[str
 def roc_curve_ovr(y_true: ArrayLike, y_score: ArrayLike, *, labels: Sequence[str]
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(false positive rate, true positive rate) of each class where defined."""
-    from sklearn.metrics import roc_curve  # noqa: PLC0415
-
     true, score = check_scores(y_true, y_score, labels)
     out = {}
     for k, label in enumerate(labels):
         positive = true == label
         if 0 < positive.sum() < positive.size:
-            fpr, tpr, _ = roc_curve(positive, score[:, k])
+            fpr, tpr, _ = sk.roc_curve(positive, score[:, k])
             out[label] = (fpr, tpr)
     return out
 
@@ -218,7 +240,7 @@ def confusion_from_codes(true_codes: np.ndarray, pred_codes: np.ndarray, n_class
     return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def metrics_from_codes(true_codes: np.ndarray, pred_codes: np.ndarray, n_classes: int) -> dict[str, Any]:
+def metrics_from_codes(true_codes: np.ndarray, pred_codes: np.ndarray, n_classes: int) -> CodeMetrics:
     """Every label metric of this module from class codes (numpy only; see :func:`encode`).
 
     A prediction outside the classes (code -1, e.g. "indeterminate") is wrong for accuracy and a
@@ -248,8 +270,6 @@ def metrics_from_codes(true_codes: np.ndarray, pred_codes: np.ndarray, n_classes
 
 def fast_auc_ovr(true_codes: np.ndarray, score: np.ndarray) -> np.ndarray:
     """One-vs-rest AUC per class by the Mann-Whitney statistic on mid-ranks (ties count half)."""
-    from scipy.stats import rankdata  # noqa: PLC0415
-
     n, k = score.shape
     out = np.full(k, np.nan)
     ranks = rankdata(score, axis=0)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.evaluation import metrics as m
-from models.evaluation.bootstrap import Interval, bootstrap
+from models.evaluation.bootstrap import Interval, IntervalJson, Statistic, bootstrap
 
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "roc_auc")
 PER_CLASS_METRICS = ("recall", "precision", "f1", "roc_auc_ovr")
@@ -41,13 +41,21 @@ def tpr_at(fpr_grid: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.
     tps = np.cumsum(p)[last_of_tie] / n_pos
     fps = np.cumsum(~p)[last_of_tie] / n_neg
     tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
-    return np.interp(fpr_grid, fps, tps)
+    tpr: np.ndarray = np.interp(fpr_grid, fps, tps)
+    return tpr
 
 
-def _statistic(true_codes: np.ndarray, pred_codes: np.ndarray, scores: np.ndarray | None, n_classes: int):  # noqa: ANN202
-    def statistic(indices: np.ndarray) -> dict[str, Any]:
+def _label_values(codes: m.CodeMetrics) -> dict[str, float | np.ndarray]:
+    return {"accuracy": codes["accuracy"], "balanced_accuracy": codes["balanced_accuracy"],
+            "macro_f1": codes["macro_f1"], "cohen_kappa": codes["cohen_kappa"], "recall": codes["recall"],
+            "precision": codes["precision"], "f1": codes["f1"]}
+
+
+def _statistic(true_codes: np.ndarray, pred_codes: np.ndarray, scores: np.ndarray | None,
+               n_classes: int) -> Statistic:
+    def statistic(indices: np.ndarray) -> dict[str, float | np.ndarray]:
         t = true_codes[indices]
-        values = m.metrics_from_codes(t, pred_codes[indices], n_classes)
+        values = _label_values(m.metrics_from_codes(t, pred_codes[indices], n_classes))
         if scores is not None:
             s = scores[indices]
             auc = m.fast_auc_ovr(t, s)
@@ -74,7 +82,7 @@ def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.nda
     true_codes, pred_codes = m.encode(true, labels), m.encode(pred, labels)
     intervals = bootstrap(_statistic(true_codes, pred_codes, scores, len(labels)), patients,
                           n_resamples=settings.n_resamples, confidence=settings.confidence, seed=settings.seed)
-    point: dict[str, Any] = {
+    point: dict[str, float | np.ndarray] = {
         "accuracy": m.accuracy_score(true, pred, labels=labels),
         "balanced_accuracy": m.balanced_accuracy_score(true, pred, labels=labels),
         "macro_f1": m.macro_f1_score(true, pred, labels=labels),
@@ -86,14 +94,14 @@ def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.nda
     if scores is not None:
         point["roc_auc"] = m.roc_auc_score(true, scores, labels=labels)
         point["roc_auc_ovr"] = m.roc_auc_ovr(true, scores, labels=labels)
-    out_metrics: dict[str, Any] = {}
+    out_metrics: dict[str, IntervalJson | dict[str, IntervalJson]] = {}
     for name, value in point.items():
         interval = intervals[name]
         if isinstance(interval, Interval):
             out_metrics[name] = Interval(float(value), interval.low, interval.high, interval.resamples).as_json()
         else:
             out_metrics[name] = {label: Interval(float(v), i.low, i.high, i.resamples).as_json()
-                                 for label, v, i in zip(labels, value, interval, strict=True)}
+                                 for label, v, i in zip(labels, np.asarray(value), interval, strict=True)}
     result: dict[str, Any] = {
         "lesions": int(true.size), "patients": int(len(set(patients.tolist()))),
         "support": {label: int(np.sum(true == label)) for label in labels},
@@ -106,7 +114,7 @@ def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.nda
         for c, label in enumerate(labels):
             bands = intervals[f"tpr_{c}"]
             assert isinstance(bands, list)
-            if np.isnan(point["roc_auc_ovr"][c]):
+            if np.isnan(np.asarray(point["roc_auc_ovr"])[c]):
                 continue
             roc[label] = {"fpr": FPR_GRID.tolist(), "tpr": [b.estimate for b in bands],
                           "tpr_low": [b.low for b in bands], "tpr_high": [b.high for b in bands]}

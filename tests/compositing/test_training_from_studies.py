@@ -50,7 +50,7 @@ def test_train_command_on_studies(studies: Path, tmp_path: Path) -> None:
 
 def test_svm_on_synth_composites_learns(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     """Easy synthetic MRI: held-out macro-F1 well above the majority baseline (patient-level CV)."""
-    from models.registry import default_registry
+    from models.architectures import default_registry
     from models.training import TrainingConfig, train_model
 
     out = tmp_path_factory.mktemp("learnable")

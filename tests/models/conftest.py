@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import Registry, default_registry
+from models.architectures import default_registry
+from models.registry import Registry
 from tests.models.synthetic import SyntheticSet, make_composites
 
 CLASSES = ["early_hcc", "progressed_hcc", "non_hcc_cc"]
@@ -35,7 +36,7 @@ def held_out_set() -> SyntheticSet:
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(train_set: SyntheticSet):  # noqa: ANN201 - models.training.TrainedModel
+def trained_tiny(train_set: SyntheticSet):
     from models.training import TrainingConfig, train_model
 
     config = TrainingConfig(architecture="tinycnn", mode="finetune", folds=3, epochs=10, batch_size=16,
@@ -45,7 +46,7 @@ def trained_tiny(train_set: SyntheticSet):  # noqa: ANN201 - models.training.Tra
 
 
 @pytest.fixture(scope="session")
-def tiny_artifact(trained_tiny, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+def tiny_artifact(trained_tiny, tmp_path_factory: pytest.TempPathFactory):
     from models.artifact import save_trained
 
     return save_trained(trained_tiny, tmp_path_factory.mktemp("models"), task="test-task",

@@ -62,7 +62,7 @@ def test_hash_changes_when_any_field_changes(tiny_artifact) -> None:
         assert content_hash(changed) != original
 
 
-def _writable_copy(artifact, tmp_path: Path) -> Path:  # noqa: ANN001
+def _writable_copy(artifact, tmp_path: Path) -> Path:
     copy = tmp_path / artifact.hash
     shutil.copytree(artifact.path, copy)
     for child in [copy, *copy.iterdir()]:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from models.registry import Registry, WeightsEntry, default_registry
+from models.architectures import default_registry
+from models.registry import Registry, WeightsEntry
 from tests.models.conftest import CLASSES
 from tests.models.synthetic import make_composites
 from tests.models.test_weights import write_tiny_checkpoint
@@ -55,7 +56,7 @@ def write_folder(root: Path) -> list[Path]:
     return paths
 
 
-def invoke(*args: str):  # noqa: ANN201
+def invoke(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
@@ -96,7 +97,7 @@ def test_weights_list_and_import(env: dict[str, str], tmp_path: Path, monkeypatc
     registry = Registry()
     for spec in default_registry():
         registry.register(replace(spec, weights=WeightsEntry(source.name)) if spec.name == "tinycnn" else spec)
-    monkeypatch.setattr("models.registry.default_registry", lambda: registry)
+    monkeypatch.setattr("models.architectures.default_registry", lambda: registry)
     result = invoke("weights", "import", str(source))
     assert result.exit_code == 0, result.output
     checkpoints = Path(env["TORCH_HOME"], "hub", "checkpoints")

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.architectures import default_registry
 from models.inference import INDETERMINATE, Classifier
-from models.registry import default_registry
 from models.transforms import Augmentation, Preprocessing, augment, misregister, to_input_tensor
 from tests.models.conftest import CLASSES
 from tests.models.synthetic import make_composites
 
 
 @pytest.fixture(scope="module")
-def classifier(tiny_artifact) -> Classifier:  # noqa: ANN001
+def classifier(tiny_artifact) -> Classifier:
     return Classifier(tiny_artifact, registry=default_registry(), device="cpu")
 
 
@@ -46,17 +46,19 @@ def test_tta_averages_views_into_a_probability(classifier: Classifier, held_out_
     assert agree >= 5
 
 
-def test_heatmap_has_the_image_shape_and_peaks_in_the_lesion(tiny_artifact) -> None:  # noqa: ANN001
-    from models.training import TrainingConfig, train_model
+def test_heatmap_has_the_image_shape_and_peaks_in_the_lesion(tiny_artifact) -> None:
     from pathlib import Path
+
+    from models.training import TrainingConfig, train_model
 
     data = make_composites(classes=CLASSES, patients_per_class=8, size=48, seed=3, noise=0.05)
     config = TrainingConfig(architecture="tinycnn", folds=2, epochs=8, batch_size=16, input_size=48,
                             random_init=True, patience=8, seed=1)
     trained = train_model(data.images, data.labels, data.patient_ids, classes=CLASSES, config=config,
                           registry=default_registry(), weights_dir=Path("/nonexistent"))
-    from models.artifact import save_trained
     import tempfile
+
+    from models.artifact import save_trained
 
     artifact = save_trained(trained, Path(tempfile.mkdtemp()), task="t", channel_recipe=["a", "b", "c"])
     classifier = Classifier(artifact, registry=default_registry())

@@ -6,8 +6,8 @@ import inspect
 
 import pytest
 
-from models.architectures import build_model, extract_features, standard_specs
-from models.registry import PAPER_ARCHITECTURES, ArchitectureSpec, Registry, WeightsEntry, default_registry
+from models.architectures import build_model, build_tinycnn, default_registry, extract_features, standard_specs
+from models.registry import PAPER_ARCHITECTURES, ArchitectureSpec, Registry, WeightsEntry
 
 ALL = [spec.name for spec in standard_specs()]
 
@@ -66,6 +66,6 @@ def test_builders_take_keyword_only_options() -> None:
 
 def test_specs_validate_their_fields() -> None:
     with pytest.raises(ValueError, match="name"):
-        ArchitectureSpec("Bad Name", lambda: None, 224, 10, "fc", "pool", "features", None)  # type: ignore[arg-type,return-value]
+        ArchitectureSpec("Bad Name", build_tinycnn, 224, 10, "fc", "pool", "features", None)
     with pytest.raises(ValueError, match="sha256 prefix"):
         WeightsEntry("vgg16.pth")

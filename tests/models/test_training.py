@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.calibration import fit_temperature, softmax
+from models.architectures import default_registry
+from models.calibration import fit_temperature, log_loss, softmax
+from models.evaluation.baseline import majority_baseline
+from models.evaluation.metrics import classification_summary
 from models.inference import Classifier
-from models.metrics import classification_summary, log_loss, majority_baseline
-from models.registry import default_registry
 from models.splits import patient_folds
 from models.training import TrainingConfig, train_model
 from tests.models.conftest import CLASSES
@@ -61,7 +62,7 @@ def test_calibration_lowers_log_loss_on_held_out_data(train_set, held_out_set) -
                          class_weighting=True, settings=settings, device=torch.device("cpu"), seed=0)
     model.load_state_dict(result.state)
 
-    def logits_and_y(data):  # noqa: ANN001, ANN202
+    def logits_and_y(data):
         logits = predict_logits(model, to_input_tensor(data.images, prep), torch.device("cpu"))
         return logits, np.array([CLASSES.index(c) for c in data.labels])
 
@@ -85,7 +86,7 @@ def test_temperature_fit_recovers_an_overconfident_scale() -> None:
     assert fit_temperature(true_logits * 4.0, y) == pytest.approx(4.0, rel=0.15)
 
 
-def _small_run(mode: str, seed: int, train_set, **overrides) -> dict:  # noqa: ANN001
+def _small_run(mode: str, seed: int, train_set, **overrides) -> dict:
     config = TrainingConfig(architecture="tinycnn", mode=mode, folds=2, epochs=3, batch_size=16, input_size=24,
                             random_init=True, seed=seed, **overrides)  # type: ignore[arg-type]
     trained = train_model(train_set.images, train_set.labels, train_set.patient_ids, classes=CLASSES, config=config,

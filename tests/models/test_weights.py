@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from models.architectures import build_tinycnn
-from models.registry import PAPER_ARCHITECTURES, Registry, WeightsEntry, default_registry
+from models.architectures import build_tinycnn, default_registry, load_pretrained
+from models.registry import PAPER_ARCHITECTURES, Registry, WeightsEntry
 from models.weights import (
     WeightsHashMismatchError,
     WeightsNotFoundError,
     default_weights_dir,
     import_weights,
     list_weights,
-    load_pretrained,
 )
 
 
@@ -71,7 +70,7 @@ def test_a_file_whose_hash_does_not_match_its_name_is_refused(tmp_path: Path) ->
 def test_missing_weights_name_the_exact_file_and_folder(name: str, tmp_path: Path) -> None:
     spec = default_registry().get(name)
     with pytest.raises(WeightsNotFoundError) as caught:
-        load_pretrained(None, spec, tmp_path)  # type: ignore[arg-type] - fails before touching the model
+        load_pretrained(build_tinycnn(), spec, tmp_path)  # fails before touching the model
     message = str(caught.value)
     assert spec.weights is not None and spec.weights.file_name in message
     assert str(tmp_path) in message and "--random-init" in message

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from models.architectures import default_registry
 from models.artifact import Artifact, save_trained
 from models.inference import Classifier
-from models.registry import default_registry
 from models.training import TrainingConfig, train_model
 from worker.composite_folder import load_study_folder
 from worker.synth.context import StudyOptions

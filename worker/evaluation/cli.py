@@ -179,7 +179,7 @@ def experiment_misregistration(
     resamples: ResamplesOption = 1000, seed: SeedOption = 0,
 ) -> None:
     """Train and evaluate with one channel deliberately misregistered, per transform and degree."""
-    from models.registry import default_registry  # noqa: PLC0415
+    from models.architectures import default_registry  # noqa: PLC0415
     from worker.evaluation.experiments import load_data, misregistration_experiment, write_experiment  # noqa: PLC0415
 
     runtime: Runtime = ctx.obj
@@ -210,7 +210,7 @@ def experiment_architectures(
     resamples: ResamplesOption = 1000, seed: SeedOption = 0,
 ) -> None:
     """Several CNNs (and the SVM variant) side by side under the same patient-level folds."""
-    from models.registry import default_registry  # noqa: PLC0415
+    from models.architectures import default_registry  # noqa: PLC0415
     from worker.evaluation.experiments import architectures_experiment, load_data, write_experiment  # noqa: PLC0415
 
     runtime: Runtime = ctx.obj

@@ -81,9 +81,9 @@ def misregistered(image: np.ndarray, transform: str, degree: float, *, channel: 
 def out_of_fold_probabilities(data: ExperimentData, images: Sequence[np.ndarray], *, config: Any, folds: int,
                               weights_dir: Path) -> np.ndarray:
     """(n, classes) probabilities, each lesion's from the model trained without its patient."""
+    from models.architectures import default_registry  # noqa: PLC0415
     from models.artifact import save_trained  # noqa: PLC0415
     from models.inference import Classifier  # noqa: PLC0415
-    from models.registry import default_registry  # noqa: PLC0415
     from models.splits import patient_folds  # noqa: PLC0415
     from models.training import train_model  # noqa: PLC0415
     from models.transforms import to_input_tensor  # noqa: PLC0415

@@ -16,6 +16,7 @@ whole image is the wrong thing to register. The method, documented here because 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from worker.volumes import Volume, resample_onto
 
 Box = tuple[slice, slice, slice]
+Shift = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def quantise(volume: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
     if high <= low:
         return np.zeros(volume.shape, dtype=np.intp)
     scaled = (volume - low) * (bins / (high - low))
-    return np.clip(scaled, 0, bins - 1).astype(np.intp)
+    return np.asarray(np.clip(scaled, 0, bins - 1), dtype=np.intp)
 
 
 def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = HISTOGRAM_BINS) -> float:
@@ -107,16 +109,22 @@ def register_translation(fixed: np.ndarray, moving: np.ndarray, box: Box, *,
         candidate = (dz, best[1], best[2])
         if score(candidate) > score(best):
             best = candidate
-    refined = []
-    for axis in range(3):
-        minus = list(best)
-        plus = list(best)
-        minus[axis] -= 1
-        plus[axis] += 1
-        s_minus, s_plus = score(tuple(minus)), score(tuple(plus))  # type: ignore[arg-type]
-        offset = 0.0 if not np.isfinite(s_minus) or not np.isfinite(s_plus) else _parabola(s_minus, score(best), s_plus)
-        refined.append(best[axis] + offset)
+    refined = [best[axis] + _sub_voxel(score, best, axis) for axis in range(3)]
     return (refined[0], refined[1], refined[2]), score(best)
+
+
+def _step(shift: Shift, axis: int, by: int) -> Shift:
+    moved = list(shift)
+    moved[axis] += by
+    return moved[0], moved[1], moved[2]
+
+
+def _sub_voxel(score: Callable[[Shift], float], best: Shift, axis: int) -> float:
+    """The parabola's peak through the scores either side of ``best`` along ``axis`` (0 at an edge)."""
+    s_minus, s_plus = score(_step(best, axis, -1)), score(_step(best, axis, 1))
+    if not np.isfinite(s_minus) or not np.isfinite(s_plus):
+        return 0.0
+    return _parabola(s_minus, score(best), s_plus)
 
 
 def box_around(reference: Volume, centre_mm: np.ndarray, half_size_mm: float) -> Box:
@@ -139,9 +147,10 @@ def align(reference: Volume, moving: Volume, box: Box | None, *, register: bool,
     if not register or box is None:
         return resampled, None
     spacing = np.array(reference.spacing)
-    max_shift = tuple(int(np.ceil(m / s)) for m, s in zip(max_shift_mm, spacing, strict=True))
-    shift_vox, score = register_translation(reference.voxels, resampled, box, max_shift=max_shift)  # type: ignore[arg-type]
+    kk, jj, ii = (int(np.ceil(m / s)) for m, s in zip(max_shift_mm, spacing, strict=True))
+    shift_vox, score = register_translation(reference.voxels, resampled, box, max_shift=(kk, jj, ii))
     # moving content at x + d corresponds to reference x: its displacement in space is A * d.
     shift_mm = reference.affine[:3, :3] @ np.array(shift_vox)
     aligned = resample_onto(moving, reference, shift_mm=-shift_mm)
-    return aligned, Motion(shift_vox, tuple(float(v) for v in shift_mm), score)  # type: ignore[arg-type]
+    x, y, z = (float(v) for v in shift_mm)
+    return aligned, Motion(shift_vox, (x, y, z), score)

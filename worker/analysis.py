@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +18,9 @@ from pydicom.dataset import Dataset
 from models.compositing import ChannelRecipe, Window
 from worker.grouping import Rules
 from worker.grouping.series_info import SeriesInfo
+from worker.results.algorithm import AlgorithmInfo
 from worker.results.sc import CapturedLesion, build_sc
-from worker.results.sr import AlgorithmInfo, LesionResult, build_sr
+from worker.results.sr import LesionResult, build_sr
 from worker.study_composites import LesionComposite, StudyComposites, composites_for_study
 
 log = logging.getLogger(__name__)

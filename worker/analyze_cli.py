@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -13,28 +12,6 @@ from db.runtime import Runtime
 from worker.settings import GroupingSettings, ModelsSection
 
 app = typer.Typer()
-
-
-def software_version() -> str:
-    try:
-        return version("triphase")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-def algorithm_for(artifact: Any) -> Any:
-    """How outputs name the model: architecture and task, version = the artifact's content hash."""
-    from worker.results.sr import AlgorithmInfo  # noqa: PLC0415
-
-    manifest = artifact.manifest
-    training = manifest.get("training", {}).get("config", {})
-    parameters = {"architecture": manifest["architecture"]["name"] if isinstance(manifest.get("architecture"), dict)
-                  else str(manifest.get("architecture")),
-                  "mode": str(manifest.get("mode", training.get("mode", ""))),
-                  "channels": ",".join(manifest["input"]["channel_recipe"]),
-                  "abstain_below": str(manifest.get("abstention_threshold", 0.0))}
-    return AlgorithmInfo(name=f"triphase {parameters['architecture']} {manifest['task']}", version=artifact.hash,
-                         software_version=software_version(), parameters=parameters)
 
 
 @app.command()
@@ -54,6 +31,7 @@ def analyze(
     from worker.analysis import analyse_study  # noqa: PLC0415
     from worker.grouping import load_rules  # noqa: PLC0415
     from worker.grouping.series_info import scan_studies  # noqa: PLC0415
+    from worker.results.algorithm import algorithm_for  # noqa: PLC0415
     from worker.results.identity import device_uid  # noqa: PLC0415
 
     runtime: Runtime = ctx.obj

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -31,13 +31,13 @@ def composite(
     from PIL import Image  # noqa: PLC0415
 
     from worker.grouping import load_rules  # noqa: PLC0415
-    from worker.study_composites import build_composites  # noqa: PLC0415
+    from worker.study_composites import Fallback, build_composites  # noqa: PLC0415
 
     if fallback not in ("centre", "skip"):
         raise typer.BadParameter("--fallback is 'centre' or 'skip'")
     runtime: Runtime = ctx.obj
     rules = load_rules(rules_file or runtime.section(GroupingSettings).rules)
-    results = build_composites(paths, rules, size=size, register=register, fallback=fallback,
+    results = build_composites(paths, rules, size=size, register=register, fallback=cast(Fallback, fallback),
                                neighbours=neighbours)
     out.mkdir(parents=True, exist_ok=True)
     written = skipped = 0

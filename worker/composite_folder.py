@@ -7,13 +7,28 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
+from PIL import Image
+
+from models.compositing import DEFAULT_RECIPES, ChannelRecipe
+from worker.grouping import load_rules
+from worker.study_composites import build_composites
 
 REQUIRED_COLUMNS = ("patient_id", "study_uid", "lesion_id", "label", "path")
+log = logging.getLogger(__name__)
+
+
+class Provenance(TypedDict, total=False):
+    """How the composites were made: ``composites.json`` beside them, or what the inference path did."""
+
+    channel_recipe: list[str]
+    windowing: dict[str, object]
+    skipped: dict[str, str]  # study (or study/lesion) -> why it was left out
 
 
 @dataclass
@@ -23,16 +38,14 @@ class CompositeFolder:
     labels: list[str]
     patient_ids: list[str]
     rows: list[dict[str, str]]
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=lambda: Provenance())
 
 
 def read_image(path: Path) -> np.ndarray:
     """An HxWx3 composite from a PNG (uint8) or ``.npy`` (uint8, or float in [0, 1])."""
     if path.suffix.lower() == ".npy":
-        array = np.load(path, allow_pickle=False)
+        array: np.ndarray = np.load(path, allow_pickle=False)
     else:
-        from PIL import Image  # noqa: PLC0415 - Pillow comes with torchvision
-
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
     if array.ndim != 3 or array.shape[2] != 3:
@@ -58,7 +71,7 @@ def load_composite_folder(root: Path) -> CompositeFolder:
         if root.resolve() not in path.parents:
             raise ValueError(f"{table} line {number}: path {row['path']!r} leaves the folder")
         images.append(read_image(path))
-    provenance: dict[str, Any] = {}
+    provenance = Provenance()
     sidecar = root / "composites.json"
     if sidecar.is_file():
         provenance = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -73,20 +86,16 @@ def load_study_folder(root: Path, *, size: int, rules_path: Path | None = None,
     Lesions are matched to their labels by (study UID, lesion id); studies that cannot be
     composited are reported and left out, never silently.
     """
-    import logging  # noqa: PLC0415
-
-    from models.compositing import DEFAULT_RECIPES, ChannelRecipe  # noqa: PLC0415
-    from worker.grouping import load_rules  # noqa: PLC0415
-    from worker.study_composites import build_composites  # noqa: PLC0415
-
-    log = logging.getLogger(__name__)
     table = root / "labels.csv"
     with table.open(newline="", encoding="utf-8") as handle:
         truth = {(r["study_uid"].strip(), r["lesion_id"].strip()): r for r in csv.DictReader(handle)}
     if not truth:
         raise ValueError(f"{table} lists no lesions")
     rules = load_rules(rules_path)
-    recipe = ChannelRecipe(channels=tuple(channel_recipe)) if channel_recipe else None  # type: ignore[arg-type]
+    recipe = None
+    if channel_recipe:
+        red, green, blue = channel_recipe
+        recipe = ChannelRecipe(channels=(red, green, blue))
     results = build_composites([root], rules, size=size, recipe=recipe)
     images, labels, patients, rows = [], [], [], []
     skipped: dict[str, str] = {}
@@ -111,8 +120,8 @@ def load_study_folder(root: Path, *, size: int, rules_path: Path | None = None,
     if not images:
         raise ValueError(f"no composites could be built from {root} ({len(skipped)} studies skipped)")
     recipe_used = used_recipe or DEFAULT_RECIPES["ct-histology"]
-    provenance = {"channel_recipe": list(recipe_used.channels),
-                  "windowing": {"source": "built from DICOM studies by the inference path",
-                                "recipe": recipe_used.as_json(), "rules": rules.source},
-                  "skipped": skipped}
+    provenance = Provenance(channel_recipe=list(recipe_used.channels),
+                            windowing={"source": "built from DICOM studies by the inference path",
+                                       "recipe": recipe_used.as_json(), "rules": rules.source},
+                            skipped=skipped)
     return CompositeFolder(root, images, labels, patients, rows, provenance)

@@ -107,9 +107,9 @@ def _start(ctx: WorkerContext, job_id: int, state: str) -> None:
 def run_analyse(ctx: WorkerContext, job_id: int) -> str:
     """Group, composite, classify; write SR + SC to the job's results folder; queue the send."""
     from worker.analysis import analyse_study  # noqa: PLC0415 - pulls in torch
-    from worker.analyze_cli import algorithm_for  # noqa: PLC0415
     from worker.grouping.matching import group_study  # noqa: PLC0415
     from worker.grouping.series_info import scan_studies  # noqa: PLC0415
+    from worker.results.algorithm import algorithm_for  # noqa: PLC0415
     from worker.results.identity import device_uid  # noqa: PLC0415
 
     state, study_id, study_uid, _ = _job(ctx, job_id)

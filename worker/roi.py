@@ -8,6 +8,7 @@ whose name goes into every result, so no one mistakes a whole-liver crop for a l
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +27,15 @@ SR_STORAGE_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 TRACKING_IDENTIFIER = ("112039", "DCM")
 
 
+Point = tuple[float, float, float]
+
+
+def _point(values: Iterable[float]) -> Point:
+    """A patient-coordinate point (mm) from exactly three values."""
+    x, y, z = (float(v) for v in values)
+    return x, y, z
+
+
 class RoiSource(StrEnum):
     SEG = "seg"
     SR = "sr-image-region"
@@ -37,10 +47,10 @@ class RoiSource(StrEnum):
 class Lesion:
     lesion_id: str
     source: RoiSource
-    centre_mm: tuple[float, float, float]
-    box_min_mm: tuple[float, float, float]
-    box_max_mm: tuple[float, float, float]
-    largest_slice_mm: tuple[float, float, float]  # a point on the axial plane of largest area
+    centre_mm: Point
+    box_min_mm: Point
+    box_max_mm: Point
+    largest_slice_mm: Point  # a point on the axial plane of largest area
     label: str = ""
 
     @property
@@ -56,14 +66,15 @@ def _frame_geometry(ds: Dataset, frame: int) -> tuple[np.ndarray, np.ndarray, tu
     def item(name: str) -> Dataset:
         for groups in (per_frame, shared):
             if name in groups:
-                return groups[name][0]
+                found: Dataset = groups[name][0]
+                return found
         raise ValueError(f"SEG frame {frame + 1} has no {name}")
 
     position = np.array(item("PlanePositionSequence").ImagePositionPatient, dtype=float)
     orientation = np.array(item("PlaneOrientationSequence").ImageOrientationPatient, dtype=float)
-    spacing = tuple(float(v) for v in item("PixelMeasuresSequence").PixelSpacing)
+    row_spacing, column_spacing = (float(v) for v in item("PixelMeasuresSequence").PixelSpacing)
     segment = int(item("SegmentIdentificationSequence").ReferencedSegmentNumber)
-    return position, orientation, spacing, segment  # type: ignore[return-value]
+    return position, orientation, (row_spacing, column_spacing), segment
 
 
 def lesions_from_seg(path: Path) -> list[Lesion]:
@@ -85,7 +96,7 @@ def lesions_from_seg(path: Path) -> list[Lesion]:
                   + rows[:, None] * spacing[0] * col_dir[None, :])
         points.setdefault(segment, []).append(coords)
         areas.setdefault(segment, []).append((len(rows) * spacing[0] * spacing[1], coords.mean(axis=0)))
-    lesions = []
+    lesions: list[Lesion] = []
     for number, chunks in sorted(points.items()):
         coords = np.concatenate(chunks)
         description = segments.get(number)
@@ -93,8 +104,8 @@ def lesions_from_seg(path: Path) -> list[Lesion]:
         largest = max(areas[number], key=lambda a: a[0])[1]
         lesions.append(Lesion(
             lesion_id=tracking or f"L{number}", source=RoiSource.SEG,
-            centre_mm=tuple(coords.mean(axis=0)), box_min_mm=tuple(coords.min(axis=0)),  # type: ignore[arg-type]
-            box_max_mm=tuple(coords.max(axis=0)), largest_slice_mm=tuple(largest),  # type: ignore[arg-type]
+            centre_mm=_point(coords.mean(axis=0)), box_min_mm=_point(coords.min(axis=0)),
+            box_max_mm=_point(coords.max(axis=0)), largest_slice_mm=_point(largest),
             label=str(description.get("SegmentLabel", "")) if description is not None else "",
         ))
     return lesions
@@ -113,15 +124,15 @@ def _lesion_from_slices(lesion_id: str, source: RoiSource, slices: list[np.ndarr
         return float(abs(np.dot(cross, normal / (np.linalg.norm(normal) or 1.0))) / 2)
 
     largest = max(slices, key=area).mean(axis=0)
-    return Lesion(lesion_id, source, tuple(points.mean(axis=0)), tuple(points.min(axis=0)),  # type: ignore[arg-type]
-                  tuple(points.max(axis=0)), tuple(largest), label)  # type: ignore[arg-type]
+    return Lesion(lesion_id, source, _point(points.mean(axis=0)), _point(points.min(axis=0)),
+                  _point(points.max(axis=0)), _point(largest), label)
 
 
 def lesions_from_rtstruct(path: Path) -> list[Lesion]:
     """One lesion per ROI of an RT Structure Set (its contours are in patient coordinates)."""
     ds = dcmread(path)
     names = {int(r.ROINumber): str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])}
-    lesions = []
+    lesions: list[Lesion] = []
     for index, roi in enumerate(ds.get("ROIContourSequence", []), start=1):
         slices = [np.asarray(c.ContourData, dtype=float).reshape(-1, 3) for c in roi.get("ContourSequence", [])
                   if "ContourData" in c and len(c.ContourData) >= 3]
@@ -133,8 +144,8 @@ def lesions_from_rtstruct(path: Path) -> list[Lesion]:
     return lesions
 
 
-def _walk_regions(items: object, tracking: str, found: dict[str, list[tuple[Dataset, str]]]) -> None:
-    for item in items or []:  # type: ignore[attr-defined]
+def _walk_regions(items: Iterable[Dataset] | None, tracking: str, found: dict[str, list[tuple[Dataset, str]]]) -> None:
+    for item in items or []:
         concept = item.get("ConceptNameCodeSequence")
         code = (str(concept[0].CodeValue), str(concept[0].CodingSchemeDesignator)) if concept else None
         current = tracking
@@ -162,7 +173,7 @@ def lesions_from_sr(path: Path, image_geometry: dict[str, tuple[np.ndarray, np.n
     ds = dcmread(path)
     found: dict[str, list[tuple[Dataset, str]]] = {}
     _walk_regions(ds.get("ContentSequence"), "", found)
-    lesions = []
+    lesions: list[Lesion] = []
     for tracking, regions in found.items():
         slices = []
         for item, kind in regions:
@@ -198,7 +209,7 @@ def annotation_files(series: list[SeriesInfo]) -> dict[str, list[Path]]:
 
 def fallback_lesion(centre_mm: np.ndarray, half_size_mm: float) -> Lesion:
     """A centred crop used when the study carries no annotation (declared, never silent)."""
-    centre = tuple(float(v) for v in centre_mm)
-    low = tuple(float(v - half_size_mm) for v in centre_mm)
-    high = tuple(float(v + half_size_mm) for v in centre_mm)
-    return Lesion("L1", RoiSource.FALLBACK_CENTRE, centre, low, high, centre)  # type: ignore[arg-type]
+    centre = _point(centre_mm)
+    low = _point(v - half_size_mm for v in centre_mm)
+    high = _point(v + half_size_mm for v in centre_mm)
+    return Lesion("L1", RoiSource.FALLBACK_CENTRE, centre, low, high, centre)

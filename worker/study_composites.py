@@ -2,7 +2,7 @@
 
 This is the one path that turns DICOM into network input; training from studies and inference
 both call it, so a model never sees composites made differently from the ones it learnt on.
-Every way a study can fail to yield composites is a typed :class:`Skipped` with a reason the
+Every way a study can fail to yield composites is a typed :class:`NoCompositesError` with a reason the
 audit keeps (missing or ambiguous roles, mixed frames of reference, undecodable pixels, no
 annotation when the fallback is "skip"), never a crash or a silent guess.
 """
@@ -25,8 +25,8 @@ from worker.grouping.series_info import SeriesInfo, scan_studies
 from worker.roi import (
     Lesion,
     RoiSource,
-    fallback_lesion,
     annotation_files,
+    fallback_lesion,
     lesions_from_rtstruct,
     lesions_from_seg,
     lesions_from_sr,
@@ -75,22 +75,30 @@ class StudyComposites:
             "crop": [list(item.crop[0]), list(item.crop[1])],
             "motion": {role: None if m is None else m.as_json() for role, m in item.motion.items()},
             "source_images": item.source_images,
-            "lesion": {"centre_mm": [round(v, 2) for v in item.lesion.centre_mm], "size_mm": round(item.lesion.size_mm, 1)},
+            "lesion": {"centre_mm": [round(v, 2) for v in item.lesion.centre_mm],
+                       "size_mm": round(item.lesion.size_mm, 1)},
         }
 
 
-class Skipped(Exception):
+class NoCompositesError(Exception):
     """A study cannot give composites; the message is the reason kept in the audit."""
 
 
 def _needed_roles(grouping: Grouping, recipe: ChannelRecipe) -> None:
     if grouping.outcome is Outcome.NOT_APPLICABLE:
-        raise Skipped("not applicable: " + "; ".join(grouping.problems))
+        raise NoCompositesError("not applicable: " + "; ".join(grouping.problems))
     if grouping.outcome is Outcome.AMBIGUOUS:
-        raise Skipped("ambiguous roles: " + "; ".join(grouping.problems))
+        raise NoCompositesError("ambiguous roles: " + "; ".join(grouping.problems))
     missing = [r for r in recipe.channels if grouping.roles.get(r) is None]
     if missing:
-        raise Skipped(f"missing role(s) {', '.join(missing)} needed by the channel recipe")
+        raise NoCompositesError(f"missing role(s) {', '.join(missing)} needed by the channel recipe")
+
+
+def _series_of(grouping: Grouping, role: str) -> SeriesInfo:
+    match = grouping.roles.get(role)
+    if match is None:
+        raise NoCompositesError(f"no series for role {role}")
+    return match.series
 
 
 def _nearest_source_image(grouping: Grouping, role: str, point_mm: np.ndarray) -> str:
@@ -114,7 +122,7 @@ def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Vol
     box = box_around(reference, np.asarray(lesion.centre_mm), half_mm + REGISTRATION_MARGIN_MM)
     k = int(round(reference.to_index(np.asarray(lesion.largest_slice_mm)[None, :])[0][0]))
     if not 0 <= k < reference.shape[0]:
-        raise Skipped(f"lesion {lesion.lesion_id} lies outside the reference series")
+        raise NoCompositesError(f"lesion {lesion.lesion_id} lies outside the reference series")
     aligned: dict[str, np.ndarray] = {}
     motion: dict[str, Motion | None] = {}
     for role in recipe.channels:
@@ -166,31 +174,34 @@ def composites_for_study(study_uid: str, series: list[SeriesInfo], rules: Rules,
         result.reference_role = reference_role
         roles = {reference_role, *recipe.channels}
         try:
-            volumes = {role: load_volume(grouping.roles[role].series) for role in roles}  # type: ignore[union-attr]
+            volumes = {role: load_volume(_series_of(grouping, role)) for role in roles}
         except VolumeError as exc:
-            raise Skipped(str(exc)) from exc
+            raise NoCompositesError(str(exc)) from exc
         frames = {v.frame_of_reference for v in volumes.values()} - {None}
         if len(frames) > 1:
-            raise Skipped("the roles are in different frames of reference; they cannot be aligned")
+            raise NoCompositesError("the roles are in different frames of reference; they cannot be aligned")
         reference = volumes[reference_role]
         lesions = find_lesions(series, grouping)
         if not lesions:
             if fallback == "skip":
-                raise Skipped("no lesion annotation (SEG) in the study and the fallback is 'skip'")
+                raise NoCompositesError("no lesion annotation (SEG) in the study and the fallback is 'skip'")
             centre = reference.to_patient(np.array([[s / 2 for s in reference.shape]]))[0]
             lesions = [fallback_lesion(centre, FALLBACK_HALF_SIZE_MM)]
             log.warning("study without annotation: using the %s fallback", RoiSource.FALLBACK_CENTRE.value)
-        modality = grouping.roles[reference_role].series.modality  # type: ignore[union-attr]
+        modality = _series_of(grouping, reference_role).modality
         for lesion in lesions:
             result.composites.extend(_lesion_composites(lesion, reference, volumes, grouping, recipe, modality,
                                                         size, register, neighbours))
-    except Skipped as exc:
+    except NoCompositesError as exc:
         result.skipped = str(exc)
     return result
 
 
-def build_composites(paths: Iterable[Path], rules: Rules, **options: object) -> dict[str, StudyComposites]:
+def build_composites(paths: Iterable[Path], rules: Rules, *, recipe: ChannelRecipe | None = None, size: int = 224,
+                     register: bool = True, fallback: Fallback = "centre",
+                     neighbours: int = 0) -> dict[str, StudyComposites]:
     """Composites for every study found under ``paths`` (headers are read once)."""
     scan = scan_studies(paths)
-    return {uid: composites_for_study(uid, series, rules, **options)  # type: ignore[arg-type]
+    return {uid: composites_for_study(uid, series, rules, recipe=recipe, size=size, register=register,
+                                      fallback=fallback, neighbours=neighbours)
             for uid, series in sorted(scan.series.items())}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom import dcmread
+from scipy.ndimage import map_coordinates
 
 from worker.grouping.series_info import SeriesInfo
 
@@ -30,21 +31,25 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.voxels.shape  # type: ignore[return-value]
+        slices, rows, columns = self.voxels.shape
+        return slices, rows, columns
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(np.linalg.norm(self.affine[:3, axis])) for axis in range(3))  # type: ignore[return-value]
+        k, j, i = (float(np.linalg.norm(self.affine[:3, axis])) for axis in range(3))
+        return k, j, i
 
     def to_patient(self, indices: np.ndarray) -> np.ndarray:
         """(N, 3) voxel indices (k, j, i) to (N, 3) patient coordinates."""
         homogeneous = np.c_[indices, np.ones(len(indices))]
-        return (homogeneous @ self.affine.T)[:, :3]
+        patient: np.ndarray = (homogeneous @ self.affine.T)[:, :3]
+        return patient
 
     def to_index(self, points: np.ndarray) -> np.ndarray:
         """(N, 3) patient coordinates to (N, 3) fractional voxel indices (k, j, i)."""
         homogeneous = np.c_[points, np.ones(len(points))]
-        return (homogeneous @ np.linalg.inv(self.affine).T)[:, :3]
+        indices: np.ndarray = (homogeneous @ np.linalg.inv(self.affine).T)[:, :3]
+        return indices
 
 
 def affine_from(position: np.ndarray, orientation: np.ndarray, pixel_spacing: tuple[float, float],
@@ -61,28 +66,30 @@ def affine_from(position: np.ndarray, orientation: np.ndarray, pixel_spacing: tu
 
 def load_volume(series: SeriesInfo) -> Volume:
     """Decode a (virtual) series into a volume of rescaled values (HU for CT)."""
-    images = [i for i in series.images if i.position is not None and i.orientation is not None]
-    if len(images) < 2:
+    located = [(i, i.position, i.orientation) for i in series.images
+               if i.position is not None and i.orientation is not None]
+    if len(located) < 2:
         raise VolumeError(f"series {series.key} has fewer than two images with geometry")
-    orientation = np.asarray(images[0].orientation, dtype=float)
+    orientation = np.asarray(located[0][2], dtype=float)
     normal = np.cross(orientation[:3], orientation[3:])
-    order = sorted(images, key=lambda i: float(np.dot(normal, i.position)))  # type: ignore[arg-type]
+    order = sorted(located, key=lambda item: float(np.dot(normal, item[1])))
     slices = []
     spacing: tuple[float, float] | None = None
-    for image in order:
+    for image, _, _ in order:
         ds = dcmread(image.path)
         if spacing is None:
-            spacing = tuple(float(v) for v in ds.PixelSpacing)  # type: ignore[assignment]
+            row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
+            spacing = row_spacing, column_spacing
         try:
             pixels = ds.pixel_array.astype(np.float32)
-        except Exception as exc:  # noqa: BLE001 - an undecodable image is a typed failure
+        except Exception as exc:  # an undecodable image, whatever the codec raises, is a typed failure
             raise VolumeError(f"cannot decode pixels of series {series.key}: {exc}") from exc
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
         slices.append(pixels * slope + intercept)
     if len({s.shape for s in slices}) != 1:
         raise VolumeError(f"series {series.key} mixes image sizes")
-    positions = np.array([i.position for i in order], dtype=float)
+    positions = np.array([position for _, position, _ in order], dtype=float)
     steps = np.diff(positions, axis=0)
     step = steps.mean(axis=0) if len(steps) else normal
     if len(steps) and np.max(np.linalg.norm(steps - step, axis=1)) > 0.1 * np.linalg.norm(step) + 0.01:
@@ -99,13 +106,11 @@ def resample_onto(moving: Volume, reference: Volume, *, shift_mm: np.ndarray | N
     ``shift_mm`` moves the moving volume's content by that displacement in patient space (the
     result of registration): the value at reference point p is taken from p - shift.
     """
-    from scipy.ndimage import map_coordinates  # noqa: PLC0415
-
     kk, jj, ii = np.meshgrid(*(np.arange(n) for n in reference.shape), indexing="ij")
     points = reference.to_patient(np.c_[kk.ravel(), jj.ravel(), ii.ravel()])
     if shift_mm is not None:
         points = points - shift_mm
     indices = moving.to_index(points).T
     value = float(moving.voxels.min()) if fill is None else fill
-    sampled = map_coordinates(moving.voxels, indices, order=1, mode="constant", cval=value)
+    sampled: np.ndarray = map_coordinates(moving.voxels, indices, order=1, mode="constant", cval=value)
     return sampled.reshape(reference.shape).astype(np.float32)

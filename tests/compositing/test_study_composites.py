@@ -120,7 +120,8 @@ def test_missing_phase_corrupt_series_and_mixed_frames_are_typed(ct_run: Path, t
 
     def series_of(study_dir: Path, role: str) -> list[Path]:
         uid = next(r["series_uid"] for r in truth if r["role"] == role)
-        return [p for p in study_dir.glob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID == uid]
+        return [p for p in study_dir.glob("*.dcm")
+                if pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID == uid]
 
     missing = _copy(ct_run, tmp_path / "missing")
     for path in series_of(missing, "pre"):

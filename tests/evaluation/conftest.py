@@ -67,12 +67,14 @@ def populated(repository: Repository, tmp_path: Path) -> Callable[..., dict]:
             lesions = []
             for lesion in ("L1", "L2")[: 1 + (k % 2)]:
                 truth = CLASSES[int(rng.uniform() < 0.5)]
-                p_progressed = float(np.clip((0.7 if truth == "progressed_hcc" else 0.3) + rng.normal(0, 0.2), 0.01, 0.99))
+                centre = 0.7 if truth == "progressed_hcc" else 0.3
+                p_progressed = float(np.clip(centre + rng.normal(0, 0.2), 0.01, 0.99))
                 label = CLASSES[int(p_progressed >= 0.5)] if abs(p_progressed - 0.5) > 0.05 else "indeterminate"
                 lesions.append({"lesion_id": lesion, "label": label, "roi_source": "seg",
                                 "probabilities": {"early_hcc": 1 - p_progressed, "progressed_hcc": p_progressed}})
                 labels_rows.append([patient, study_uid(k), f"ACC{k}", lesion, truth, "pathology", 1.0, 2.0, 3.0, 15])
-                for reader, group, accuracy in (("R1", "general", 0.6), ("R2", "abdominal", 0.8), ("R3", "abdominal", 0.75)):
+                readers = (("R1", "general", 0.6), ("R2", "abdominal", 0.8), ("R3", "abdominal", 0.75))
+                for reader, group, accuracy in readers:
                     right = rng.uniform() < accuracy
                     call = truth if right else CLASSES[1 - CLASSES.index(truth)]
                     read_rows.append([reader, group, patient, study_uid(k), lesion, call,

@@ -32,7 +32,7 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _config():  # noqa: ANN202
+def _config():
     from models.training import TrainingConfig
     from models.transforms import NO_AUGMENTATION
 
@@ -41,7 +41,7 @@ def _config():  # noqa: ANN202
 
 
 def test_misregistration_table(studies: Path, tmp_path: Path) -> None:
-    from worker.evaluation.experiments import load_data, misregistration_experiment, misregistered, write_experiment
+    from worker.evaluation.experiments import load_data, misregistered, misregistration_experiment, write_experiment
 
     data = load_data(studies, size=32, task="mri-ehcc")
     assert len(data.images) == 16
@@ -59,7 +59,8 @@ def test_misregistration_table(studies: Path, tmp_path: Path) -> None:
             for key in ("accuracy", "accuracy_low", "accuracy_high", "roc_auc", "macro_f1", "cohen_kappa"):
                 assert row[key] == registered[key], (row["transform"], key)
             assert row["accuracy_vs_registered"] == 0 and row["accuracy_vs_registered_p"] == 1.0
-            assert result["probabilities"][f"{row['transform']}:{row['degree']}"] == result["probabilities"]["registered"]
+            setting = f"{row['transform']}:{row['degree']}"
+            assert result["probabilities"][setting] == result["probabilities"]["registered"]
         assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
     paths = write_experiment(result, tmp_path / "out")
     with paths["csv"].open() as handle:

@@ -12,7 +12,7 @@ from db.queries import audit_events
 from db.repository import Repository
 from db.schema import ReaderRead, TruthLabel
 from tests.evaluation.conftest import LABEL_HEADER, READ_HEADER, add_study, study_uid, write_csv
-from worker.evaluation.imports import ImportRejected, import_file
+from worker.evaluation.imports import ImportRejectedError, import_file
 
 
 def count(database: Database, model: type) -> int:
@@ -53,7 +53,7 @@ def test_bad_truth_is_rejected_with_line_numbers_and_nothing_written(repository:
         ["PZ", study_uid(0), "", "L4", "early_hcc", "pathology", 1, 2, 3, 10],  # 7: patient differs
         ["P0", "", "", "L5", "early_hcc", "pathology", 1, 2, 3, 10],  # 8: no study reference
     ])
-    with pytest.raises(ImportRejected) as caught:
+    with pytest.raises(ImportRejectedError) as caught:
         import_file("truth", labels, repository, task="mri-ehcc")
     errors = [str(e) for e in caught.value.errors]
     assert [e.line for e in caught.value.errors] == [3, 4, 5, 6, 6, 7, 8]
@@ -70,11 +70,11 @@ def test_bad_truth_is_rejected_with_line_numbers_and_nothing_written(repository:
 def test_missing_columns_and_ragged_rows(repository: Repository, tmp_path: Path) -> None:
     missing = tmp_path / "missing.csv"
     missing.write_text("patient_id,study_uid,lesion_id\nP0,1.2,L1\n")
-    with pytest.raises(ImportRejected, match="line 1: missing column"):
+    with pytest.raises(ImportRejectedError, match="line 1: missing column"):
         import_file("truth", missing, repository)
     ragged = tmp_path / "ragged.csv"
     ragged.write_text(",".join(READ_HEADER) + "\nR1,general,P0,1.2,L1,early_hcc,0.5,extra\n")
-    with pytest.raises(ImportRejected, match="line 2: expected 7 fields"):
+    with pytest.raises(ImportRejectedError, match="line 2: expected 7 fields"):
         import_file("reads", ragged, repository)
 
 
@@ -84,8 +84,9 @@ def test_reimport_is_a_duplicate_unless_replaced(repository: Repository, databas
     first = write_csv(tmp_path / "first.csv", LABEL_HEADER, [row])
     import_file("truth", first, repository)
     second = write_csv(tmp_path / "second.csv", LABEL_HEADER, [
-        ["P0", study_uid(0), "", "L2", "early_hcc", "pathology", "", "", "", ""], row[:4] + ["progressed_hcc"] + row[5:]])
-    with pytest.raises(ImportRejected) as caught:
+        ["P0", study_uid(0), "", "L2", "early_hcc", "pathology", "", "", "", ""],
+        row[:4] + ["progressed_hcc"] + row[5:]])
+    with pytest.raises(ImportRejectedError) as caught:
         import_file("truth", second, repository)
     assert [str(e) for e in caught.value.errors] == [f"line 3: already imported ({study_uid(0)}, L1); "
                                                      "--replace replaces it"]
@@ -109,7 +110,7 @@ def test_reads_need_known_lesions_and_valid_confidence(repository: Repository, d
         ["R3", "general", "P0", study_uid(0), "L1", "early_hcc", 0.5],  # 6: fine
         ["R3", "general", "P0", study_uid(0), "L1", "progressed_hcc", 0.5],  # 7: duplicate
     ])
-    with pytest.raises(ImportRejected) as caught:
+    with pytest.raises(ImportRejectedError) as caught:
         import_file("reads", reads, repository)
     assert [e.line for e in caught.value.errors] == [2, 3, 4, 5, 7]
     assert count(database, ReaderRead) == 0

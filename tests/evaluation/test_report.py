@@ -70,7 +70,8 @@ def test_report_numbers_html_and_csv(repository: Repository, database: Database,
     assert document["skipped_studies"]["skipped"] == {"studies": 1, "reasons": {"incomplete: no arterial phase": 1}}
     [section] = document["models"]
     summary = section["summary"]
-    assert section["model"] == MODEL and summary["lesions"] == files["lesions"] and summary["patients"] == files["patients"]
+    assert section["model"] == MODEL and summary["lesions"] == files["lesions"] \
+        and summary["patients"] == files["patients"]
 
     # The same numbers straight from scikit-learn on the stored rows.
     from worker.evaluation.cases import load_cases

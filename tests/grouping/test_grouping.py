@@ -15,8 +15,8 @@ from pydicom.uid import generate_uid
 
 from tests.grouping.conftest import STYLES, copy_study, rewrite, role_truth
 from worker.grouping import Outcome, group_paths, load_rules
-from worker.grouping.matching import fat_water_phase
 from worker.grouping.rules import RulesError
+from worker.grouping.signals import fat_water_phase
 
 RULES = load_rules()
 TASKS = ("ct-histology", "mri-ehcc")

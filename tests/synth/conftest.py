@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
 from synth_helpers import small_options
+
 from worker.synth.study import StudyRecord, generate_study
 
 

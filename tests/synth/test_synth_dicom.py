@@ -10,8 +10,8 @@ from collections import defaultdict
 import numpy as np
 import pydicom
 import pytest
-
 from synth_helpers import read_study, require_dciodvfy, small_options
+
 from worker.synth.run import generate_run
 from worker.synth.truth import LABEL_COLUMNS, READ_COLUMNS, parse_readers
 
@@ -105,7 +105,8 @@ def test_geometry_round_trips_and_the_seg_marks_the_lesion_where_labels_say(make
     iop = np.array([float(v) for v in
                     seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient])
     points = defaultdict(list)
-    for frame, item in zip(seg.pixel_array.reshape(-1, seg.Rows, seg.Columns), seg.PerFrameFunctionalGroupsSequence):
+    frames = seg.pixel_array.reshape(-1, seg.Rows, seg.Columns)
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
         holder = item if "SegmentIdentificationSequence" in item else seg.SharedFunctionalGroupsSequence[0]
         number = holder.SegmentIdentificationSequence[0].ReferencedSegmentNumber
         ipp = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
@@ -194,7 +195,7 @@ def test_japanese_style_decodes_with_pydicom(make_study):
         assert word in text
     # Raw bytes are UTF-8, as ISO_IR 192 requires.
     raw = (record.folder / "0003-00001.dcm").read_bytes()
-    assert "動脈相".encode("utf-8") in raw
+    assert "動脈相".encode() in raw
     mr = make_study("mri-ehcc", style="japanese")
     mr_text = " ".join(pydicom.dcmread(p, stop_before_pixels=True).SeriesDescription for p in mr.folder.glob("*.dcm"))
     assert "肝細胞相" in mr_text and "EOB 動脈相" in mr_text

@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import pydicom
 import pytest
+from synth_helpers import hu, read_study
 from typer.testing import CliRunner
 
-from synth_helpers import hu, read_study
 from worker.synth import ct_physics
 from worker.synth.tasks import TASKS
 from worker.synth.truth import LabelRow, parse_readers, simulate_reads
@@ -42,7 +42,7 @@ def _roi_mean(images, point, radius_mm):
 
 
 def _moved(point, offset, motion=1.0):
-    return tuple(p + motion * o for p, o in zip(point, offset))
+    return tuple(p + motion * o for p, o in zip(point, offset, strict=True))
 
 
 @pytest.mark.timeout(60)
@@ -66,7 +66,7 @@ def _lesion_hu(record, radius_fraction=0.5):
     ref = record.reference_offset
     out = {}
     for role, (images, offset) in phases.items():
-        centre = tuple(c - r + o for c, r, o in zip(row.center_mm, ref, offset))
+        centre = tuple(c - r + o for c, r, o in zip(row.center_mm, ref, offset, strict=True))
         lesion = _roi_mean(images, centre, max(row.size_mm / 2 * radius_fraction, 4.0))
         liver = _roi_mean(images, _moved((-100.0, 20.0, 60.0), offset), 12.0)
         out[role] = (lesion, liver)
@@ -107,7 +107,7 @@ def test_mri_progressed_hcc_lacks_hepatobiliary_uptake_and_early_hcc_is_subtle(m
                 images = [ds for ds in series[s.series_uid]]
                 for ds in images:
                     ds.RescaleSlope, ds.RescaleIntercept = 1, 0
-                centre = tuple(c - r + o for c, r, o in zip(row.center_mm, ref, offset))
+                centre = tuple(c - r + o for c, r, o in zip(row.center_mm, ref, offset, strict=True))
                 lesion = _roi_mean(images, centre, max(row.size_mm / 4, 3.0))
                 liver = _roi_mean(images, _moved((-100.0, 20.0, 60.0), offset), 12.0)
                 values[role] = lesion / liver

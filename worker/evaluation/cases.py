@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -123,18 +122,3 @@ def reader_scores(label: str, confidence: float | None, classes: list[str]) -> n
     if label in classes:
         scores[classes.index(label)] = confidence
     return scores
-
-
-def json_ready(value: Any) -> Any:
-    """NaN and infinities as null, numpy scalars as Python numbers (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_ready(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

@@ -37,12 +37,12 @@ def register(app: typer.Typer) -> None:
 
 def _import(ctx: typer.Context, kind: str, file: Path, **options: object) -> None:
     from db.repository import Repository  # noqa: PLC0415
-    from worker.evaluation.imports import ImportRejected, import_file  # noqa: PLC0415
+    from worker.evaluation.imports import ImportRejectedError, import_file  # noqa: PLC0415
 
     runtime: Runtime = ctx.obj
     try:
         count = import_file(kind, file, Repository(runtime.database()), **options)  # type: ignore[arg-type]
-    except ImportRejected as exc:
+    except ImportRejectedError as exc:
         for error in exc.errors:
             typer.echo(f"{file}: {error}", err=True)
         typer.echo(f"triphase: {file}: {len(exc.errors)} problem(s); nothing imported", err=True)

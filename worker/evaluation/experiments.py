@@ -18,19 +18,29 @@ import csv
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from models.artifact import save_trained
 from models.evaluation.bootstrap import paired_difference
 from models.evaluation.metrics import encode, fast_auc_ovr
 from models.evaluation.summary import BootstrapSettings, summarise
-from worker.evaluation.cases import json_ready
+from models.inference import Classifier
+from models.architectures import default_registry
+from models.splits import patient_folds
+from models.tasks import known_task
+from models.training import Mode, TrainingConfig, train_model
+from models.transforms import as_unit_float, misregister, to_input_tensor
+from worker.composite_folder import load_composite_folder, load_study_folder
+from worker.evaluation.document import ExperimentResult, ExperimentRow, Summary, json_ready
 
 log = logging.getLogger(__name__)
+DEFAULT_BOOTSTRAP = BootstrapSettings()
 
 TRANSFORMS = ("shift", "rotate", "skew")
 
@@ -47,9 +57,6 @@ class ExperimentData:
 def load_data(folder: Path, *, size: int, task: str | None = None) -> ExperimentData:
     """Composites of a folder of studies with labels.csv (the inference path builds them), or of a
     prepared composite folder (composites.csv)."""
-    from models.tasks import known_task  # noqa: PLC0415
-    from worker.composite_folder import load_composite_folder, load_study_folder  # noqa: PLC0415
-
     loaded = load_composite_folder(folder) if (folder / "composites.csv").is_file() else \
         load_study_folder(folder, size=size)
     definition = known_task(task) if task else None
@@ -65,8 +72,6 @@ def misregistered(image: np.ndarray, transform: str, degree: float, *, channel: 
     Degree 0 is the registered composite itself: an identity warp would add rounding noise of
     about 1e-15, and the baseline must be reproduced exactly.
     """
-    from models.transforms import as_unit_float, misregister  # noqa: PLC0415
-
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
     if degree == 0:
@@ -78,16 +83,9 @@ def misregistered(image: np.ndarray, transform: str, degree: float, *, channel: 
     return misregister(image, channel=channel, skew_deg=float(degree))
 
 
-def out_of_fold_probabilities(data: ExperimentData, images: Sequence[np.ndarray], *, config: Any, folds: int,
-                              weights_dir: Path) -> np.ndarray:
+def out_of_fold_probabilities(data: ExperimentData, images: Sequence[np.ndarray], *, config: TrainingConfig,
+                              folds: int, weights_dir: Path) -> np.ndarray:
     """(n, classes) probabilities, each lesion's from the model trained without its patient."""
-    from models.architectures import default_registry  # noqa: PLC0415
-    from models.artifact import save_trained  # noqa: PLC0415
-    from models.inference import Classifier  # noqa: PLC0415
-    from models.splits import patient_folds  # noqa: PLC0415
-    from models.training import train_model  # noqa: PLC0415
-    from models.transforms import to_input_tensor  # noqa: PLC0415
-
     registry = default_registry()
     out = np.zeros((len(images), len(data.classes)))
     with tempfile.TemporaryDirectory(prefix="triphase-experiment-") as scratch:
@@ -120,7 +118,7 @@ def _auc(data: ExperimentData, probabilities: np.ndarray) -> Callable[[np.ndarra
     return auc
 
 
-def _summary(data: ExperimentData, probabilities: np.ndarray, settings: BootstrapSettings) -> dict[str, Any]:
+def _summary(data: ExperimentData, probabilities: np.ndarray, settings: BootstrapSettings) -> Summary:
     predicted = np.asarray(data.classes, dtype=object)[probabilities.argmax(axis=1)]
     return summarise(data.labels, predicted, data.patient_ids, labels=data.classes, y_score=probabilities,
                      settings=settings, curves=False)
@@ -129,7 +127,7 @@ def _summary(data: ExperimentData, probabilities: np.ndarray, settings: Bootstra
 TABLE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "roc_auc")
 
 
-def _row(fixed: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+def _row(fixed: ExperimentRow, summary: Summary) -> ExperimentRow:
     row = dict(fixed)
     for name in TABLE_METRICS:
         interval = summary["metrics"].get(name, {})
@@ -138,14 +136,15 @@ def _row(fixed: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def misregistration_experiment(data: ExperimentData, *, degrees: dict[str, Sequence[float]], channel: int,
-                               config: Any, folds: int, weights_dir: Path,
-                               settings: BootstrapSettings = BootstrapSettings()) -> dict[str, Any]:
+def misregistration_experiment(data: ExperimentData, *, degrees: Mapping[str, Sequence[float]], channel: int,
+                               config: TrainingConfig, folds: int, weights_dir: Path,
+                               settings: BootstrapSettings = DEFAULT_BOOTSTRAP) -> ExperimentResult:
     """One row per transform and degree, each compared with the registered baseline."""
     baseline_images = [misregistered(image, "shift", 0, channel=channel) for image in data.images]
     baseline = out_of_fold_probabilities(data, baseline_images, config=config, folds=folds, weights_dir=weights_dir)
     baseline_summary = _summary(data, baseline, settings)
-    rows, probabilities = [], {}
+    rows: list[ExperimentRow] = []
+    probabilities: dict[str, np.ndarray] = {}
     for transform, values in degrees.items():
         for degree in values:
             log.info("misregistration: %s %s", transform, degree)
@@ -163,62 +162,74 @@ def misregistration_experiment(data: ExperimentData, *, degrees: dict[str, Seque
                         f"{name}_vs_registered_high": test.difference.high,
                         f"{name}_vs_registered_p": test.p_value}
             rows.append(row)
-    return json_ready({"experiment": "misregistration", "channel": channel, "folds": folds,
-                       "config": config.to_dict(), "bootstrap": settings.__dict__,
-                       "test": "paired percentile bootstrap over patients of the difference from the registered "
-                               "baseline (two-sided p)",
-                       "registered": _row({"transform": "none", "degree": 0.0, "channel": channel}, baseline_summary),
-                       "rows": rows, "lesions": len(data.labels),
-                       "patients": len(set(data.patient_ids.tolist())),
-                       "probabilities": {"registered": baseline, **probabilities}})
+    result: ExperimentResult = json_ready({
+        "experiment": "misregistration", "channel": channel, "folds": folds,
+        "config": config.to_dict(), "bootstrap": settings.__dict__,
+        "test": "paired percentile bootstrap over patients of the difference from the registered "
+                "baseline (two-sided p)",
+        "registered": _row({"transform": "none", "degree": 0.0, "channel": channel}, baseline_summary),
+        "rows": rows, "lesions": len(data.labels),
+        "patients": len(set(data.patient_ids.tolist())),
+        "probabilities": {"registered": baseline, **probabilities}})
+    return result
 
 
-def architectures_experiment(data: ExperimentData, *, variants: Sequence[tuple[str, str]], config: Any, folds: int,
-                             weights_dir: Path, settings: BootstrapSettings = BootstrapSettings()) -> dict[str, Any]:
+def architectures_experiment(data: ExperimentData, *, variants: Sequence[tuple[str, str]], config: TrainingConfig,
+                             folds: int, weights_dir: Path,
+                             settings: BootstrapSettings = DEFAULT_BOOTSTRAP) -> ExperimentResult:
     """One row per (architecture, mode), all under the same outer folds and seed."""
-    from models.transforms import as_unit_float  # noqa: PLC0415
-
     images = [as_unit_float(np.asarray(image)) for image in data.images]
-    rows = []
+    rows: list[ExperimentRow] = []
     for architecture, mode in variants:
         log.info("architectures: %s (%s)", architecture, mode)
-        variant = replace(config, architecture=architecture, mode=mode)
+        # TrainingConfig checks the mode when it is made, so a cast is all the narrowing needed.
+        variant = replace(config, architecture=architecture, mode=cast(Mode, mode))
         probs = out_of_fold_probabilities(data, images, config=variant, folds=folds, weights_dir=weights_dir)
         rows.append(_row({"architecture": architecture, "mode": mode}, _summary(data, probs, settings)))
-    return json_ready({"experiment": "architectures", "folds": folds, "config": config.to_dict(),
-                       "bootstrap": settings.__dict__, "rows": rows, "lesions": len(data.labels),
-                       "patients": len(set(data.patient_ids.tolist()))})
+    result: ExperimentResult = json_ready({
+        "experiment": "architectures", "folds": folds, "config": config.to_dict(), "bootstrap": settings.__dict__,
+        "rows": rows, "lesions": len(data.labels), "patients": len(set(data.patient_ids.tolist()))})
+    return result
 
 
-def _plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
+def _number(row: ExperimentRow, key: str) -> float:
+    value = row[key]
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"{key} is not a number: {value!r}")
+    return float(value)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+def _accuracy_bars(rows: Sequence[ExperimentRow]) -> tuple[list[float], list[list[float]]]:
+    """Accuracy of each row and its error bars (below, above) for the 95% interval."""
+    y = [_number(r, "accuracy") for r in rows]
+    errors = [[_number(r, "accuracy") - _number(r, "accuracy_low") for r in rows],
+              [_number(r, "accuracy_high") - _number(r, "accuracy") for r in rows]]
+    return y, errors
+
+
+def _plot(result: ExperimentResult, path: Path) -> None:
+    """Accuracy with its interval per setting (drawn without pyplot: no global figure state)."""
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     rows = result["rows"]
     if result["experiment"] == "misregistration":
-        for transform in dict.fromkeys(r["transform"] for r in rows):
+        for transform in dict.fromkeys(str(r["transform"]) for r in rows):
             mine = [r for r in rows if r["transform"] == transform]
-            x = [r["degree"] for r in mine]
-            y = [r["accuracy"] for r in mine]
-            errors = [[r["accuracy"] - r["accuracy_low"] for r in mine], [r["accuracy_high"] - r["accuracy"] for r in mine]]
-            axis.errorbar(x, y, yerr=errors, marker="o", capsize=3, label=transform)
+            y, errors = _accuracy_bars(mine)
+            axis.errorbar([_number(r, "degree") for r in mine], y, yerr=errors, marker="o", capsize=3,
+                          label=transform)
         axis.set(xlabel="degree (pixels or degrees)", ylabel="accuracy (95% CI)", title="Misregistration")
         axis.legend()
     else:
         names = [f"{r['architecture']}\n{r['mode']}" for r in rows]
-        y = [r["accuracy"] for r in rows]
-        errors = [[r["accuracy"] - r["accuracy_low"] for r in rows], [r["accuracy_high"] - r["accuracy"] for r in rows]]
+        y, errors = _accuracy_bars(rows)
         axis.bar(range(len(rows)), y, yerr=errors, capsize=3)
         axis.set_xticks(range(len(rows)), names, fontsize=7)
         axis.set(ylabel="accuracy (95% CI)", title="Architectures")
     figure.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(figure)
 
 
-def write_experiment(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+def write_experiment(result: ExperimentResult, out_dir: Path) -> dict[str, Path]:
     """results.json (with out-of-fold probabilities), table.csv and plot.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "csv": out_dir / "table.csv", "plot": out_dir / "plot.png"}

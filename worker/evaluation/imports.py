@@ -14,11 +14,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from db.engine import Database
 from db.queries import known_studies, truth_rows
 from db.repository import DuplicateRows, Repository
+from db.vocabulary import Severity
 from models.tasks import KNOWN_TASKS, known_task
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ READS_OPTIONAL = ("confidence",)
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_ERRORS_SHOWN = 50
 
+ImportRow = dict[str, str | float | None]
+"""One validated row as the repository stores it: column -> text, number or None (empty)."""
+
 
 @dataclass(frozen=True)
 class LineError:
@@ -40,7 +43,7 @@ class LineError:
         return f"line {self.line}: {self.message}"
 
 
-class ImportRejected(ValueError):
+class ImportRejectedError(ValueError):
     """The file was refused; ``errors`` says where and why. Nothing was written."""
 
     def __init__(self, path: Path, errors: list[LineError]) -> None:
@@ -66,7 +69,8 @@ def _read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...]
         header = [name.strip() for name in (reader.fieldnames or [])]
         missing = [c for c in required if c not in header]
         if missing:
-            return [], [LineError(1, f"missing column(s) {', '.join(missing)} (expected {', '.join(required + optional)})")]
+            expected = ", ".join(required + optional)
+            return [], [LineError(1, f"missing column(s) {', '.join(missing)} (expected {expected})")]
         reader.fieldnames = header
         rows, errors = [], []
         for row in reader:
@@ -111,15 +115,15 @@ def _identifier(row: dict[str, str], column: str, errors: list[LineError], line:
 
 
 def validate_truth(path: Path, database: Database, *, task: str | None = None,
-                   allow_unknown_studies: bool = False) -> list[tuple[int, dict[str, Any]]]:
-    """Rows ready for :meth:`Repository.import_truth`, or :class:`ImportRejected` with every problem."""
+                   allow_unknown_studies: bool = False) -> list[tuple[int, ImportRow]]:
+    """Rows ready for :meth:`Repository.import_truth`, or :class:`ImportRejectedError` with every problem."""
     labels = allowed_labels(task)
     rows, errors = _read_csv(path, TRUTH_REQUIRED, TRUTH_OPTIONAL)
     studies = {s.study_uid: s for s in known_studies(database)}
     by_accession: dict[str, list[str]] = {}
-    for study in studies.values():
-        if study.accession_number:
-            by_accession.setdefault(study.accession_number, []).append(study.study_uid)
+    for known in studies.values():
+        if known.accession_number:
+            by_accession.setdefault(known.accession_number, []).append(known.study_uid)
     seen: dict[tuple[str, str], int] = {}
     out = []
     for line, row in rows:
@@ -140,7 +144,8 @@ def validate_truth(path: Path, database: Database, *, task: str | None = None,
             else:
                 uid = matches[0]
         elif uid not in studies and not allow_unknown_studies:
-            errors.append(LineError(line, f"unknown study {uid} (not received; --allow-unknown-studies imports it anyway)"))
+            errors.append(LineError(line, f"unknown study {uid} "
+                                    "(not received; --allow-unknown-studies imports it anyway)"))
         study = studies.get(uid)
         if study is not None:
             if study.patient_id and row["patient_id"] and study.patient_id != row["patient_id"]:
@@ -161,12 +166,12 @@ def validate_truth(path: Path, database: Database, *, task: str | None = None,
                                "lesion_id": row["lesion_id"], "label": row["label"],
                                "source": row.get("source") or None, **numbers}))
     if errors:
-        raise ImportRejected(path, errors)
+        raise ImportRejectedError(path, errors)
     return out
 
 
 def validate_reads(path: Path, database: Database, *, task: str | None = None
-                   ) -> list[tuple[int, dict[str, Any]]]:
+                   ) -> list[tuple[int, ImportRow]]:
     """Rows ready for :meth:`Repository.import_reads`; each read must name a lesion with truth."""
     labels = allowed_labels(task)
     rows, errors = _read_csv(path, READS_REQUIRED, READS_OPTIONAL)
@@ -199,11 +204,11 @@ def validate_reads(path: Path, database: Database, *, task: str | None = None
         if len(errors) == before:
             out.append((line, {k: row[k] for k in READS_REQUIRED} | {"confidence": confidence}))
     if errors:
-        raise ImportRejected(path, errors)
+        raise ImportRejectedError(path, errors)
     return out
 
 
-def _key_lines(rows: Iterable[tuple[int, dict[str, Any]]], key: tuple[str, ...]) -> dict[tuple[str, ...], int]:
+def _key_lines(rows: Iterable[tuple[int, ImportRow]], key: tuple[str, ...]) -> dict[tuple[object, ...], int]:
     return {tuple(row[k] for k in key): line for line, row in rows}
 
 
@@ -213,7 +218,8 @@ def import_file(kind: str, path: Path, repository: Repository, *, task: str | No
     try:
         if kind == "truth":
             rows = validate_truth(path, repository.db, task=task, allow_unknown_studies=allow_unknown_studies)
-            key, write = ("study_uid", "lesion_id"), repository.import_truth
+            key: tuple[str, ...] = ("study_uid", "lesion_id")
+            write = repository.import_truth
         elif kind == "reads":
             rows = validate_reads(path, repository.db, task=task)
             key, write = ("reader_id", "study_uid", "lesion_id"), repository.import_reads
@@ -223,10 +229,11 @@ def import_file(kind: str, path: Path, repository: Repository, *, task: str | No
             return write([row for _, row in rows], file=str(path), replace=replace)
         except DuplicateRows as exc:
             lines = _key_lines(rows, key)
-            raise ImportRejected(path, [LineError(lines[k], f"already imported ({', '.join(k)}); "
+            raise ImportRejectedError(path, [LineError(lines[k], f"already imported ({', '.join(k)}); "
                                                   "--replace replaces it") for k in exc.keys]) from None
-    except ImportRejected as exc:
-        repository.audit(f"{kind}.import_rejected", f"{path.name}: {len(exc.errors)} problem(s)", severity="warning",
+    except ImportRejectedError as exc:
+        repository.audit(f"{kind}.import_rejected", f"{path.name}: {len(exc.errors)} problem(s)",
+                         severity=Severity.WARNING,
                          detail={"file": str(path), "errors": [str(e) for e in exc.errors[:MAX_ERRORS_SHOWN]],
                                  "error_count": len(exc.errors)})
         raise

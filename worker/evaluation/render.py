@@ -12,14 +12,18 @@ import csv
 import html
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+from matplotlib.figure import Figure
+
+from worker.evaluation.document import DelongEntry, ModelSection, ReadersSection, Report, Summary
 
 DIGITS = 4
+CsvRow = list[str | float | int | None]
 
 
-def fmt(value: Any) -> str:
+def fmt(value: float | None) -> str:
     """How every number is printed in the HTML (the test parses it back with the same rule)."""
     if value is None:
         return "n/a"
@@ -28,41 +32,41 @@ def fmt(value: Any) -> str:
     return f"{float(value):.{DIGITS}f}"
 
 
-def _cell(value: Any, key: str) -> str:
+def _cell(value: float | None, key: str) -> str:
     return f'<td data-key="{html.escape(key)}">{fmt(value)}</td>'
 
 
-def _png(figure: Any) -> str:
+def _png(figure: Figure) -> str:
+    """The figure as an embedded PNG (drawn without pyplot, so no global figure state is kept)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    plt.close(figure)
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-def _plots(summary: dict[str, Any], title: str) -> str:
-    import matplotlib  # noqa: PLC0415
+def _numbers(values: Sequence[float | None]) -> list[float]:
+    """A JSON series for plotting: null (a non-finite value) back to NaN, which leaves a gap."""
+    return [float("nan") if v is None else v for v in values]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    parts = []
-    roc = summary.get("roc") or {}
-    if roc:
-        figure, axis = plt.subplots(figsize=(4.5, 4.5))
-        for label, curve in roc.items():
-            auc = summary["metrics"]["roc_auc_ovr"][label]["estimate"]
-            line, = axis.plot(curve["fpr"], curve["tpr"], label=f"{label} (AUC {fmt(auc)})")
-            low = [float("nan") if v is None else v for v in curve["tpr_low"]]
-            high = [float("nan") if v is None else v for v in curve["tpr_high"]]
-            axis.fill_between(curve["fpr"], low, high, alpha=0.15, color=line.get_color())
-        axis.plot([0, 1], [0, 1], "k:", linewidth=0.8)
-        axis.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {title} (95% bands)")
-        axis.legend(fontsize=7, loc="lower right")
-        parts.append(_png(figure))
+def _roc_plot(summary: Summary, roc: Mapping[str, Mapping[str, Sequence[float | None]]], title: str) -> str:
+    figure = Figure(figsize=(4.5, 4.5))
+    axis = figure.subplots()
+    for label, curve in roc.items():
+        auc = summary["metrics"]["roc_auc_ovr"][label]["estimate"]
+        fpr = _numbers(curve["fpr"])
+        line, = axis.plot(fpr, _numbers(curve["tpr"]), label=f"{label} (AUC {fmt(auc)})")
+        axis.fill_between(fpr, _numbers(curve["tpr_low"]), _numbers(curve["tpr_high"]), alpha=0.15,
+                          color=line.get_color())
+    axis.plot([0, 1], [0, 1], "k:", linewidth=0.8)
+    axis.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {title} (95% bands)")
+    axis.legend(fontsize=7, loc="lower right")
+    return _png(figure)
+
+
+def _confusion_plot(summary: Summary, title: str) -> str:
     cm = summary["confusion_matrix"]
-    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    figure = Figure(figsize=(4.5, 4.5))
+    axis = figure.subplots()
     axis.imshow(cm["matrix"], cmap="Blues")
     for r, row in enumerate(cm["matrix"]):
         for c, value in enumerate(row):
@@ -70,23 +74,35 @@ def _plots(summary: dict[str, Any], title: str) -> str:
     axis.set_xticks(range(len(cm["labels"])), cm["labels"], rotation=45, ha="right", fontsize=7)
     axis.set_yticks(range(len(cm["labels"])), cm["labels"], fontsize=7)
     axis.set(xlabel="predicted", ylabel="truth", title=f"Confusion matrix, {title}")
-    parts.append(_png(figure))
+    return _png(figure)
+
+
+def _reliability_plot(edges: Sequence[float], accuracy: Sequence[float | None], ece: float | None,
+                      title: str) -> str:
+    figure = Figure(figsize=(4.5, 4.5))
+    axis = figure.subplots()
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    axis.bar(centres, _numbers(accuracy), width=edges[1] - edges[0], edgecolor="k", alpha=0.6, label="accuracy")
+    axis.plot([0, 1], [0, 1], "k:", linewidth=0.8, label="perfect calibration")
+    axis.set(xlabel="confidence of the top class", ylabel="accuracy",
+             title=f"Reliability, {title} (ECE {fmt(ece)})")
+    axis.legend(fontsize=7)
+    return _png(figure)
+
+
+def _plots(summary: Summary, title: str) -> str:
+    parts = []
+    roc = summary.get("roc") or {}
+    if roc:
+        parts.append(_roc_plot(summary, roc, title))
+    parts.append(_confusion_plot(summary, title))
     reliability = summary.get("reliability")
     if reliability:
-        figure, axis = plt.subplots(figsize=(4.5, 4.5))
-        edges = reliability["bin_edges"]
-        centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        accuracy = [float("nan") if v is None else v for v in reliability["accuracy"]]
-        axis.bar(centres, accuracy, width=edges[1] - edges[0], edgecolor="k", alpha=0.6, label="accuracy")
-        axis.plot([0, 1], [0, 1], "k:", linewidth=0.8, label="perfect calibration")
-        axis.set(xlabel="confidence of the top class", ylabel="accuracy",
-                 title=f"Reliability, {title} (ECE {fmt(reliability['ece'][0])})")
-        axis.legend(fontsize=7)
-        parts.append(_png(figure))
+        parts.append(_reliability_plot(reliability["bin_edges"], reliability["accuracy"], reliability["ece"][0], title))
     return "<div class='plots'>" + "".join(parts) + "</div>"
 
 
-def _metrics_table(summary: dict[str, Any], key: str) -> str:
+def _metrics_table(summary: Summary, key: str) -> str:
     metrics = summary["metrics"]
     rows = ["<tr><th>metric</th><th>class</th><th>estimate</th><th>95% low</th><th>95% high</th></tr>"]
     for name, value in metrics.items():
@@ -99,15 +115,35 @@ def _metrics_table(summary: dict[str, Any], key: str) -> str:
     return f"<p>{summary['lesions']} lesions of {summary['patients']} patients.</p><table>{''.join(rows)}</table>"
 
 
-def _delong_table(entries: list[dict[str, Any]], key: str) -> str:
-    columns = ("auc_model", "auc_readers", "difference", "z", "p_value")
-    rows = ["<tr><th>positive class</th>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"]
+DELONG_COLUMNS = ("auc_model", "auc_readers", "difference", "z", "p_value")
+
+
+def _delong_values(entry: DelongEntry) -> dict[str, float | None]:
+    """The test's numbers by column, for the columns the entry has (none when it was skipped)."""
+    values: dict[str, float | None] = {}
+    if "auc_model" in entry:
+        values["auc_model"] = entry["auc_model"]
+    if "auc_readers" in entry:
+        values["auc_readers"] = entry["auc_readers"]
+    if "difference" in entry:
+        values["difference"] = entry["difference"]
+    if "z" in entry:
+        values["z"] = entry["z"]
+    if "p_value" in entry:
+        values["p_value"] = entry["p_value"]
+    return values
+
+
+def _delong_table(entries: list[DelongEntry], key: str) -> str:
+    rows = ["<tr><th>positive class</th>" + "".join(f"<th>{c}</th>" for c in DELONG_COLUMNS) + "</tr>"]
     for k, entry in enumerate(entries):
         if "skipped" in entry:
-            rows.append(f"<tr><td>{html.escape(entry['class'])}</td><td colspan='5'>{html.escape(entry['skipped'])}</td></tr>")
+            rows.append(f"<tr><td>{html.escape(entry['class'])}</td>"
+                        f"<td colspan='5'>{html.escape(entry['skipped'])}</td></tr>")
             continue
+        values = _delong_values(entry)
         rows.append(f"<tr><td>{html.escape(entry['class'])}</td>"
-                    + "".join(_cell(entry[c], f"{key}/{k}/{c}") for c in columns) + "</tr>")
+                    + "".join(_cell(values[c], f"{key}/{k}/{c}") for c in DELONG_COLUMNS) + "</tr>")
     return f"<table>{''.join(rows)}</table>"
 
 
@@ -123,7 +159,42 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{bor
          "td:first-child,td:nth-child(2){text-align:left}.plots img{margin:4px}")
 
 
-def render_html(document: dict[str, Any]) -> str:
+def _model_html(section: ModelSection, key: str) -> list[str]:
+    out = [f"<h2>Model {html.escape(section['model'])} ({html.escape(section['task'])})</h2>",
+           _counts("Predictions left out", section["left_out"]),
+           f"<p>Indeterminate predictions: {section['indeterminate']}.</p>"]
+    summary = section["summary"]
+    if summary is None:
+        out.append("<p>No prediction could be joined to the ground truth.</p>")
+        return out
+    out.append(_metrics_table(summary, f"{key}/summary"))
+    out.append(_plots(summary, "model"))
+    baseline = section["majority_baseline"]
+    out.append(f"<h3>Majority-class baseline (always {html.escape(baseline['class'])})</h3>")
+    out.append(_metrics_table(baseline["summary"], f"{key}/majority_baseline/summary"))
+    readers = section.get("readers")
+    if readers:
+        out.extend(_readers_html(readers, key))
+    return out
+
+
+def _readers_html(readers: ReadersSection, key: str) -> list[str]:
+    out = [f"<h3>Readers</h3><p>{html.escape(readers['score_rule'])}</p>"]
+    for group, info in readers["groups"].items():
+        gkey = f"{key}/readers/groups/{group}"
+        out.append(f"<h4>Group {html.escape(group)}: {len(info['readers'])} reader(s), {info['reads']} reads</h4>")
+        out.append(_metrics_table(info["summary"], f"{gkey}/summary"))
+        out.append("<p>The model on the same lesions:</p>")
+        out.append(_metrics_table(info["model_on_same_cases"], f"{gkey}/model_on_same_cases"))
+        out.append("<p>DeLong's test, model vs this group's mean score:</p>")
+        out.append(_delong_table(info["delong"], f"{gkey}/delong"))
+    for reader_id, entry in readers["readers"].items():
+        out.append(f"<h4>Reader {html.escape(reader_id)} ({html.escape(entry['group'])})</h4>")
+        out.append(_metrics_table(entry["summary"], f"{key}/readers/readers/{reader_id}/summary"))
+    return out
+
+
+def render_html(document: Report) -> str:
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>triphase evaluation</title>",
            f"<style>{STYLE}</style></head><body><h1>triphase evaluation</h1>",
            "<p>Research use only. Intervals: 95% percentile bootstrap over patients "
@@ -132,66 +203,47 @@ def render_html(document: dict[str, Any]) -> str:
     for state, info in document["skipped_studies"].items():
         out.append(_counts(f"Studies {state} ({info['studies']})", info["reasons"]))
     for m, section in enumerate(document["models"]):
-        key = f"models/{m}"
-        out.append(f"<h2>Model {html.escape(section['model'])} ({html.escape(section['task'])})</h2>")
-        out.append(_counts("Predictions left out", section["left_out"]))
-        out.append(f"<p>Indeterminate predictions: {section['indeterminate']}.</p>")
-        summary = section["summary"]
-        if summary is None:
-            out.append("<p>No prediction could be joined to the ground truth.</p>")
-            continue
-        out.append(_metrics_table(summary, f"{key}/summary"))
-        out.append(_plots(summary, "model"))
-        baseline = section["majority_baseline"]
-        out.append(f"<h3>Majority-class baseline (always {html.escape(baseline['class'])})</h3>")
-        out.append(_metrics_table(baseline["summary"], f"{key}/majority_baseline/summary"))
-        readers = section.get("readers")
-        if readers:
-            out.append(f"<h3>Readers</h3><p>{html.escape(readers['score_rule'])}</p>")
-            for group, info in readers["groups"].items():
-                gkey = f"{key}/readers/groups/{group}"
-                out.append(f"<h4>Group {html.escape(group)}: {len(info['readers'])} reader(s), {info['reads']} reads</h4>")
-                out.append(_metrics_table(info["summary"], f"{gkey}/summary"))
-                out.append("<p>The model on the same lesions:</p>")
-                out.append(_metrics_table(info["model_on_same_cases"], f"{gkey}/model_on_same_cases"))
-                out.append("<p>DeLong's test, model vs this group's mean score:</p>")
-                out.append(_delong_table(info["delong"], f"{gkey}/delong"))
-            for reader_id, info in readers["readers"].items():
-                out.append(f"<h4>Reader {html.escape(reader_id)} ({html.escape(info['group'])})</h4>")
-                out.append(_metrics_table(info["summary"], f"{key}/readers/readers/{reader_id}/summary"))
+        out.extend(_model_html(section, f"models/{m}"))
     out.append("</body></html>")
     return "\n".join(out)
 
 
-def _csv_rows(document: dict[str, Any]) -> Iterator[list[Any]]:
-    def metric_rows(model: str, subject: str, summary: dict[str, Any]) -> Iterator[list[Any]]:
-        for name, value in summary["metrics"].items():
-            entries = [("", value)] if "estimate" in value else list(value.items())
-            for label, interval in entries:
-                yield [model, subject, name, label, interval["estimate"], interval["low"], interval["high"],
-                       interval["resamples"], summary["lesions"], summary["patients"]]
+def _metric_rows(model: str, subject: str, summary: Summary) -> Iterator[CsvRow]:
+    for name, value in summary["metrics"].items():
+        entries = [("", value)] if "estimate" in value else list(value.items())
+        for label, interval in entries:
+            yield [model, subject, name, label, interval["estimate"], interval["low"], interval["high"],
+                   interval["resamples"], summary["lesions"], summary["patients"]]
 
+
+def _reader_rows(model: str, readers: ReadersSection) -> Iterator[CsvRow]:
+    for group, info in readers["groups"].items():
+        yield from _metric_rows(model, f"group:{group}", info["summary"])
+        yield from _metric_rows(model, f"model_on_cases_of:{group}", info["model_on_same_cases"])
+        for entry in info["delong"]:
+            for column, value in _delong_values(entry).items():
+                yield [model, f"delong:{group}", column, entry["class"], value, "", "", "", "", ""]
+    for reader_id, reader in readers["readers"].items():
+        yield from _metric_rows(model, f"reader:{reader_id}", reader["summary"])
+
+
+def _csv_rows(document: Report) -> Iterator[CsvRow]:
     for section in document["models"]:
-        if section["summary"] is None:
+        summary = section["summary"]
+        if summary is None:
             continue
         model = section["model"]
-        yield from metric_rows(model, "model", section["summary"])
-        yield from metric_rows(model, "majority_baseline", section["majority_baseline"]["summary"])
-        for group, info in (section.get("readers") or {}).get("groups", {}).items():
-            yield from metric_rows(model, f"group:{group}", info["summary"])
-            yield from metric_rows(model, f"model_on_cases_of:{group}", info["model_on_same_cases"])
-            for entry in info["delong"]:
-                for column in ("auc_model", "auc_readers", "difference", "z", "p_value"):
-                    if column in entry:
-                        yield [model, f"delong:{group}", column, entry["class"], entry[column], "", "", "", "", ""]
-        for reader_id, info in (section.get("readers") or {}).get("readers", {}).items():
-            yield from metric_rows(model, f"reader:{reader_id}", info["summary"])
+        yield from _metric_rows(model, "model", summary)
+        yield from _metric_rows(model, "majority_baseline", section["majority_baseline"]["summary"])
+        readers = section.get("readers")
+        if readers:
+            yield from _reader_rows(model, readers)
 
 
 CSV_HEADER = ["model", "subject", "metric", "class", "estimate", "low", "high", "resamples", "lesions", "patients"]
 
 
-def write_report(document: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+def write_report(document: Report, out_dir: Path) -> dict[str, Path]:
     """report.json, metrics.csv and report.html in ``out_dir`` (created)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "csv": out_dir / "metrics.csv", "html": out_dir / "report.html"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import asdict
-from typing import Any
 
 import numpy as np
 
@@ -20,12 +19,24 @@ from db.queries import job_outcomes
 from models.evaluation.baseline import majority_predictions, majority_scores
 from models.evaluation.delong import delong_test
 from models.evaluation.summary import BootstrapSettings, summarise
-from worker.evaluation.cases import ModelCases, Read, json_ready, load_cases, load_reads, reader_scores
+from worker.evaluation.cases import ModelCases, Read, load_cases, load_reads, reader_scores
+from worker.evaluation.document import (
+    DelongEntry,
+    ModelSection,
+    ReaderEntry,
+    ReaderGroup,
+    ReadersSection,
+    Report,
+    StateCounts,
+    json_ready,
+)
 
 INDETERMINATE = "indeterminate"
+DEFAULT_BOOTSTRAP = BootstrapSettings()
 
 
-def skipped_studies(database: Database, *, since: dt.datetime | None, until: dt.datetime | None) -> dict[str, Any]:
+def skipped_studies(database: Database, *, since: dt.datetime | None,
+                    until: dt.datetime | None) -> dict[str, StateCounts]:
     """Studies whose latest job was skipped or failed, counted by state and reason."""
     counts: dict[str, Counter[str]] = {"skipped": Counter(), "failed": Counter()}
     for _, state, reason in job_outcomes(database, since=since, until=until):
@@ -33,33 +44,33 @@ def skipped_studies(database: Database, *, since: dt.datetime | None, until: dt.
     return {state: {"studies": sum(c.values()), "reasons": dict(c.most_common())} for state, c in counts.items()}
 
 
-def _delong(cases: ModelCases, rows: np.ndarray, reader_score: np.ndarray) -> list[dict[str, Any]]:
+def _delong(cases: ModelCases, rows: np.ndarray, reader_score: np.ndarray) -> list[DelongEntry]:
     """Model vs readers' mean score on the same lesions, per positive class."""
     classes = cases.classes
     positives = [classes[1]] if len(classes) == 2 else classes
-    out = []
+    out: list[DelongEntry] = []
     for label in positives:
         c = classes.index(label)
         positive = cases.y_true[rows] == label
-        entry: dict[str, Any] = {"class": label, "one_vs_rest": len(classes) > 2}
+        entry: DelongEntry = {"class": label, "one_vs_rest": len(classes) > 2}
         if positive.all() or not positive.any():
             entry["skipped"] = "the cases hold only one side of this class"
         else:
             result = delong_test(positive, cases.scores[rows, c], reader_score[:, c])
-            entry |= {"auc_model": result.auc_a, "auc_readers": result.auc_b, "difference": result.difference,
-                      "z": result.z, "p_value": result.p_value, "positives": result.n_positive,
-                      "negatives": result.n_negative}
+            entry.update({"auc_model": result.auc_a, "auc_readers": result.auc_b, "difference": result.difference,
+                          "z": result.z, "p_value": result.p_value, "positives": result.n_positive,
+                          "negatives": result.n_negative})
         out.append(entry)
     return out
 
 
 def reader_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]],
-                   settings: BootstrapSettings) -> dict[str, Any]:
+                   settings: BootstrapSettings) -> ReadersSection:
     """Each reader group and reader on the model's cases, with the model on the same cases."""
     index = {key: i for i, key in enumerate(cases.keys())}
     per_row: list[tuple[int, Read]] = [(index[key], read) for key, rs in reads.items() if key in index for read in rs]
-    groups: dict[str, Any] = {}
-    readers: dict[str, Any] = {}
+    groups: dict[str, ReaderGroup] = {}
+    readers: dict[str, ReaderEntry] = {}
     for group in sorted({read.reader_group for _, read in per_row}):
         mine = [(i, r) for i, r in per_row if r.reader_group == group]
         rows = np.array([i for i, _ in mine])
@@ -90,12 +101,11 @@ def reader_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]],
 
 
 def model_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]] | None,
-                  settings: BootstrapSettings) -> dict[str, Any]:
-    section: dict[str, Any] = {"model": cases.model, "task": cases.task, "classes": cases.classes,
+                  settings: BootstrapSettings) -> ModelSection:
+    section: ModelSection = {"model": cases.model, "task": cases.task, "classes": cases.classes,
                                "left_out": dict(cases.left_out.most_common()),
-                               "indeterminate": int(np.sum(cases.y_pred == INDETERMINATE))}
+                               "indeterminate": int(np.sum(cases.y_pred == INDETERMINATE)), "summary": None}
     if len(cases) == 0:
-        section["summary"] = None
         return section
     section["summary"] = summarise(cases.y_true, cases.y_pred, cases.patient_ids, labels=cases.classes,
                                    y_score=cases.scores, settings=settings)
@@ -112,11 +122,11 @@ def model_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]] | 
 
 def evaluate(database: Database, *, model: str | None = None, task: str | None = None,
              since: dt.datetime | None = None, until: dt.datetime | None = None, readers: bool = True,
-             settings: BootstrapSettings = BootstrapSettings()) -> dict[str, Any]:
+             settings: BootstrapSettings = DEFAULT_BOOTSTRAP) -> Report:
     """The whole evaluation as a JSON-ready document (NaN as null)."""
     all_cases = load_cases(database, model=model, task=task, since=since, until=until)
     reads = load_reads(database) if readers else None
-    document = {
+    document: Report = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "filters": {"model": model, "task": task, "since": since.isoformat() if since else None,
                     "until": until.isoformat() if until else None, "readers": readers},
@@ -126,4 +136,5 @@ def evaluate(database: Database, *, model: str | None = None, task: str | None =
         "skipped_studies": skipped_studies(database, since=since, until=until),
         "models": [model_section(cases, reads, settings) for cases in all_cases],
     }
-    return json_ready(document)
+    ready: Report = json_ready(document)
+    return ready

@@ -18,7 +18,8 @@ app = typer.Typer()
 def groups(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="study folders or files", exists=True)],
-    rules_file: Annotated[Path | None, typer.Option("--rules", help="rules file (TOML); default [grouping] rules")] = None,
+    rules_file: Annotated[Path | None, typer.Option(
+        "--rules", help="rules file (TOML); default [grouping] rules")] = None,
     task: Annotated[str | None, typer.Option(help="force a task instead of choosing by modality")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pydicom import dcmread
+from scipy.ndimage import map_coordinates
 
 from worker.grouping.series_info import ImageInfo, SeriesInfo
 
@@ -21,13 +23,26 @@ log = logging.getLogger(__name__)
 PERCENTILE = 99.9
 
 
-def _image_near(series: SeriesInfo, z: float) -> ImageInfo | None:
-    images = [i for i in series.images if i.position is not None and i.pixel_spacing is not None]
-    if not images:
+@dataclass(frozen=True)
+class _Level:
+    """The image of one series nearest the common level, with the geometry the check needs."""
+
+    series: SeriesInfo
+    image: ImageInfo
+    position: tuple[float, float, float]
+    spacing: tuple[float, float]
+
+
+def _image_near(series: SeriesInfo, z: float) -> _Level | None:
+    located = [(i, i.position, i.pixel_spacing) for i in series.images
+               if i.position is not None and i.pixel_spacing is not None]
+    if not located:
         return None
-    best = min(images, key=lambda i: abs(i.position[2] - z))  # type: ignore[index]
+    image, position, spacing = min(located, key=lambda item: abs(item[1][2] - z))
     thickness = series.slice_thickness or 5.0
-    return best if abs(best.position[2] - z) <= max(thickness, 2.5) else None  # type: ignore[index]
+    if abs(position[2] - z) > max(thickness, 2.5):
+        return None
+    return _Level(series, image, position, spacing)
 
 
 def _hu(image: ImageInfo) -> np.ndarray:
@@ -36,43 +51,45 @@ def _hu(image: ImageInfo) -> np.ndarray:
         ds.get("RescaleIntercept", 0) or 0)
 
 
-def peak_enhancement(series: Sequence[SeriesInfo]) -> dict[int, float]:
-    """id(series) -> enhancement (HU) above the per-pixel minimum of all, on a common axial level.
-
-    Empty when it cannot be measured (fewer than two series, no common level, undecodable pixels).
-    """
-    from scipy.ndimage import map_coordinates  # noqa: PLC0415
-
+def _common_level(series: Sequence[SeriesInfo]) -> list[_Level] | None:
+    """Each series' image at the middle of the z range they all cover, or None."""
     ranges = []
     for s in series:
         zs = [i.position[2] for i in s.images if i.position is not None]
         if zs:
             ranges.append((min(zs), max(zs)))
     if len(ranges) < 2:
-        return {}
+        return None
     low, high = max(r[0] for r in ranges), min(r[1] for r in ranges)
     if low > high:
-        return {}
-    z = (low + high) / 2
-    chosen = [(s, _image_near(s, z)) for s in series]
-    if any(image is None for _, image in chosen):
+        return None
+    levels = [_image_near(s, (low + high) / 2) for s in series]
+    return None if any(level is None for level in levels) else [level for level in levels if level is not None]
+
+
+def peak_enhancement(series: Sequence[SeriesInfo]) -> dict[int, float]:
+    """id(series) -> enhancement (HU) above the per-pixel minimum of all, on a common axial level.
+
+    Empty when it cannot be measured (fewer than two series, no common level, undecodable pixels).
+    """
+    levels = _common_level(series)
+    if levels is None:
         return {}
     try:
-        planes = [(s, image, _hu(image)) for s, image in chosen]  # type: ignore[arg-type]
-    except Exception as exc:  # noqa: BLE001 - undecodable pixels: no image check, not an error
+        planes = [_hu(level.image) for level in levels]
+    except Exception as exc:  # noqa: BLE001 - undecodable pixels of any kind: no image check, not an error
         log.info("image check skipped: %s", type(exc).__name__)
         return {}
-    _, ref_image, ref = planes[0]
-    rows, cols = np.mgrid[0:ref.shape[0], 0:ref.shape[1]]
-    ref_spacing = ref_image.pixel_spacing
-    x = ref_image.position[0] + cols * ref_spacing[1]  # type: ignore[index]
-    y = ref_image.position[1] + rows * ref_spacing[0]  # type: ignore[index]
+    ref, ref_plane = levels[0], planes[0]
+    rows, cols = np.mgrid[0:ref_plane.shape[0], 0:ref_plane.shape[1]]
+    x = ref.position[0] + cols * ref.spacing[1]
+    y = ref.position[1] + rows * ref.spacing[0]
     stack = []
-    for _, image, plane in planes:
-        spacing = image.pixel_spacing
-        c = (x - image.position[0]) / spacing[1]  # type: ignore[index]
-        r = (y - image.position[1]) / spacing[0]  # type: ignore[index]
+    for level, plane in zip(levels, planes, strict=True):
+        c = (x - level.position[0]) / level.spacing[1]
+        r = (y - level.position[1]) / level.spacing[0]
         stack.append(map_coordinates(plane, [r, c], order=1, mode="nearest"))
     values = np.stack(stack)
     baseline = values.min(axis=0)
-    return {id(s): float(np.percentile(values[k] - baseline, PERCENTILE)) for k, (s, _, _) in enumerate(planes)}
+    return {id(level.series): float(np.percentile(values[k] - baseline, PERCENTILE))
+            for k, level in enumerate(levels)}

@@ -196,10 +196,7 @@ def _b_value(ds: Dataset) -> float | None:
             continue
         raw = element.value
         if isinstance(raw, bytes):
-            try:
-                raw = raw.decode("ascii", "ignore").split("\\")[0]
-            except Exception:  # noqa: BLE001
-                continue
+            raw = raw.decode("ascii", "ignore").split("\\")[0]
         value = _float(raw)
         if value is None:
             continue
@@ -207,6 +204,22 @@ def _b_value(ds: Dataset) -> float | None:
             value -= 1e9
         return value
     return None
+
+
+def _point(value: Any) -> tuple[float, float, float] | None:
+    """A three-valued attribute (ImagePositionPatient) as floats, or None when absent or malformed."""
+    if not value or len(value) != 3:
+        return None
+    x, y, z = (float(v) for v in value)
+    return x, y, z
+
+
+def _spacing(value: Any) -> tuple[float, float] | None:
+    """A two-valued attribute (PixelSpacing: row, column) as floats, or None."""
+    if not value or len(value) != 2:
+        return None
+    row, column = (float(v) for v in value)
+    return row, column
 
 
 def _image_info(ds: Dataset, path: Path) -> ImageInfo:
@@ -220,7 +233,7 @@ def _image_info(ds: Dataset, path: Path) -> ImageInfo:
         path=path,
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         instance_number=_int(ds.get("InstanceNumber")),
-        position=tuple(float(v) for v in position) if position and len(position) == 3 else None,  # type: ignore[arg-type]
+        position=_point(position),
         orientation=tuple(float(v) for v in orientation) if orientation and len(orientation) == 6 else None,
         acquisition_number=_int(ds.get("AcquisitionNumber")),
         temporal_position=_int(ds.get("TemporalPositionIdentifier")),
@@ -228,8 +241,7 @@ def _image_info(ds: Dataset, path: Path) -> ImageInfo:
         echo_time=_float(ds.get("EchoTime")),
         b_value=_b_value(ds),
         image_type=_strings(ds.get("ImageType")),
-        pixel_spacing=(tuple(float(v) for v in ds.PixelSpacing)  # type: ignore[arg-type]
-                       if ds.get("PixelSpacing") and len(ds.PixelSpacing) == 2 else None),
+        pixel_spacing=_spacing(ds.get("PixelSpacing")),
     )
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
 from worker.results import identity
-from worker.results.sr import INDETERMINATE, MANUFACTURER, AlgorithmInfo, add_provenance
+from worker.results.algorithm import AlgorithmInfo
+from worker.results.sr import INDETERMINATE, MANUFACTURER, processing_equipment, software_versions
 
 PICTURE_SIZE = 512
 BAND_HEIGHT = 180
@@ -43,13 +45,11 @@ def _heat_colours(heat: np.ndarray) -> np.ndarray:
 
 def render(lesion: CapturedLesion, algorithm: AlgorithmInfo) -> np.ndarray:
     """The burned-in picture, (PICTURE_SIZE + BAND_HEIGHT, PICTURE_SIZE, 3) uint8."""
-    from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415
-
-    picture = Image.fromarray(lesion.composite).resize((PICTURE_SIZE, PICTURE_SIZE), Image.BILINEAR)
+    picture = Image.fromarray(lesion.composite).resize((PICTURE_SIZE, PICTURE_SIZE), Image.Resampling.BILINEAR)
     pixels = np.asarray(picture).astype(np.float32) / 255.0
     if lesion.heatmap is not None:
         heat = np.asarray(Image.fromarray((np.clip(lesion.heatmap, 0, 1) * 255).astype(np.uint8))
-                          .resize((PICTURE_SIZE, PICTURE_SIZE), Image.BILINEAR)).astype(np.float32) / 255.0
+                          .resize((PICTURE_SIZE, PICTURE_SIZE), Image.Resampling.BILINEAR)).astype(np.float32) / 255.0
         alpha = 0.35 * heat[..., None]
         pixels = (1 - alpha) * pixels + alpha * _heat_colours(heat)
     canvas = Image.new("RGB", (PICTURE_SIZE, PICTURE_SIZE + BAND_HEIGHT), (0, 0, 0))
@@ -101,6 +101,9 @@ def build_sc(study_uid: str, lesion: CapturedLesion, source: Dataset, *, algorit
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "P"),
         transfer_syntax_uid="1.2.840.10008.1.2.1",
+        manufacturer_model_name=algorithm.name[:64],
+        software_versions=software_versions(algorithm),
+        contributing_equipment=[processing_equipment(algorithm)],
     )
     sc.BodyPartExamined = source.BodyPartExamined
     sc.BurnedInAnnotation = "YES"
@@ -108,5 +111,4 @@ def build_sc(study_uid: str, lesion: CapturedLesion, source: Dataset, *, algorit
     sc.ImageComments = f"{lesion.label}; model {algorithm.version[:12]}; not for diagnostic use"
     sc.DerivationDescription = (f"RGB composite of {', '.join(lesion.channels)} by {algorithm.name}; "
                                 "not for diagnostic use")[:1024]
-    add_provenance(sc, algorithm)
     return sc

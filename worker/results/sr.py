@@ -11,14 +11,16 @@ roles and series used. VerificationFlag stays UNVERIFIED: a person has not signe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from worker.results import identity
+from worker.results.algorithm import AlgorithmInfo
 
 PRIVATE_SCHEME = "99TRIPHASE"
 INDETERMINATE = "indeterminate"
@@ -46,14 +48,6 @@ DISCLAIMER = hd.sr.CodedConcept(value="DISCLAIMER", scheme_designator=PRIVATE_SC
 
 
 @dataclass(frozen=True)
-class AlgorithmInfo:
-    name: str
-    version: str  # the model artifact's content hash
-    software_version: str
-    parameters: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class LesionResult:
     lesion_id: str
     label: str  # a class, or "indeterminate"
@@ -64,7 +58,8 @@ class LesionResult:
     roles_used: str  # e.g. "R=arterial (series ...), G=delayed (...), B=pre (...)"
 
 
-def _group(study_uid: str, result: LesionResult, algorithm: AlgorithmInfo) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+def _group(study_uid: str, result: LesionResult,
+           algorithm: AlgorithmInfo) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     region = hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
         graphic_data=np.asarray(result.region_pixels, dtype=float),
@@ -86,12 +81,24 @@ def _group(study_uid: str, result: LesionResult, algorithm: AlgorithmInfo) -> hd
         measurements=measurements,
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=PREDICTED_CLASS, value=label_code(result.label))],
     )
+    add_text_evaluations(group, [(ROLES_USED, result.roles_used), (ROI_SOURCE, result.roi_source),
+                                 (DISCLAIMER, NOT_FOR_DIAGNOSTIC_USE)])
+    return group
+
+
+def add_text_evaluations(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations,
+                         items: Sequence[tuple[hd.sr.CodedConcept, str]]) -> None:
+    """Append TEXT rows (name, text) to a measurement group's container, after its other rows.
+
+    TID 1410 allows free-text qualitative evaluations, but highdicom's template takes coded ones
+    only (``QualitativeEvaluation`` is a CODE item and its type is checked), and no other argument
+    of the template carries text. So this is the one place that edits a built template; the rows
+    are documented in docs/CONFORMANCE.md.
+    """
     container = group[0]
-    for concept, text in ((ROLES_USED, result.roles_used), (ROI_SOURCE, result.roi_source),
-                          (DISCLAIMER, NOT_FOR_DIAGNOSTIC_USE)):
+    for concept, text in items:
         container.ContentSequence.append(hd.sr.TextContentItem(
             name=concept, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
-    return group
 
 
 def build_sr(study_uid: str, results: Sequence[LesionResult], evidence: Sequence[Dataset], *,
@@ -114,7 +121,7 @@ def build_sr(study_uid: str, results: Sequence[LesionResult], evidence: Sequence
         imaging_measurements=[_group(study_uid, r, algorithm) for r in results],
         title=codes.DCM.ImagingMeasurementReport,
     )
-    sr = hd.sr.Comprehensive3DSR(
+    return hd.sr.Comprehensive3DSR(
         evidence=list(evidence),
         content=report[0],
         series_instance_uid=identity.sr_series_uid(study_uid, algorithm.version),
@@ -127,28 +134,31 @@ def build_sr(study_uid: str, results: Sequence[LesionResult], evidence: Sequence
         is_verified=False,
         series_description=series_description,
         institution_name=evidence[0].get("InstitutionName"),
+        manufacturer_model_name=algorithm.name[:64],
+        software_versions=software_versions(algorithm),
+        contributing_equipment=[processing_equipment(algorithm)],
+        coding_schemes=[private_scheme()],
     )
-    add_provenance(sr, algorithm)
-    scheme = Dataset()
-    scheme.CodingSchemeDesignator = PRIVATE_SCHEME
-    scheme.CodingSchemeName = "triphase lesion classes and result concepts"
-    scheme.CodingSchemeResponsibleOrganization = "triphase project (docs/CONFORMANCE.md)"
-    sr.CodingSchemeIdentificationSequence = [scheme]
-    return sr
 
 
-def add_provenance(ds: Dataset, algorithm: AlgorithmInfo) -> None:
-    """Name the algorithm as contributing equipment, with its version and the use statement."""
-    equipment = Dataset()
-    equipment.Manufacturer = MANUFACTURER
-    equipment.ManufacturerModelName = algorithm.name[:64]
-    equipment.SoftwareVersions = [algorithm.software_version, algorithm.version[:64]]
-    equipment.ContributionDescription = NOT_FOR_DIAGNOSTIC_USE[:64]
-    purpose = Dataset()
-    purpose.CodeValue = codes.DCM.ProcessingEquipment.value
-    purpose.CodingSchemeDesignator = "DCM"
-    purpose.CodeMeaning = codes.DCM.ProcessingEquipment.meaning
-    equipment.PurposeOfReferenceCodeSequence = [purpose]
-    ds.ContributingEquipmentSequence = [equipment]
-    ds.ManufacturerModelName = algorithm.name[:64]
-    ds.SoftwareVersions = [algorithm.software_version, algorithm.version[:64]]
+def private_scheme() -> CodingSchemeIdentificationItem:
+    """The identification of our private coding scheme, which every SR that uses it must carry."""
+    return CodingSchemeIdentificationItem(
+        designator=PRIVATE_SCHEME, name="triphase lesion classes and result concepts",
+        responsible_organization="triphase project (docs/CONFORMANCE.md)")
+
+
+def software_versions(algorithm: AlgorithmInfo) -> list[str]:
+    """SoftwareVersions of our outputs: triphase's version, then the model's (its content hash)."""
+    return [algorithm.software_version, algorithm.version[:64]]
+
+
+def processing_equipment(algorithm: AlgorithmInfo) -> hd.ContributingEquipment:
+    """The algorithm as contributing (processing) equipment, with its version and the use statement."""
+    return hd.ContributingEquipment(
+        manufacturer=MANUFACTURER,
+        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=algorithm.name[:64],
+        software_versions=software_versions(algorithm),
+        contribution_description=NOT_FOR_DIAGNOSTIC_USE[:64],
+    )

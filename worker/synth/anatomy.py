@@ -13,9 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from worker.synth.geometry import Grid
-
-Vec3 = tuple[float, float, float]
+from worker.synth.geometry import Grid, Vec3, vec3
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class Shape:
 
     def contains(self, point: Vec3, margin_mm: float = 0.0) -> bool:
         """Whether ``point`` lies inside the shape grown by ``margin_mm``."""
-        q = sum(((p - c) / (r + margin_mm)) ** 2 for p, c, r in zip(point, self.center, self.radii)
+        q = sum(((p - c) / (r + margin_mm)) ** 2 for p, c, r in zip(point, self.center, self.radii, strict=True)
                 if np.isfinite(r))
         return q <= 1.0
 
@@ -60,8 +58,8 @@ class Lesion:
     def shapes(self) -> list[Shape]:
         out = [Shape(f"lesion:{self.lesion_id}", self.center, self.radii, motion=1.0)]
         if self.core_fraction > 0:
-            core = tuple(r * self.core_fraction for r in self.radii)
-            out.append(Shape(f"lesion:{self.lesion_id}:core", self.center, core, motion=1.0))  # type: ignore[arg-type]
+            core = vec3(r * self.core_fraction for r in self.radii)
+            out.append(Shape(f"lesion:{self.lesion_id}:core", self.center, core, motion=1.0))
         return out
 
 
@@ -109,14 +107,15 @@ def place_lesions(rng: np.random.Generator, labels: Sequence[str], size_range: t
             radii = (r, r * float(rng.uniform(0.85, 1.0)), r * float(rng.uniform(0.85, 1.0)))
             u = rng.normal(size=3)
             u *= float(rng.uniform(0.0, 0.55)) / np.linalg.norm(u)
-            center = tuple(round(float(c + k * a), 2) for c, k, a in zip(MAIN_LIVER.center, u, MAIN_LIVER.radii))
-            if not MAIN_LIVER.contains(center, margin_mm=-r - 4):  # type: ignore[arg-type]
+            center = vec3(round(float(c + k * a), 2)
+                          for c, k, a in zip(MAIN_LIVER.center, u, MAIN_LIVER.radii, strict=True))
+            if not MAIN_LIVER.contains(center, margin_mm=-r - 4):
                 continue
-            if any(v.contains(center, margin_mm=r + 6) for v in vessels):  # type: ignore[arg-type]
+            if any(v.contains(center, margin_mm=r + 6) for v in vessels):
                 continue
             if any(np.linalg.norm(np.subtract(center, o.center)) < r + max(o.radii) + 6 for o in lesions):
                 continue
-            lesions.append(Lesion(f"L{index + 1}", label, center, radii,  # type: ignore[arg-type]
+            lesions.append(Lesion(f"L{index + 1}", label, center, radii,
                                   core_fraction=core_fraction.get(label, 0.0)))
             break
         else:

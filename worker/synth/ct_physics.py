@@ -8,7 +8,7 @@ portal venous phase, and the liver keeps enhancing until the portal phase.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,12 +68,22 @@ class Circulation:
     delay_s: float
 
 
+Kinetics = tuple[float, float, float, float]
+"""Base HU and the enhancement at the arterial, portal and delayed phases."""
+
+
 @dataclass(frozen=True)
 class LesionKinetics:
     """One lesion's sampled parameters: (base HU, enhancement at arterial, portal, delayed)."""
 
-    rim: tuple[float, float, float, float]
-    core: tuple[float, float, float, float] | None
+    rim: Kinetics
+    core: Kinetics | None
+
+
+def _four(values: Iterable[float]) -> Kinetics:
+    """Base HU and the three enhancements, rounded as the truth files carry them."""
+    base, arterial, portal, delayed = (round(float(v), 2) for v in values)
+    return base, arterial, portal, delayed
 
 
 def sample_kinetics(rng: np.random.Generator, label: str, difficulty: float) -> LesionKinetics:
@@ -92,14 +102,14 @@ def sample_kinetics(rng: np.random.Generator, label: str, difficulty: float) -> 
     else:
         rim = np.array(KINETICS[label])
     rim = rim + difficulty * SPREAD * rng.normal(size=4)
-    core = None
+    core: Kinetics | None = None
     if label in CORE_KINETICS:
         core_arr = np.array(CORE_KINETICS[label])
         # On the hard setting the core may be small or faint, hiding the class's sign.
         mix = difficulty * float(rng.uniform(0.0, 0.6))
         core_arr = (1 - mix) * core_arr + mix * rim + difficulty * SPREAD * rng.normal(size=4)
-        core = tuple(round(float(v), 2) for v in core_arr)
-    return LesionKinetics(rim=tuple(round(float(v), 2) for v in rim), core=core)  # type: ignore[arg-type]
+        core = _four(core_arr)
+    return LesionKinetics(rim=_four(rim), core=core)
 
 
 def _lesion_curve(params: tuple[float, float, float, float], t: float) -> float:

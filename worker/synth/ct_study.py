@@ -7,7 +7,6 @@ and may be reconstructed with a slightly different field of view or start positi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
@@ -15,7 +14,7 @@ from worker.synth import ct_physics
 from worker.synth.context import SCAN_TOP_Z, StudyContext
 from worker.synth.dicom_writer import format_time
 from worker.synth.geometry import axial_grid
-from worker.synth.plan import Acquisition, SeriesPlan, random_offset
+from worker.synth.plan import Acquisition, Attributes, SeriesPlan, random_offset
 from worker.synth.vendors import thickness_label
 
 ROLES = ("pre", "arterial", "portal", "delayed")
@@ -23,7 +22,7 @@ INTERCEPT = -1024.0
 WINDOWS = {"pre": (40, 350), "arterial": (60, 400), "portal": (50, 400), "delayed": (50, 400)}
 
 
-def contrast_attributes(ctx: StudyContext, injection_s: float) -> dict[str, Any]:
+def contrast_attributes(ctx: StudyContext, injection_s: float) -> Attributes:
     return {
         "ContrastBolusAgent": ctx.style.ct_agent,
         "ContrastBolusRoute": "IV",
@@ -34,7 +33,7 @@ def contrast_attributes(ctx: StudyContext, injection_s: float) -> dict[str, Any]
     }
 
 
-NO_CONTRAST: dict[str, Any] = {k: None for k in ("ContrastBolusAgent", "ContrastBolusRoute",
+NO_CONTRAST: Attributes = {k: None for k in ("ContrastBolusAgent", "ContrastBolusRoute",
                                                    "ContrastBolusVolume", "ContrastBolusStartTime",
                                                    "ContrastFlowRate", "ContrastBolusIngredient")}
 
@@ -64,7 +63,7 @@ def plan(ctx: StudyContext, kinetics: Mapping[str, ct_physics.LesionKinetics]) -
                           n_slices=opts.slices, slice_spacing=spacing, slice_thickness=spacing)
         t_post = None if role == "pre" else times[role] - injection
         values = ct_physics.tissue_hu(t_post, circulation, ctx.lesions, kinetics)
-        attrs: dict[str, Any] = dict(NO_CONTRAST) if role == "pre" else contrast_attributes(ctx, injection)
+        attrs: Attributes = dict(NO_CONTRAST) if role == "pre" else contrast_attributes(ctx, injection)
         attrs["WindowCenter"], attrs["WindowWidth"] = WINDOWS[role]
         attrs["ReconstructionDiameter"] = grid_fov
         acquisitions.append(Acquisition(role=role, grid=grid, offset=random_offset(rng, opts.motion_mm),
@@ -88,7 +87,7 @@ def plan(ctx: StudyContext, kinetics: Mapping[str, ct_physics.LesionKinetics]) -
     return series
 
 
-def _series_attrs(ctx: StudyContext, acquired_s: float) -> dict[str, Any]:
+def _series_attrs(ctx: StudyContext, acquired_s: float) -> Attributes:
     """CT acquisition attributes; SeriesTime is when reconstruction ended, as on many scanners."""
     rng = ctx.rng
     return {
@@ -117,7 +116,7 @@ def _series_attrs(ctx: StudyContext, acquired_s: float) -> dict[str, Any]:
 
 def pixels(ctx: StudyContext, rendered: np.ndarray, acq: Acquisition) -> np.ndarray:
     """HU planes with quantum noise, as stored values (unsigned 12-bit or signed 16-bit)."""
-    hu = rendered[0]
+    hu: np.ndarray = rendered[0]
     ct_physics.add_noise(ctx.rng, hu, acq.grid.slice_thickness, acq.noise)
     stored = np.rint(hu - INTERCEPT)
     if ctx.style.ct_signed:

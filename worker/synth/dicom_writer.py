@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
 from worker.synth.geometry import Grid
 
@@ -141,8 +141,7 @@ def write_series(directory: Path, template: Dataset, instances: Iterable[Instanc
     series_number = int(template.SeriesNumber)
     for inst in instances:
         ds = template
-        ds.SOPInstanceUID = inst.sop_uid
-        meta.MediaStorageSOPInstanceUID = inst.sop_uid
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID = UID(inst.sop_uid)
         ds.InstanceNumber = inst.number
         if inst.position is not None:
             ds.ImagePositionPatient = inst.position

@@ -6,8 +6,6 @@ an ADC map next to the diffusion series, and a dose screen (Secondary Capture).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from pydicom.dataset import Dataset
 
@@ -15,7 +13,7 @@ from worker.synth import ct_physics, mri_physics
 from worker.synth.context import StudyContext
 from worker.synth.dicom_writer import SECONDARY_CAPTURE, format_time, study_dataset
 from worker.synth.geometry import planar_grid
-from worker.synth.plan import Acquisition, SeriesPlan, random_offset, render
+from worker.synth.plan import Acquisition, Attributes, SeriesPlan, random_offset, render
 
 LIVER_CENTRE = (-30.0, -10.0, 40.0)
 
@@ -49,7 +47,7 @@ def ct_projection(ctx: StudyContext, acq: Acquisition) -> np.ndarray:
     mu = np.clip(volume + 1000.0, 0.0, None).mean(axis=0, keepdims=True)
     image = 4095.0 * (1.0 - np.exp(-mu / 500.0))
     image += ctx.rng.standard_normal(image.shape, dtype=np.float32) * 8.0
-    return np.clip(np.rint(image), 0, 4095).astype(np.uint16)
+    return np.asarray(np.clip(np.rint(image), 0, 4095), dtype=np.uint16)
 
 
 def ct_mpr(ctx: StudyContext, portal: Acquisition, portal_number: int) -> SeriesPlan:
@@ -94,7 +92,7 @@ def mr_adc(ctx: StudyContext, dwi: SeriesPlan, adc_values: dict[str, tuple[float
     """The ADC map computed from the diffusion series (DERIVED ... ADC), on the same grid."""
     high = dwi.acquisitions[-1]
     image_type = ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"] + (["ND", "NORM"] if ctx.style.name == "siemens" else [])
-    attrs: dict[str, Any] = dict(high.attrs) | {"ImageType": image_type, "DiffusionBValue": None}
+    attrs: Attributes = dict(high.attrs) | {"ImageType": image_type, "DiffusionBValue": None}
     acq = Acquisition(role=None, grid=high.grid, offset=high.offset, time_s=high.time_s, number=1,
                       values=adc_values, attrs=attrs, noise=40.0)
     return SeriesPlan(number=dwi.number + 100, uid=ctx.uid("series", "adc"), description=ctx.style.adc,
@@ -104,7 +102,7 @@ def mr_adc(ctx: StudyContext, dwi: SeriesPlan, adc_values: dict[str, tuple[float
 def adc_pixels(ctx: StudyContext, acq: Acquisition) -> np.ndarray:
     volume = render(acq.grid, acq.offset, ctx.lesions, acq.values, background=(0.0,))[0]
     volume += ctx.rng.standard_normal(volume.shape, dtype=np.float32) * np.float32(acq.noise)
-    return np.clip(np.rint(volume), 0, 4095).astype(np.uint16)
+    return np.asarray(np.clip(np.rint(volume), 0, 4095), dtype=np.uint16)
 
 
 def dose_screen(ctx: StudyContext, modality: str, model: str, software: str, last_s: float) -> Dataset:

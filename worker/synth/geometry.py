@@ -7,11 +7,19 @@ of a localizer, and keeps the phantom fast to evaluate.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 AXES = {"x": 0, "y": 1, "z": 2}
+Vec3 = tuple[float, float, float]
+
+
+def vec3(values: Iterable[float]) -> Vec3:
+    """A point or size in patient coordinates from exactly three values."""
+    x, y, z = values
+    return x, y, z
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,7 @@ class Grid:
     ``origin`` is the centre of the first pixel of the first plane.
     """
 
-    origin: tuple[float, float, float]
+    origin: Vec3
     rows: int
     columns: int
     n_slices: int
@@ -78,7 +86,7 @@ def axial_grid(*, center_xy: tuple[float, float], top_z: float, fov_mm: float, m
     """A head-to-feet axial stack, as scanners write it: first image at the top of the range."""
     ps = fov_mm / matrix
     origin = (center_xy[0] - fov_mm / 2 + ps / 2, center_xy[1] - fov_mm / 2 + ps / 2, top_z)
-    return Grid(origin=tuple(round(v, 4) for v in origin), rows=matrix, columns=matrix,  # type: ignore[arg-type]
+    return Grid(origin=vec3(round(v, 4) for v in origin), rows=matrix, columns=matrix,
                 n_slices=n_slices, pixel_spacing=(round(ps, 6), round(ps, 6)),
                 slice_spacing=slice_spacing, slice_thickness=slice_thickness)
 
@@ -104,7 +112,7 @@ def planar_grid(*, plane: str, center: tuple[float, float, float], fov_mm: float
         axes = (("x", 1), ("y", 1), ("z", -1))
     else:
         raise ValueError(f"plane must be axial, coronal or sagittal, not {plane!r}")
-    return Grid(origin=tuple(round(v, 4) for v in origin), rows=matrix, columns=matrix,  # type: ignore[arg-type]
+    return Grid(origin=vec3(round(v, 4) for v in origin), rows=matrix, columns=matrix,
                 n_slices=n_slices, pixel_spacing=(round(ps, 6), round(ps, 6)),
                 slice_spacing=slice_spacing, slice_thickness=slice_thickness,
                 row_axis=axes[0], col_axis=axes[1], slice_axis=axes[2])

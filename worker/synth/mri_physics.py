@@ -10,7 +10,7 @@ and a fat signal, so the opposed-phase image shows the dark ring at fat-water bo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -18,25 +18,26 @@ from worker.synth.anatomy import Lesion
 
 # (water, fat) signal on T1 gradient echo.
 T1_WATER_FAT: dict[str, tuple[float, float]] = {
-    "air": (0, 0), "lung": (15, 0), "stomach": (90, 0), "fat": (70, 880), "muscle": (260, 10), "liver": (430, 0), "gallbladder": (110, 0),
-    "portal_vein": (210, 0), "spleen": (300, 0), "kidney": (320, 0), "ivc": (190, 0), "aorta": (170, 0),
+    "air": (0, 0), "lung": (15, 0), "stomach": (90, 0), "fat": (70, 880), "muscle": (260, 10), "liver": (430, 0),
+    "gallbladder": (110, 0), "portal_vein": (210, 0), "spleen": (300, 0), "kidney": (320, 0), "ivc": (190, 0),
+    "aorta": (170, 0),
     "bone": (25, 5), "marrow": (230, 420),
 }
 T2_HASTE: dict[str, float] = {
-    "air": 0, "lung": 10, "stomach": 700, "fat": 520, "muscle": 110, "liver": 170, "gallbladder": 1150, "portal_vein": 45,
-    "spleen": 380, "kidney": 340, "ivc": 40, "aorta": 30, "bone": 20, "marrow": 260,
+    "air": 0, "lung": 10, "stomach": 700, "fat": 520, "muscle": 110, "liver": 170, "gallbladder": 1150,
+    "portal_vein": 45, "spleen": 380, "kidney": 340, "ivc": 40, "aorta": 30, "bone": 20, "marrow": 260,
 }
 T2_FSE_FS: dict[str, float] = {
-    "air": 0, "lung": 10, "stomach": 800, "fat": 90, "muscle": 120, "liver": 190, "gallbladder": 1250, "portal_vein": 60,
-    "spleen": 430, "kidney": 380, "ivc": 55, "aorta": 40, "bone": 15, "marrow": 110,
+    "air": 0, "lung": 10, "stomach": 800, "fat": 90, "muscle": 120, "liver": 190, "gallbladder": 1250,
+    "portal_vein": 60, "spleen": 430, "kidney": 380, "ivc": 55, "aorta": 40, "bone": 15, "marrow": 110,
 }
 DWI_HIGH_B: dict[str, float] = {
     "air": 0, "lung": 4, "stomach": 40, "fat": 15, "muscle": 55, "liver": 130, "gallbladder": 70, "portal_vein": 12,
     "spleen": 270, "kidney": 230, "ivc": 10, "aorta": 8, "bone": 5, "marrow": 60,
 }
 ADC: dict[str, float] = {  # x 1e-6 mm2/s, as vendors store ADC maps
-    "air": 0, "lung": 0, "stomach": 2800, "fat": 300, "muscle": 1400, "liver": 1250, "gallbladder": 2900, "portal_vein": 2500,
-    "spleen": 850, "kidney": 1900, "ivc": 2500, "aorta": 2600, "bone": 400, "marrow": 500,
+    "air": 0, "lung": 0, "stomach": 2800, "fat": 300, "muscle": 1400, "liver": 1250, "gallbladder": 2900,
+    "portal_vein": 2500, "spleen": 850, "kidney": 1900, "ivc": 2500, "aorta": 2600, "bone": 400, "marrow": 500,
 }
 T1_FS_PRE: dict[str, float] = {  # fat-suppressed 3D gradient echo before contrast
     "air": 0, "lung": 12, "stomach": 80, "fat": 70, "muscle": 250, "liver": 390, "gallbladder": 90, "portal_vein": 190,
@@ -94,9 +95,7 @@ class Sequence:
 def sequences(field_t: float) -> dict[str, Sequence]:
     """The protocol's series at 1.5 or 3 T; in- and opposed-phase echo times depend on the field."""
     te_in, te_out = (4.6, 2.3) if field_t < 2 else (2.3, 1.15)
-    dyn = dict(scanning_sequence="GR", sequence_variant="SP\\SS", scan_options="FS",
-               acquisition_type="3D", te_ms=1.3 if field_t < 2 else 1.4, tr_ms=3.9, flip_deg=12.0,
-               noise=14.0)
+    dynamic = Sequence("pre", "GR", "SP\\SS", "FS", "3D", 1.3 if field_t < 2 else 1.4, 3.9, 12.0, 14.0)
     out = {
         "t1_in": Sequence("t1_in", "GR", "SP", "", "2D", te_in, 160.0, 70.0, 10.0),
         "t1_out": Sequence("t1_out", "GR", "SP", "", "2D", te_out, 160.0, 70.0, 10.0),
@@ -107,7 +106,7 @@ def sequences(field_t: float) -> dict[str, Sequence]:
         "dwi": Sequence("dwi", "EP", "SK\\SP", "FS", "2D", 62.0, 5200.0, 90.0, 12.0, b_value=800.0),
     }
     for role in ("pre", "arterial", "portal", "transitional", "hepatobiliary"):
-        out[role] = Sequence(role, **dyn)  # type: ignore[arg-type]
+        out[role] = replace(dynamic, role=role)
     return out
 
 
@@ -179,4 +178,4 @@ def to_magnitude(rng: np.random.Generator, volume: np.ndarray, sigma: float) -> 
     shading = 1.0 + 0.18 * yy * yy + 0.1 * xx * xx
     real = volume * shading + rng.standard_normal(volume.shape, dtype=np.float32) * np.float32(sigma)
     imag = rng.standard_normal(volume.shape, dtype=np.float32) * np.float32(sigma)
-    return np.clip(np.sqrt(real * real + imag * imag), 0, 4095).astype(np.uint16)
+    return np.asarray(np.clip(np.sqrt(real * real + imag * imag), 0, 4095), dtype=np.uint16)

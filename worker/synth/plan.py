@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from worker.synth.anatomy import Lesion, Vec3, layers_for, paint
-from worker.synth.geometry import Grid
+from worker.synth.anatomy import Lesion, layers_for, paint
+from worker.synth.geometry import Grid, Vec3
+
+Attributes = dict[str, object]
+"""DICOM attributes by keyword, as written on a series or its images (None removes one)."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Acquisition:
     """AcquisitionNumber."""
     values: Mapping[str, Sequence[float]]
     """Signal (HU for CT) per tissue and lesion for this acquisition."""
-    attrs: Mapping[str, Any] = field(default_factory=dict)
+    attrs: Mapping[str, object] = field(default_factory=dict)
     """Per-image attributes that differ between acquisitions of one series (None removes one)."""
     is_reference: bool = False
     noise: float = 1.0
@@ -47,7 +49,7 @@ class SeriesPlan:
     kind: str
     """``image`` (a role), ``localizer``, ``mpr``, ``adc`` or ``dose``: only ``image`` carries roles."""
     acquisitions: tuple[Acquisition, ...]
-    attrs: Mapping[str, Any]
+    attrs: Mapping[str, object]
 
 
 def render(grid: Grid, offset: Vec3, lesions: Sequence[Lesion], values: Mapping[str, Sequence[float]],

@@ -37,7 +37,7 @@ def write_truth(writer: TruthWriter, record: StudyRecord, readers: Sequence[Read
         for role, number, offset, is_reference in series.acquisitions:
             writer.motion.writerow([record.patient_id, record.study_uid, series.series_uid, series.number, number,
                                     role or "", "yes" if is_reference else "",
-                                    *(f"{o - r:.2f}" for o, r in zip(offset, ref))])
+                                    *(f"{o - r:.2f}" for o, r in zip(offset, ref, strict=True))])
     writer.flush()
 
 

@@ -2,7 +2,7 @@
 
 The SEG is how lesion location travels with a study from an annotation tool: each segment's
 TrackingID is the lesion_id of labels.csv, and the segment references the source images it was
-drawn on. highdicom is imported here only, so the command line stays light.
+drawn on. Only the generation of studies imports this module (and highdicom), never the command line.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.valuerep import DA, TM
 
-from worker.synth.anatomy import Lesion, Vec3
-from worker.synth.geometry import Grid
+from worker.synth.anatomy import Lesion
+from worker.synth.geometry import Grid, Vec3
 
 SEG_SOFTWARE = "triphase-synth 1"
 
@@ -26,7 +29,7 @@ def lesion_mask(lesion: Lesion, grid: Grid, offset: Vec3) -> np.ndarray:
     the nearest plane with its largest cross-section, as a reader would outline it.
     """
     coords = grid.axis_coordinates()
-    centre = [c + o for c, o in zip(lesion.center, offset)]
+    centre = [c + o for c, o in zip(lesion.center, offset, strict=True)]
     rx, ry, rz = lesion.radii
     dx = ((coords["x"] - centre[0]) / rx)[None, None, :]
     dy = ((coords["y"] - centre[1]) / ry)[None, :, None]
@@ -47,11 +50,8 @@ def build_seg(source_images: Sequence[Dataset], masks: Sequence[np.ndarray], les
     highdicom stamps creation times and a random dimension organisation UID; both are replaced by
     values derived from the study so that the same seed writes the same bytes.
     """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     descriptions = []
-    for number, (lesion, tracking_uid) in enumerate(zip(lesions, tracking_uids), start=1):
+    for number, (lesion, tracking_uid) in enumerate(zip(lesions, tracking_uids, strict=True), start=1):
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=f"Lesion {lesion.lesion_id}",
@@ -81,12 +81,9 @@ def build_seg(source_images: Sequence[Dataset], masks: Sequence[np.ndarray], les
         content_creator_name="SYNTH^ANNOTATOR",
         series_description="Lesion annotation",
     )
-    seg.InstanceCreationDate = content_date
-    seg.InstanceCreationTime = content_time
-    seg.ContentDate = content_date
-    seg.ContentTime = content_time
-    seg.SeriesDate = content_date
-    seg.SeriesTime = content_time
+    date, time = DA(content_date), TM(content_time)
+    seg.InstanceCreationDate = seg.ContentDate = seg.SeriesDate = date
+    seg.InstanceCreationTime = seg.ContentTime = seg.SeriesTime = time
     _replace(seg, "DimensionOrganizationUID", dimension_uid)
     _replace(seg, "ContributionDateTime", content_date + content_time)
     return seg

@@ -18,10 +18,22 @@ from pydicom.dataset import Dataset
 from worker.synth import ct_physics, ct_study, extras, mri_physics, mri_study
 from worker.synth.anatomy import place_lesions
 from worker.synth.context import StudyContext, StudyOptions
-from worker.synth.dicom_writer import (CT_IMAGE, MR_IMAGE, Instance, StudyHeader, format_time,
-                                       geometry_attributes, header_copy, pixel_attributes, study_dataset,
-                                       write_series)
+from worker.synth.dicom_writer import (
+    CT_IMAGE,
+    MR_IMAGE,
+    Instance,
+    StudyHeader,
+    format_time,
+    geometry_attributes,
+    header_copy,
+    make_uid,
+    pixel_attributes,
+    study_dataset,
+    write_series,
+)
+from worker.synth.geometry import Vec3
 from worker.synth.plan import Acquisition, SeriesPlan, render
+from worker.synth.seg_writer import build_seg, lesion_mask, write_seg
 from worker.synth.tasks import TaskSpec, task_spec
 from worker.synth.truth import LabelRow
 from worker.synth.vendors import resolve_style
@@ -115,11 +127,10 @@ def generate_study(out_dir: Path, options: StudyOptions, index: int, *,
             raise ValueError(f"label {label!r} is not a class of {spec.name}")
     core = ct_physics.CORE_FRACTION if spec.modality == "CT" else {}
     lesions = place_lesions(rng, chosen, spec.lesion_size_mm, core)
-    probe = StudyContext(options=options, index=index, style=vendor, header=None, lesions=lesions,  # type: ignore[arg-type]
-                         rng=rng, start_s=0.0)
+    fingerprint = options.fingerprint()
     header, start_s = _header(options.seed, index, options, rng, vendor.charset, vendor.manufacturer,
                               vendor.institution, spec.modality, vendor.name == "japanese",
-                              probe.uid("study"), probe.uid("frame-of-reference"))
+                              make_uid(fingerprint, index, "study"), make_uid(fingerprint, index, "frame-of-reference"))
     ctx = StudyContext(options=options, index=index, style=vendor, header=header, lesions=lesions, rng=rng,
                        start_s=start_s)
     folder = out_dir / f"study-{index + 1:04d}"
@@ -141,13 +152,13 @@ def generate_study(out_dir: Path, options: StudyOptions, index: int, *,
         model = vendor.ct_model
         last = max(a.time_s for p in series for a in p.acquisitions)
         dose = extras.dose_screen(ctx, "CT", model, SOFTWARE, last)
-        write_series(folder, dose, [Instance(dose.SOPInstanceUID, 1, None, np.frombuffer(dose.PixelData, np.uint8), {})],
-                     slice_location_axis=None)
+        dose_image = Instance(dose.SOPInstanceUID, 1, None, np.frombuffer(dose.PixelData, np.uint8), {})
+        write_series(folder, dose, [dose_image], slice_location_axis=None)
         records.append(SeriesRecord(dose.SeriesInstanceUID, int(dose.SeriesNumber), "dose", (), 1))
     assert reference is not None
     _write_seg(ctx, folder, reference, reference_headers)
     truth = tuple(LabelRow(header.patient_id, header.study_uid, header.accession, lesion.lesion_id, lesion.label,
-                           tuple(round(c + o, 2) for c, o in zip(lesion.center, reference.offset)),  # type: ignore[misc]
+                           _moved(lesion.center, reference.offset),
                            lesion.size_mm)
                   for lesion in lesions)
     log.info("study %d written: %s style, %d series", index + 1, vendor.name, len(records) + 1)
@@ -155,6 +166,12 @@ def generate_study(out_dir: Path, options: StudyOptions, index: int, *,
     return StudyRecord(folder=folder, patient_id=header.patient_id, study_uid=header.study_uid,
                        accession=header.accession, style=vendor.name, labels=truth, series=tuple(records),
                        reference_offset=reference.offset)
+
+
+def _moved(point: Vec3, offset: Vec3) -> Vec3:
+    """Where ``point`` of the phantom lies in the reference acquisition (rounded as labels.csv has it)."""
+    x, y, z = (round(p + o, 2) for p, o in zip(point, offset, strict=True))
+    return x, y, z
 
 
 def _plan(ctx: StudyContext, spec: TaskSpec) -> list[SeriesPlan]:
@@ -249,8 +266,6 @@ def _write_image_series(ctx: StudyContext, folder: Path, plan: SeriesPlan,
 
 
 def _write_seg(ctx: StudyContext, folder: Path, reference: Acquisition, headers: list[Dataset]) -> None:
-    from worker.synth.seg_writer import build_seg, lesion_mask, write_seg
-
     masks = [lesion_mask(lesion, reference.grid, reference.offset) for lesion in ctx.lesions]
     seg = build_seg(headers, masks, ctx.lesions, series_uid=ctx.uid("series", "seg"), sop_uid=ctx.uid("seg", 1),
                     series_number=SEG_SERIES_NUMBER,

@@ -62,7 +62,7 @@ def parse_difficulty(value: str | float) -> float:
         try:
             number = float(key)
         except ValueError:
-            raise ValueError(f"difficulty must be easy, medium, hard or a number in [0, 1], not {value!r}")
+            raise ValueError(f"difficulty must be easy, medium, hard or a number in [0, 1], not {value!r}") from None
     else:
         number = float(value)
     if not 0.0 <= number <= 1.0:

@@ -12,11 +12,11 @@ record nothing of it, as real scanners do not.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Protocol
 
 import numpy as np
 
@@ -101,6 +101,12 @@ def simulate_reads(rng: np.random.Generator, groups: Sequence[ReaderGroup], labe
     return rows
 
 
+class RowWriter(Protocol):
+    """What ``csv.writer`` returns, as far as the truth files use it."""
+
+    def writerow(self, row: Iterable[object], /) -> object: ...
+
+
 class TruthWriter:
     """labels.csv, reads.csv and motion.csv under the output folder, appended study by study."""
 
@@ -111,7 +117,7 @@ class TruthWriter:
         self.reads = self._open("reads.csv", READ_COLUMNS)
         self.motion = self._open("motion.csv", MOTION_COLUMNS)
 
-    def _open(self, name: str, columns: Sequence[str]) -> "csv._writer":  # type: ignore[name-defined]
+    def _open(self, name: str, columns: Sequence[str]) -> RowWriter:
         handle = (self.out_dir / name).open("w", newline="", encoding="utf-8")
         self._handles.append(handle)
         writer = csv.writer(handle, lineterminator="\n")

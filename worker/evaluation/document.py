@@ -1,0 +1,119 @@
+"""The shapes of the evaluation's JSON documents: ``report.json`` and an experiment's ``results.json``.
+
+These are the contracts between the code that computes the numbers and the renderings (HTML, CSV,
+plots, the command's summary lines). A metric summary is what
+:func:`models.evaluation.summary.summarise` returns; its inner shape belongs to that function.
+After :func:`json_ready`, every non-finite number is ``None``, hence ``float | None`` below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+import numpy as np
+
+Summary = dict[str, Any]
+"""The metric summary of :func:`models.evaluation.summary.summarise` (estimates with intervals)."""
+
+
+class StateCounts(TypedDict):
+    studies: int
+    reasons: dict[str, int]
+
+
+# "class" is a keyword: these two use the functional form.
+DelongEntry = TypedDict("DelongEntry", {
+    "class": str,
+    "one_vs_rest": bool,
+    "skipped": NotRequired[str],
+    "auc_model": NotRequired["float | None"],
+    "auc_readers": NotRequired["float | None"],
+    "difference": NotRequired["float | None"],
+    "z": NotRequired["float | None"],
+    "p_value": NotRequired["float | None"],
+    "positives": NotRequired[int],
+    "negatives": NotRequired[int],
+})
+
+MajorityBaseline = TypedDict("MajorityBaseline", {"class": str, "summary": Summary})
+
+
+class ReaderGroup(TypedDict):
+    readers: list[str]
+    reads: int
+    summary: Summary
+    model_on_same_cases: Summary
+    delong: list[DelongEntry]
+
+
+class ReaderEntry(TypedDict):
+    group: str
+    summary: Summary
+
+
+class ReadersSection(TypedDict):
+    groups: dict[str, ReaderGroup]
+    readers: dict[str, ReaderEntry]
+    score_rule: str
+
+
+class ModelSection(TypedDict):
+    model: str
+    task: str
+    classes: list[str]
+    left_out: dict[str, int]
+    indeterminate: int
+    summary: Summary | None
+    majority_baseline: NotRequired[MajorityBaseline]
+    readers: NotRequired[ReadersSection]
+
+
+class Filters(TypedDict):
+    model: str | None
+    task: str | None
+    since: str | None
+    until: str | None
+    readers: bool
+
+
+class Report(TypedDict):
+    generated_at: str
+    filters: Filters
+    bootstrap: dict[str, object]
+    label_metrics_note: str
+    skipped_studies: dict[str, StateCounts]
+    models: list[ModelSection]
+
+
+ExperimentRow = dict[str, "str | float | None"]
+"""One table row: the setting (transform, degree, channel; or architecture, mode), then each metric's
+estimate, ``_low`` and ``_high`` (and, for misregistration, the paired tests against registered)."""
+
+
+class ExperimentResult(TypedDict):
+    experiment: str  # "misregistration" or "architectures"
+    folds: int
+    config: dict[str, object]
+    bootstrap: dict[str, object]
+    rows: list[ExperimentRow]
+    lesions: int
+    patients: int
+    channel: NotRequired[int]
+    test: NotRequired[str]
+    registered: NotRequired[ExperimentRow]
+    probabilities: NotRequired[dict[str, list[list[float]]]]
+
+
+def json_ready(value: object) -> Any:
+    """NaN and infinities as null, numpy scalars as Python numbers (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

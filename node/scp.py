@@ -9,18 +9,19 @@ further stores, and then closes.
 from __future__ import annotations
 
 import logging
-import socketserver
 import threading
 import time
 from typing import Any
 
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from db.repository import Repository
 from node.completion import CompletionMonitor
 from node.dispatch import JobDispatcher
+from node.door import Door
 from node.receiver import AssociationStats, AssociationTracker, StoreHandler
 from node.settings import NodeSettings
 from node.spool import Spool
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 # rejected-transient, service-provider (presentation), temporary congestion
 REJECT_BUSY = (0x02, 0x03, 0x01)
+# rejected-transient, service-provider (presentation), local limit exceeded
+REJECT_LIMIT = (0x02, 0x03, 0x02)
+# pynetdicom counts every connection as an association; the door counts negotiated ones itself
+UNLIMITED = 65535
 
 
 def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
@@ -47,7 +52,7 @@ def build_ae(settings: NodeSettings) -> AE:
     ae.acse_timeout = settings.acse_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.idle_timeout_s
-    ae.maximum_associations = settings.max_associations
+    ae.maximum_associations = UNLIMITED
     ae.require_called_aet = True
     ae.add_supported_context(Verification, AllTransferSyntaxes)
     for context in AllStoragePresentationContexts:
@@ -65,15 +70,22 @@ class DicomNode:
         self.monitor = CompletionMonitor(repository, dispatcher, poll_s=settings.completion_poll_s,
                                          shadow_for=settings.shadow_for)
         self.ae = build_ae(settings)
-        self._server: Any = None
+        self.door: Door | None = None
         self._stopping = threading.Event()
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        """The plain listener's port (the TLS one's when there is no plain listener)."""
+        assert self.door is not None, "start() first"
+        return self.door.listeners[0].port
+
+    @property
+    def tls_port(self) -> int | None:
+        assert self.door is not None, "start() first"
+        return next((listener.port for listener in self.door.listeners if listener.tls), None)
 
     def start(self) -> None:
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self.store_handler),
             (evt.EVT_REQUESTED, self._on_requested),
@@ -82,11 +94,11 @@ class DicomNode:
             (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
             (evt.EVT_CONN_CLOSE, self._on_ended, ["aborted"]),
         ]
-        self._server = self.ae.start_server((self.settings.bind, self.settings.port), block=False,
-                                            evt_handlers=handlers)
+        self.door = Door(self.ae, self.settings, self.repository, handlers)
+        self.door.start()
         self.monitor.start()
-        log.info("DICOM node %s listening on %s:%d (%d peers configured%s)", self.settings.ae_title,
-                 self.settings.bind, self.port, len(self.settings.peers),
+        log.info("DICOM node %s listening on %s port %s (%d peers configured%s)", self.settings.ae_title,
+                 self.settings.bind, ", ".join(map(str, self.door.listeners)), len(self.settings.peers),
                  ", promiscuous" if self.settings.promiscuous else "")
 
     def shutdown(self, grace_s: float | None = None) -> None:
@@ -95,20 +107,19 @@ class DicomNode:
             return
         self._stopping.set()
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        server = self._server
-        if server is not None:
-            # Stop the accept loop and close the listening socket, but leave open associations.
-            socketserver.BaseServer.shutdown(server)
-            server.server_close()
+        door = self.door
+        if door is not None:
+            # Stop accepting and drop connections that never negotiated; associations may go on.
+            door.stop_accepting()
         deadline = time.monotonic() + grace
-        while self.ae.active_associations and time.monotonic() < deadline:
+        while door is not None and door.open_associations() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.store_handler.draining.set()
         self.store_handler.wait_idle(timeout=max(self.settings.dimse_timeout_s, 5.0))
         for assoc in self.ae.active_associations:
             assoc.abort()
-        if server is not None and server in self.ae._servers:  # noqa: SLF001 - pynetdicom's own list
-            self.ae._servers.remove(server)  # noqa: SLF001
+        if door is not None:
+            door.close()
         self.monitor.stop()
         log.info("DICOM node stopped")
 
@@ -127,16 +138,22 @@ class DicomNode:
         if self._stopping.is_set():
             _reject(assoc, REJECT_BUSY)
             return
-        if self.settings.promiscuous or self.settings.peer_for(calling, address) is not None:
-            return
-        reason = f"calling AE title {calling!r} from {address} is not a configured peer"
+        if not self.settings.promiscuous and self.settings.peer_for(calling, address) is None:
+            reason = f"calling AE title {calling!r} from {address} is not a configured peer"
+            self._audit_rejection(calling, called, address, port, reason)
+            _reject(assoc, REJECT_CALLING_AE)
+        elif self.door is not None and not self.door.negotiate(assoc):
+            reason = f"{self.settings.max_associations} associations already open (max_associations)"
+            self._audit_rejection(calling, called, address, port, reason)
+            _reject(assoc, REJECT_LIMIT)
+
+    def _audit_rejection(self, calling: str, called: str, address: str, port: int, reason: str) -> None:
         log.warning("association rejected: %s", reason)
         try:  # audited before the peer hears the answer
             self.repository.reject_association(calling_ae=calling, called_ae=called, address=address,
                                                port=port, reason=reason)
         except Exception:  # noqa: BLE001
             log.exception("could not audit a rejected association")
-        _reject(assoc, REJECT_CALLING_AE)
 
     def _on_accepted(self, event: Any) -> None:
         assoc = event.assoc

@@ -248,6 +248,8 @@ class DoorHandler(RequestHandler):
             return handshake(sock, context, connection.deadline)
         except TimeoutError:
             raise RefusedConnectionError(DoorEvent.EXPIRED) from None
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            raise RefusedConnectionError(None) from None  # a TCP probe, or a client that gave up
         except ssl.SSLError as exc:
             log.info("TLS handshake with %s failed: %s", connection.address, exc.reason or exc)
             raise RefusedConnectionError(DoorEvent.TLS_FAILED) from None

@@ -69,7 +69,8 @@ def run_node(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     node.start()
-    typer.echo(f"triphase node {settings.ae_title} listening on {settings.bind}:{node.port}", err=True)
+    ports = ", ".join(map(str, node.door.listeners)) if node.door else str(node.port)
+    typer.echo(f"triphase node {settings.ae_title} listening on {settings.bind} port {ports}", err=True)
     # Wake up regularly: a signal delivered to another thread only runs its Python handler when
     # the main thread next runs bytecode, and a bare wait() might never return.
     while not stop.wait(0.5):
@@ -85,7 +86,7 @@ def _remote(text: str, runtime: Runtime) -> Any:
         return RemoteNode.parse(text)
     settings = _node_settings(runtime)
     for peer in settings.peers:
-        if peer.name == text and peer.host and peer.port:
+        if peer.name == text and peer.host and "/" not in peer.host and peer.port:  # a range is no target
             return RemoteNode(peer.ae_title, peer.host, peer.port)
     raise typer.BadParameter(f"{text!r} is neither AET@HOST:PORT nor a configured peer with host and port")
 

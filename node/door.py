@@ -128,15 +128,21 @@ class GuardedSocket(AssociationSocket):
         return bool(self._prefix) or super().ready
 
     def recv(self, nr_bytes: int) -> bytearray:
-        data = self._prefix[:nr_bytes]
-        del self._prefix[:nr_bytes]
+        data = bytearray()
+        if self._prefix:
+            data = self._prefix[:nr_bytes]
+            del self._prefix[:nr_bytes]
         if len(data) < nr_bytes:
             try:
-                data += super().recv(nr_bytes - len(data))
+                rest = self._read(nr_bytes - len(data))
             except OSError as exc:  # idle timeout mid-PDU, or reset
                 log.info("association from %s: connection lost mid-PDU (%s)", self.connection.address,
                          type(exc).__name__)
                 return data
+            if data:
+                data += rest
+            else:
+                data = rest  # the common case: no copy of a 256 KiB PDU body
         if not self._header_next:
             self._header_next = True
             return data
@@ -148,6 +154,23 @@ class GuardedSocket(AssociationSocket):
                 return bytearray()
             self._header_next = kind not in PDU_TYPES
         return data
+
+    def _read(self, count: int) -> bytearray:
+        """``count`` bytes, or fewer if the peer closed: pynetdicom's loop, but into one buffer and in
+        large reads (a timeout on the socket costs a poll per read)."""
+        sock = self.socket
+        if sock is None:
+            return bytearray()
+        buffer = bytearray(count)
+        view = memoryview(buffer)
+        got = 0
+        while got < count:
+            read = sock.recv_into(view[got:], count - got)
+            if not read:
+                del view
+                return buffer[:got]
+            got += read
+        return buffer
 
     def _refuse(self, problem: str) -> None:
         log.warning("association from %s aborted: %s", self.connection.address, problem)

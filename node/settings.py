@@ -41,11 +41,11 @@ class NodeTlsSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    port: int = Field(2762, ge=0, le=65535, description="0 picks a free port (tests)")
+    port: int = Field(default=2762, ge=0, le=65535, description="0 picks a free port (tests)")
     certificate: Path = Field(description="PEM certificate chain the node presents")
     private_key: Path = Field(description="PEM private key of that certificate")
-    ca_certificates: Path | None = Field(None, description="PEM CAs that sign the peers' client certificates")
-    require_client_certificate: bool = Field(False, description="refuse peers without a trusted certificate")
+    ca_certificates: Path | None = Field(default=None, description="PEM CAs that sign the peers' client certificates")
+    require_client_certificate: bool = Field(default=False, description="refuse peers without a trusted certificate")
 
     @model_validator(mode="after")
     def _client_certificates_need_a_ca(self) -> NodeTlsSettings:
@@ -67,12 +67,12 @@ class NodeSettings(SectionSettings):
     dimse_timeout_s: float = Field(60.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0, description="network idle timeout of an association")
     max_associations: int = Field(16, ge=1, description="negotiated associations at once, all peers together")
-    artim_timeout_s: float = Field(10.0, gt=0, description="a new connection must have sent its whole "
+    artim_timeout_s: float = Field(default=10.0, gt=0, description="a new connection must have sent its whole "
                                    "A-ASSOCIATE-RQ (and finished TLS) within this time")
-    max_pending: int = Field(32, ge=1, description="connections not yet negotiated; the oldest is closed "
+    max_pending: int = Field(default=32, ge=1, description="connections not yet negotiated; the oldest is closed "
                              "when a new one arrives and the pool is full")
-    max_per_address: int = Field(8, ge=1, description="connections from one source address, pending and open")
-    plain: bool = Field(True, description="false: no plain-TCP listener, only [node.tls]")
+    max_per_address: int = Field(default=8, ge=1, description="connections from one source address, pending and open")
+    plain: bool = Field(default=True, description="false: no plain-TCP listener, only [node.tls]")
     tls: NodeTlsSettings | None = None
     quiet_period_s: float = Field(30.0, gt=0, description="a study is complete this long after its last instance")
     hard_cap_s: float = Field(3600.0, gt=0, description="...or this long after its first, whichever is first")

@@ -133,6 +133,7 @@ def test_max_associations_counts_negotiated_associations_only(start_node: NodeFa
         second = scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE")
         assert second.is_rejected
         result = second.acceptor.primitive
+        assert result is not None
         assert (result.result, result.result_source, result.diagnostic) == (0x02, 0x03, 0x02)
         first.release()
         _wait(lambda: running.node.door is not None and running.node.door.open_associations() == 0)

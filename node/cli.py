@@ -96,7 +96,8 @@ def run_node(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     node.start()
-    typer.echo(f"triphase node {settings.ae_title} listening on {settings.bind}:{node.port}", err=True)
+    ports = ", ".join(map(str, node.door.listeners)) if node.door else str(node.port)
+    typer.echo(f"triphase node {settings.ae_title} listening on {settings.bind} port {ports}", err=True)
     # Wake up regularly: a signal delivered to another thread only runs its Python handler when
     # the main thread next runs bytecode, and a bare wait() might never return.
     while not stop.wait(0.5):

@@ -9,7 +9,6 @@ further stores, and then closes.
 from __future__ import annotations
 
 import logging
-import socketserver
 import threading
 import time
 
@@ -17,12 +16,12 @@ from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event, EventHandlerType
-from pynetdicom.transport import ThreadedAssociationServer
 
 from db.repository import Repository
 from db.vocabulary import AssociationResult
 from node.completion import CompletionMonitor
 from node.dispatch import JobDispatcher
+from node.door import Door
 from node.receiver import AssociationStats, AssociationTracker, StoreHandler, best_effort
 from node.settings import NodeSettings
 from node.sop_classes import VERIFICATION
@@ -34,6 +33,10 @@ log = logging.getLogger(__name__)
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 # rejected-transient, service-provider (presentation), temporary congestion
 REJECT_BUSY = (0x02, 0x03, 0x01)
+# rejected-transient, service-provider (presentation), local limit exceeded
+REJECT_LIMIT = (0x02, 0x03, 0x02)
+# pynetdicom counts every connection as an association; the door counts negotiated ones itself
+UNLIMITED = 65535
 
 
 def _reject(assoc: Association, reason: tuple[int, int, int]) -> None:
@@ -50,7 +53,7 @@ def build_ae(settings: NodeSettings) -> AE:
     ae.acse_timeout = settings.acse_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.idle_timeout_s
-    ae.maximum_associations = settings.max_associations
+    ae.maximum_associations = UNLIMITED
     ae.require_called_aet = True
     ae.add_supported_context(VERIFICATION, AllTransferSyntaxes)
     for context in AllStoragePresentationContexts:
@@ -69,14 +72,21 @@ class DicomNode:
         self.monitor = CompletionMonitor(repository, dispatcher, poll_s=settings.completion_poll_s,
                                          shadow_for=settings.shadow_for)
         self.ae = build_ae(settings)
-        self._server: ThreadedAssociationServer | None = None
+        self.door: Door | None = None
         self._stopping = threading.Event()
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        """The plain listener's port (the TLS one's when there is no plain listener)."""
+        if self.door is None:
             raise RuntimeError("the node has not been started")
-        return int(self._server.server_address[1])
+        return self.door.listeners[0].port
+
+    @property
+    def tls_port(self) -> int | None:
+        if self.door is None:
+            raise RuntimeError("the node has not been started")
+        return next((listener.port for listener in self.door.listeners if listener.tls), None)
 
     def start(self) -> None:
         handlers: list[EventHandlerType] = [
@@ -88,11 +98,11 @@ class DicomNode:
             (evt.EVT_ABORTED, self._on_ended, [AssociationResult.ABORTED]),
             (evt.EVT_CONN_CLOSE, self._on_ended, [AssociationResult.ABORTED]),
         ]
-        self._server = self.ae.start_server((self.settings.bind, self.settings.port), block=False,
-                                            evt_handlers=handlers)
+        self.door = Door(self.ae, self.settings, self.repository, handlers)
+        self.door.start()
         self.monitor.start()
-        log.info("DICOM node %s listening on %s:%d (%d peers configured%s)", self.settings.ae_title,
-                 self.settings.bind, self.port, len(self.settings.peers),
+        log.info("DICOM node %s listening on %s port %s (%d peers configured%s)", self.settings.ae_title,
+                 self.settings.bind, ", ".join(map(str, self.door.listeners)), len(self.settings.peers),
                  ", promiscuous" if self.settings.promiscuous else "")
 
     def shutdown(self, grace_s: float | None = None) -> None:
@@ -101,21 +111,19 @@ class DicomNode:
             return
         self._stopping.set()
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        server = self._server
-        if server is not None:
-            # Stop the accept loop and close the listening socket, but leave open associations.
-            socketserver.BaseServer.shutdown(server)
-            server.server_close()
+        door = self.door
+        if door is not None:
+            # Stop accepting and drop connections that never negotiated; associations may go on.
+            door.stop_accepting()
         deadline = time.monotonic() + grace
-        while self.ae.active_associations and time.monotonic() < deadline:
+        while door is not None and door.open_associations() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.store_handler.draining.set()
         self.store_handler.wait_idle(timeout=max(self.settings.dimse_timeout_s, 5.0))
         for assoc in self.ae.active_associations:
             assoc.abort()
-        if server is not None:
-            # Already stopped and closed above; pynetdicom's own shutdown also forgets the server.
-            server.shutdown()
+        if door is not None:
+            door.close()
         self.monitor.stop()
         log.info("DICOM node stopped")
 
@@ -137,15 +145,21 @@ class DicomNode:
         if self._stopping.is_set():
             _reject(assoc, REJECT_BUSY)
             return
-        if self.settings.promiscuous or self.settings.peer_for(calling, address) is not None:
-            return
-        reason = f"calling AE title {calling!r} from {address} is not a configured peer"
+        if not self.settings.promiscuous and self.settings.peer_for(calling, address) is None:
+            reason = f"calling AE title {calling!r} from {address} is not a configured peer"
+            self._audit_rejection(calling, called, address, port, reason)
+            _reject(assoc, REJECT_CALLING_AE)
+        elif self.door is not None and not self.door.negotiate(assoc):
+            reason = f"{self.settings.max_associations} associations already open (max_associations)"
+            self._audit_rejection(calling, called, address, port, reason)
+            _reject(assoc, REJECT_LIMIT)
+
+    def _audit_rejection(self, calling: str, called: str, address: str, port: int, reason: str) -> None:
         log.warning("association rejected: %s", reason)
         # Audited before the peer hears the answer.
         best_effort(lambda: self.repository.reject_association(
             calling_ae=calling, called_ae=called, address=address, port=port, reason=reason,
         ), "audit a rejected association")
-        _reject(assoc, REJECT_CALLING_AE)
 
     def _on_accepted(self, event: Event) -> None:
         assoc = event.assoc

@@ -56,7 +56,7 @@ class RemoteNode:
         if "@" in text:
             return cls.parse(text)
         for peer in peers:
-            if peer.name == text and peer.host and peer.port:
+            if peer.name == text and peer.host and "/" not in peer.host and peer.port:  # a range is no target
                 return cls(peer.ae_title, peer.host, peer.port)
         raise LookupError(f"{text!r} is neither AET@HOST:PORT nor a configured peer with host and port")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from db.settings import SectionSettings
+from node.hosts import check_host_pattern, default_matcher
 
 
 def _ae_title(value: str) -> str:
@@ -25,12 +26,32 @@ class PeerSettings(BaseModel):
 
     name: str
     ae_title: str
-    host: str | None = Field(default=None, description="if set, the association must come from this address")
+    host: str | None = Field(default=None, description="if set, the association must come from this address, "
+                             "CIDR range or host name")
     port: int | None = Field(default=None, ge=1, le=65535, description="its own SCP port, for sending back")
     quiet_period_s: float | None = Field(default=None, gt=0, description="overrides node.quiet_period_s")
     shadow: bool = Field(default=False, description="analyse and audit this peer's studies, send nothing back")
 
     _check_ae = field_validator("ae_title")(classmethod(lambda cls, v: _ae_title(v)))
+    _check_host = field_validator("host")(classmethod(lambda cls, v: None if v is None else check_host_pattern(v)))
+
+
+class NodeTlsSettings(BaseModel):
+    """``[node.tls]``: a second listener that speaks DICOM over TLS (PS3.15 Annex B)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    port: int = Field(default=2762, ge=0, le=65535, description="0 picks a free port (tests)")
+    certificate: Path = Field(description="PEM certificate chain the node presents")
+    private_key: Path = Field(description="PEM private key of that certificate")
+    ca_certificates: Path | None = Field(default=None, description="PEM CAs that sign the peers' client certificates")
+    require_client_certificate: bool = Field(default=False, description="refuse peers without a trusted certificate")
+
+    @model_validator(mode="after")
+    def _client_certificates_need_a_ca(self) -> NodeTlsSettings:
+        if self.require_client_certificate and self.ca_certificates is None:
+            raise ValueError("require_client_certificate needs ca_certificates to verify them with")
+        return self
 
 
 class NodeSettings(SectionSettings):
@@ -45,7 +66,15 @@ class NodeSettings(SectionSettings):
     acse_timeout_s: float = Field(default=30.0, gt=0)
     dimse_timeout_s: float = Field(default=60.0, gt=0)
     idle_timeout_s: float = Field(default=60.0, gt=0, description="network idle timeout of an association")
-    max_associations: int = Field(default=16, ge=1)
+    max_associations: int = Field(default=16, ge=1,
+                                  description="negotiated associations at once, all peers together")
+    artim_timeout_s: float = Field(default=10.0, gt=0, description="a new connection must have sent its whole "
+                                   "A-ASSOCIATE-RQ (and finished TLS) within this time")
+    max_pending: int = Field(default=32, ge=1, description="connections not yet negotiated; the oldest is closed "
+                             "when a new one arrives and the pool is full")
+    max_per_address: int = Field(default=8, ge=1, description="connections from one source address, pending and open")
+    plain: bool = Field(default=True, description="false: no plain-TCP listener, only [node.tls]")
+    tls: NodeTlsSettings | None = None
     quiet_period_s: float = Field(default=30.0, gt=0,
                                   description="a study is complete this long after its last instance")
     hard_cap_s: float = Field(default=3600.0, gt=0, description="...or this long after its first, whichever is first")
@@ -59,10 +88,17 @@ class NodeSettings(SectionSettings):
 
     _check_ae = field_validator("ae_title")(classmethod(lambda cls, v: _ae_title(v)))
 
+    @model_validator(mode="after")
+    def _some_listener(self) -> NodeSettings:
+        if not self.plain and self.tls is None:
+            raise ValueError("plain = false needs a [node.tls] section, or the node would listen nowhere")
+        return self
+
     def peer_for(self, ae_title: str, address: str | None) -> PeerSettings | None:
         """The configured peer matching a calling AE title (and address when the peer names one)."""
         for peer in self.peers:
-            if peer.ae_title == ae_title.strip() and (peer.host is None or peer.host == address):
+            if peer.ae_title == ae_title.strip() and (peer.host is None
+                                                      or default_matcher.matches(peer.host, address)):
                 return peer
         return None
 

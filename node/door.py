@@ -42,6 +42,7 @@ P_DATA_TF = 0x04
 PDU_TYPES = range(0x01, 0x08)
 MAX_CONTROL_PDU = 64 * 1024  # any PDU but P-DATA-TF; a real A-ASSOCIATE-RQ is a few KiB
 HEADER = struct.Struct(">BxL")
+PDV_HEADER = struct.Struct(">LxB")  # item length, presentation context ID, message control header
 # A-ABORT from the DICOM UL service-provider (PS3.8 9.3.8): unexpected PDU, invalid PDU parameter value
 ABORT_UNEXPECTED_PDU = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x02])
 ABORT_INVALID_PARAMETER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])
@@ -122,6 +123,10 @@ class GuardedSocket(AssociationSocket):
         self._prefix = bytearray(prefix)
         self._door = door
         self._header_next = True
+        self._body_kind = 0
+        self._message_bytes = 0  # data set bytes of the DIMSE message being received
+        cap = door.settings.max_instance_mb * 1024 * 1024
+        self._message_limit = 2 * cap  # past the cap the data set is drained unwritten, up to here
 
     @property
     def ready(self) -> bool:
@@ -145,15 +150,35 @@ class GuardedSocket(AssociationSocket):
                 data = rest  # the common case: no copy of a 256 KiB PDU body
         if not self._header_next:
             self._header_next = True
+            if self._body_kind == P_DATA_TF and self._message_limit and self._count_data(data):
+                self._refuse(f"a data set over {self._message_limit} bytes", DoorEvent.INSTANCE_TOO_LARGE)
+                return bytearray()
             return data
         if len(data) == HEADER.size:
             kind, length = HEADER.unpack(data)
             problem = pdu_problem(kind, length, self._door.settings.max_pdu)
             if problem is not None:
-                self._refuse(problem)
+                self._refuse(problem, DoorEvent.PDU_TOO_LARGE)
                 return bytearray()
             self._header_next = kind not in PDU_TYPES
+            self._body_kind = kind
         return data
+
+    def _count_data(self, body: bytearray) -> bool:
+        """Count the data set bytes of a P-DATA-TF body; True once the message is over the limit.
+
+        A data set can be endless; pynetdicom drops what exceeds ``max_instance_mb`` (see
+        :mod:`node.intake`) but would go on reading, so the association is aborted past twice the cap.
+        """
+        offset = 0
+        while offset + PDV_HEADER.size <= len(body):
+            length, control = PDV_HEADER.unpack_from(body, offset)
+            if control & 1:  # a command fragment: a new message begins
+                self._message_bytes = 0
+            else:
+                self._message_bytes += max(length - 2, 0)
+            offset += 4 + length
+        return self._message_bytes > self._message_limit
 
     def _read(self, count: int) -> bytearray:
         """``count`` bytes, or fewer if the peer closed: pynetdicom's loop, but into one buffer and in
@@ -172,9 +197,9 @@ class GuardedSocket(AssociationSocket):
             got += read
         return buffer
 
-    def _refuse(self, problem: str) -> None:
+    def _refuse(self, problem: str, event: DoorEvent) -> None:
         log.warning("association from %s aborted: %s", self.connection.address, problem)
-        self._door.gate.events.note(self.connection.address, DoorEvent.PDU_TOO_LARGE)
+        self._door.gate.events.note(self.connection.address, event)
         if self.socket is not None:
             with contextlib.suppress(OSError):
                 self.socket.sendall(ABORT_INVALID_PARAMETER)

@@ -18,7 +18,7 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.header import UnreadableDataset, read_header
-from node.receiver import PREAMBLE
+from node.intake import dataset_bytes
 from node.sop_classes import VERIFICATION
 from node.spool import Spool
 from node.statuses import StoreStatus
@@ -27,6 +27,9 @@ from node.uids import InvalidUID, check_uid
 
 def _echo(event: Event) -> int:
     return int(StoreStatus.SUCCESS)
+
+
+PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
 class FolderStore:
@@ -58,9 +61,10 @@ class FolderStore:
 
     def _store(self, event: Event) -> int:
         request = event.request
-        if not isinstance(request, C_STORE) or request.DataSet is None:
+        if not isinstance(request, C_STORE):
             return int(StoreStatus.CANNOT_UNDERSTAND)
-        stream = request.DataSet.getvalue()
+        # As received, whether pynetdicom kept it in memory or (a node in this process) in a file.
+        stream = dataset_bytes(event)
         try:
             header = read_header(stream, str(event.context.transfer_syntax))
             study = check_uid(header.study_uid, "study")

@@ -46,6 +46,7 @@ class DoorEvent(enum.StrEnum):
     NOT_DICOM = "not_dicom"  # the first PDU was not an A-ASSOCIATE-RQ
     REQUEST_TOO_LARGE = "request_too_large"  # A-ASSOCIATE-RQ over the sanity cap
     PDU_TOO_LARGE = "pdu_too_large"  # P-DATA-TF longer than the advertised maximum PDU length
+    INSTANCE_TOO_LARGE = "instance_too_large"  # a data set past twice node.max_instance_mb: aborted
     TLS_FAILED = "tls_failed"  # handshake refused: protocol, or no / an untrusted client certificate
 
 

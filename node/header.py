@@ -12,14 +12,21 @@ import zlib
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 # Values longer than this are skipped (seeked over), not read, during the structural walk.
 _DEFER_BYTES = 1024
+# A deflated data set is inflated only this far to find its identifying attributes: a small step
+# first, larger ones up to the cap. Its bytes are stored as received, never inflated, so a small
+# stream that inflates to gigabytes (a "deflate bomb") costs at most the last step in memory.
+INFLATE_STEPS = (64 * 1024, 1024 * 1024, 4 * 1024 * 1024)
+_READ_BYTES = 64 * 1024
+_LAST_IDENTIFYING_TAG = 0x0020_0011  # Series Number; the UIDs and the rest come before it
 
 
 class UnreadableDataset(ValueError):
@@ -58,6 +65,9 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+_EMPTY = Header(None, None, None, None, None, None, None, None, None, None)
+
+
 def _header_from(ds: Dataset) -> Header:
     return Header(
         sop_class_uid=_text(ds, "SOPClassUID"),
@@ -75,22 +85,89 @@ def _header_from(ds: Dataset) -> Header:
 
 def read_header(data: bytes, transfer_syntax: str) -> Header:
     """Parse the header of a data set encoded in ``transfer_syntax`` (no file meta)."""
+    return read_stream_header(BytesIO(data), len(data), transfer_syntax)
+
+
+def read_stream_header(stream: BinaryIO, size: int, transfer_syntax: str) -> Header:
+    """Parse the header of the ``size`` bytes of a data set that start at ``stream``'s position.
+
+    Large values are seeked over, so a data set on disk is never read whole; a deflated one is
+    inflated only as far as :data:`INFLATE_STEPS` allows.
+    """
     ts = UID(transfer_syntax)
     try:
         if ts == DeflatedExplicitVRLittleEndian:
-            data = zlib.decompress(data, -zlib.MAX_WBITS)
-        stream = BytesIO(data)
+            return _read_deflated(stream)
+        start = stream.tell()
         ds = read_dataset(stream, ts.is_implicit_VR, ts.is_little_endian, defer_size=_DEFER_BYTES)
-        end = stream.tell()
+        end = stream.tell() - start
         # Force the conversion of what we read now, inside the error handling.
         header = _header_from(ds)
+    except UnreadableDataset:
+        raise
     except Exception as exc:  # any parser failure is "cannot understand"
         raise UnreadableDataset(f"cannot parse the data set: {type(exc).__name__}: {exc}") from exc
     if not len(ds):
         raise UnreadableDataset("the data set is empty")
-    if end > len(data):
-        raise UnreadableDataset(f"the data set is truncated ({end - len(data)} bytes missing)")
+    if end > size:
+        raise UnreadableDataset(f"the data set is truncated ({end - size} bytes missing)")
     return header
+
+
+def _inflate(stream: _Offset, limit: int) -> tuple[bytes, bool]:
+    """The first ``limit`` inflated bytes of a raw deflate stream, and whether the stream ended."""
+    stream.seek(0)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    while len(out) < limit and not inflater.eof:
+        chunk = inflater.unconsumed_tail or stream.read(_READ_BYTES)
+        if not chunk:
+            break
+        out += inflater.decompress(chunk, limit - len(out))
+    if not inflater.eof and len(out) < limit:
+        raise UnreadableDataset("the deflated data set is truncated")
+    return bytes(out), inflater.eof
+
+
+def _read_deflated(stream: BinaryIO) -> Header:
+    """The header of a deflated data set, inflating no more than the last of :data:`INFLATE_STEPS`.
+
+    Each step inflates from the start up to its size. A stream that ends within a step is walked
+    like any other data set, so a truncated one is still refused; otherwise the step's prefix is
+    read up to the last identifying attribute, and the next step tries again if one is missing.
+    A data set larger than the cap is taken on the header found; its bytes are stored as received.
+    """
+    ts = UID(DeflatedExplicitVRLittleEndian)
+    view = _Offset(stream, stream.tell())
+    header = _EMPTY
+    for limit in INFLATE_STEPS:
+        inflated, ended = _inflate(view, limit)
+        if ended:
+            return read_stream_header(BytesIO(inflated), len(inflated), ExplicitVRLittleEndian)
+        header = _header_from(_prefix(inflated, ts))
+        if None not in (header.sop_class_uid, header.sop_instance_uid, header.study_uid, header.series_uid):
+            return header
+    return header
+
+
+def _prefix(data: bytes, ts: UID) -> Dataset:
+    """The elements at the start of a data set prefix, up to the Series Number (0020,0011)."""
+    return read_dataset(BytesIO(data), ts.is_implicit_VR, ts.is_little_endian, defer_size=_DEFER_BYTES,
+                        stop_when=lambda tag, _vr, _length: tag > _LAST_IDENTIFYING_TAG)
+
+
+class _Offset:
+    """``stream`` seen from ``origin``: the deflated data set after a file meta header."""
+
+    def __init__(self, stream: BinaryIO, origin: int) -> None:
+        self._stream = stream
+        self._origin = origin
+
+    def seek(self, offset: int) -> None:
+        self._stream.seek(self._origin + offset)
+
+    def read(self, count: int) -> bytes:
+        return self._stream.read(count)
 
 
 def read_file_header(path: Path) -> tuple[Header, str]:

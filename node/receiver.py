@@ -15,23 +15,21 @@ from typing import TypeVar
 
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
-from db.repository import InstanceRecord, Repository, UIDConflict
+from db.repository import InstanceRecord, RecordOutcome, Repository, UIDConflict
 from db.vocabulary import Severity
-from node.header import UnreadableDataset, read_header
-from node.instances import checked_identity, instance_record
+from node.header import Header, UnreadableDataset, read_stream_header
+from node.instances import InstanceIdentity, checked_identity, instance_record
+from node.intake import IntakeProblem, ReceivedFile, received_file
 from node.settings import NodeSettings
-from node.spool import LowDiskSpace, Spool
+from node.spool import LowDiskSpace, Spool, StoredFile
 from node.statuses import StoreStatus
 from node.uids import InvalidUID, MissingUID, check_uid
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
 @dataclass
@@ -159,32 +157,21 @@ class StoreHandler:
         request = event.request
         if not isinstance(request, C_STORE):
             raise TypeError(f"a C-STORE handler was given a {type(request).__name__}")
-        if request.DataSet is None:
+        received = received_file(event)
+        if received is None:
             raise StoreRefused(StoreStatus.CANNOT_UNDERSTAND, "the C-STORE request carries no data set")
+        self._check_intake(received)
         transfer_syntax = str(event.context.transfer_syntax)
-        stream = request.DataSet.getvalue()
         try:
-            header = read_header(stream, transfer_syntax)
+            with received.reader() as handle:
+                offset = received.dataset_offset()
+                handle.seek(offset)
+                header = read_stream_header(handle, received.size - offset, transfer_syntax)
         except UnreadableDataset as exc:
             raise StoreRefused(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
-
+        identity = _identity(header, request)
         try:
-            identity = checked_identity(header)
-        except MissingUID as exc:
-            raise StoreRefused(StoreStatus.MISSING_IDENTIFIER, str(exc)) from exc
-        except InvalidUID as exc:
-            raise StoreRefused(StoreStatus.INVALID_UID, str(exc)) from exc
-        if identity.sop_instance_uid != str(request.AffectedSOPInstanceUID).rstrip("\x00 "):
-            raise StoreRefused(StoreStatus.DATASET_DOES_NOT_MATCH,
-                               "SOP Instance UID differs from the C-STORE request's")
-        if identity.sop_class_uid != str(request.AffectedSOPClassUID).rstrip("\x00 "):
-            raise StoreRefused(StoreStatus.DATASET_DOES_NOT_MATCH,
-                               "SOP Class UID differs from the C-STORE request's")
-
-        meta = PREAMBLE + encode_file_meta(event.file_meta)
-        try:
-            stored = self.spool.store(identity.study_uid, identity.series_uid, identity.sop_instance_uid,
-                                      (meta, stream))
+            stored = self.spool.adopt(identity.study_uid, identity.series_uid, identity.sop_instance_uid, received)
         except LowDiskSpace as exc:
             raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_DISK,
                                f"free disk space below {self.settings.min_free_disk_mb} MB",
@@ -192,13 +179,39 @@ class StoreHandler:
         except OSError as exc:
             raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_WRITE,
                                f"cannot write to the spool: {exc.strerror or exc}", severity=Severity.ERROR) from exc
-
         record = instance_record(header, identity, stored, transfer_syntax,
                                  calling_ae=stats.calling_ae if stats else None,
                                  association_id=stats.association_id if stats else None)
+        outcome = self._record(record, stored, stats)
+        if outcome.superseded_path:
+            self._remove_superseded(outcome.superseded_path)
+        return stored.size_bytes, record
+
+    def _remove_superseded(self, relative_path: str) -> None:
+        """The re-sent instance moved to another study or series: its old file goes, so one row
+        has one file. Done after the commit; if it fails, start-up recovery removes it."""
+        try:
+            self.spool.remove(relative_path)
+        except OSError as exc:
+            log.warning("could not remove the superseded file %s: %s", relative_path, exc)
+
+    def _check_intake(self, received: ReceivedFile) -> None:
+        """Refuse a data set whose writing stopped early (too large, low disk, write error)."""
+        if received.problem is IntakeProblem.TOO_LARGE:
+            raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_TOO_LARGE,
+                               f"instance of {received.received} bytes or more exceeds max_instance_mb "
+                               f"({self.settings.max_instance_mb} MiB)", severity=Severity.ERROR)
+        if received.problem is IntakeProblem.LOW_DISK:
+            raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_DISK,
+                               f"free disk space below {self.settings.min_free_disk_mb} MB", severity=Severity.ERROR)
+        if received.problem is IntakeProblem.WRITE_FAILED:
+            raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_WRITE, f"cannot write to the spool: {received.error}",
+                               severity=Severity.ERROR)
+
+    def _record(self, record: InstanceRecord, stored: StoredFile, stats: AssociationStats | None) -> RecordOutcome:
         quiet = stats.quiet_period_s if stats else self.settings.quiet_period_s
         try:
-            self.repository.record_instance(record, quiet_period_s=quiet, hard_cap_s=self.settings.hard_cap_s)
+            return self.repository.record_instance(record, quiet_period_s=quiet, hard_cap_s=self.settings.hard_cap_s)
         except UIDConflict as exc:
             if not stored.replaced:
                 self.spool.remove(stored.relative_path)
@@ -210,4 +223,18 @@ class StoreHandler:
                 self.spool.remove(stored.relative_path)
             raise StoreRefused(StoreStatus.OUT_OF_RESOURCES_DATABASE,
                                f"audit database unavailable: {type(exc).__name__}", severity=Severity.ERROR) from exc
-        return stored.size_bytes, record
+
+
+def _identity(header: Header, request: C_STORE) -> InstanceIdentity:
+    """The checked UIDs of a data set, which must match its C-STORE request's."""
+    try:
+        identity = checked_identity(header)
+    except MissingUID as exc:
+        raise StoreRefused(StoreStatus.MISSING_IDENTIFIER, str(exc)) from exc
+    except InvalidUID as exc:
+        raise StoreRefused(StoreStatus.INVALID_UID, str(exc)) from exc
+    if identity.sop_instance_uid != str(request.AffectedSOPInstanceUID).rstrip("\x00 "):
+        raise StoreRefused(StoreStatus.DATASET_DOES_NOT_MATCH, "SOP Instance UID differs from the C-STORE request's")
+    if identity.sop_class_uid != str(request.AffectedSOPClassUID).rstrip("\x00 "):
+        raise StoreRefused(StoreStatus.DATASET_DOES_NOT_MATCH, "SOP Class UID differs from the C-STORE request's")
+    return identity

@@ -22,6 +22,7 @@ from db.vocabulary import AssociationResult
 from node.completion import CompletionMonitor
 from node.dispatch import JobDispatcher
 from node.door import Door
+from node.intake import IntakeLimits, install
 from node.receiver import AssociationStats, AssociationTracker, StoreHandler, best_effort
 from node.settings import NodeSettings
 from node.sop_classes import VERIFICATION
@@ -72,6 +73,7 @@ class DicomNode:
         self.monitor = CompletionMonitor(repository, dispatcher, poll_s=settings.completion_poll_s,
                                          shadow_for=settings.shadow_for)
         self.ae = build_ae(settings)
+        install(self.ae, IntakeLimits(max_instance_bytes=settings.max_instance_mb * 1024 * 1024, spool=spool))
         self.door: Door | None = None
         self._stopping = threading.Event()
 

@@ -79,6 +79,8 @@ class NodeSettings(SectionSettings):
                                   description="a study is complete this long after its last instance")
     hard_cap_s: float = Field(default=3600.0, gt=0, description="...or this long after its first, whichever is first")
     completion_poll_s: float = Field(default=1.0, gt=0)
+    max_instance_mb: int = Field(default=2048, ge=0, description="refuse (0xA704) an instance larger than this; "
+                                 "past twice this size the association is aborted; 0 = no cap")
     min_free_disk_mb: int = Field(default=1024, ge=0, description="refuse instances (0xA700) below this free space")
     shutdown_grace_s: float = Field(default=10.0, ge=0,
                                     description="how long open associations may go on after SIGTERM")

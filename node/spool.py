@@ -12,15 +12,29 @@ import errno
 import hashlib
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from db.settings import GeneralSettings
 from node.settings import NodeSettings
 
 TMP_DIR_NAME = ".tmp"
 SUFFIX = ".dcm"
+_COPY_BYTES = 1024 * 1024
+
+
+class Received(Protocol):
+    """A complete file in ``.tmp`` with its size and hash (:class:`node.intake.ReceivedFile`)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    def sync(self) -> None: ...
 
 
 class LowDiskSpace(OSError):
@@ -99,6 +113,38 @@ class Spool:
         _fsync_dir(series_dir)
         return StoredFile(relative, size, hasher.hexdigest(), replaced)
 
+    def adopt(self, study_uid: str, series_uid: str, sop_uid: str, received: Received) -> StoredFile:
+        """Move a file received into ``.tmp`` into place durably: fsync it, rename, fsync the folder.
+
+        The file was written on the spool's file system (:mod:`node.intake`), so it is renamed,
+        never copied. The watermark is checked as for :meth:`store`, the file being already there.
+        """
+        self.check_space(0)
+        relative = self.relative_path(study_uid, series_uid, sop_uid)
+        final = self.root / relative
+        received.sync()
+        series_dir = final.parent
+        self._ensure_dir(series_dir)
+        replaced = final.exists()
+        try:
+            os.replace(received.path, final)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            self._copy_in(received.path, final)  # received elsewhere: a copy, then the same durable rename
+        _fsync_dir(series_dir)
+        return StoredFile(relative, received.size, received.sha256, replaced)
+
+    def _copy_in(self, source: Path, final: Path) -> None:
+        tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            with source.open("rb") as handle:
+                self._write_synced(tmp, iter(lambda: handle.read(_COPY_BYTES), b""))
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
     def remove(self, relative_path: str) -> None:
         """Undo a store whose record failed, so no unrecorded file looks valid."""
         path = self.root / relative_path
@@ -106,8 +152,8 @@ class Spool:
         _fsync_dir(path.parent)
 
     @staticmethod
-    def _write_synced(path: Path, chunks: Sequence[bytes]) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    def _write_synced(path: Path, chunks: Iterable[bytes]) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             for chunk in chunks:
                 view = memoryview(chunk)

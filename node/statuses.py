@@ -18,6 +18,7 @@ class StoreStatus(IntEnum):
     OUT_OF_RESOURCES_WRITE = 0xA701  # the file system refused the write (ENOSPC, EIO, ...)
     OUT_OF_RESOURCES_DATABASE = 0xA702  # the audit database could not record the instance
     OUT_OF_RESOURCES_SHUTDOWN = 0xA703  # the node is shutting down
+    OUT_OF_RESOURCES_TOO_LARGE = 0xA704  # the instance exceeds node.max_instance_mb
     # Error: data set does not match SOP class (or its SOP instance UID the request's)
     DATASET_DOES_NOT_MATCH = 0xA900
     # Error: cannot understand.

@@ -50,6 +50,7 @@ class RecordOutcome:
     study_revision: int
     replaced: bool  # the SOP instance had been received before
     reopened: bool  # the study was complete and this instance started a new revision
+    superseded_path: str | None = None  # a re-send moved the instance: its old file, to remove
 
 
 class UIDConflict(ValueError):
@@ -132,14 +133,23 @@ def _series_id(session: Session, study: Study, record: InstanceRecord) -> int:
     return int(series_id)
 
 
-def _put_instance(session: Session, record: InstanceRecord, values: dict[str, object]) -> bool:
-    """Add the instance row, or update a re-sent one (counted and audited); True if re-sent."""
+@dataclass(frozen=True)
+class _Put:
+    replaced: bool
+    superseded_path: str | None = None
+
+
+def _put_instance(session: Session, record: InstanceRecord, values: dict[str, object]) -> _Put:
+    """Add the instance row, or update a re-sent one (counted and audited)."""
     existing = session.scalars(
         select(Instance).where(Instance.sop_instance_uid == record.sop_instance_uid).with_for_update()
     ).one_or_none()
     if existing is None:
         session.add(Instance(sop_instance_uid=record.sop_instance_uid, **values))
-        return False
+        return _Put(replaced=False)
+    superseded = existing.path if existing.path != record.path else None
+    if superseded is not None:
+        _audit_move(session, existing, record)
     same = existing.sha256 == record.sha256
     for key, value in values.items():
         setattr(existing, key, value)
@@ -148,7 +158,19 @@ def _put_instance(session: Session, record: InstanceRecord, values: dict[str, ob
               severity=Severity.INFO if same else Severity.WARNING, study_uid=record.study_uid,
               sop_instance_uid=record.sop_instance_uid, association_id=record.association_id,
               detail={"times_received": existing.times_received, "identical": same})
-    return True
+    return _Put(replaced=True, superseded_path=superseded)
+
+
+def _audit_move(session: Session, existing: Instance, record: InstanceRecord) -> None:
+    """A re-send put the instance in another study or series: both places go in the trail."""
+    old_study, old_series = session.execute(
+        select(Study.study_uid, Series.series_uid).join(Series).where(Series.id == existing.series_id)).one()
+    add_event(session, "instance.moved", f"from study {old_study} series {old_series}",
+              severity=Severity.WARNING, study_uid=record.study_uid, sop_instance_uid=record.sop_instance_uid,
+              association_id=record.association_id,
+              detail={"old_study_uid": old_study, "old_series_uid": old_series, "old_path": existing.path,
+                      "new_study_uid": record.study_uid, "new_series_uid": record.series_uid,
+                      "new_path": record.path})
 
 
 def _table(model: type[Study] | type[Series]) -> Table:
@@ -222,11 +244,17 @@ class InstanceWrites(RepositoryBase):
             if record.calling_ae:
                 study.calling_ae = record.calling_ae
             series_id = _series_id(session, study, record)
-            replaced = _put_instance(session, record, _instance_values(record, series_id, study.revision, now))
+            put = _put_instance(session, record, _instance_values(record, series_id, study.revision, now))
             if event:
                 add_event(session, event, study_uid=record.study_uid, sop_instance_uid=record.sop_instance_uid,
                           association_id=record.association_id)
-            return RecordOutcome(study.id, study.revision, replaced, reopened)
+            return RecordOutcome(study.id, study.revision, put.replaced, reopened, put.superseded_path)
+
+    def instance_path(self, sop_instance_uid: str) -> str | None:
+        """Where the row of a SOP instance says its file is; None if it has no row."""
+        with self.db.session() as session:
+            return session.scalars(
+                select(Instance.path).where(Instance.sop_instance_uid == sop_instance_uid)).one_or_none()
 
     def recorded_paths(self, study_uid: str) -> set[str]:
         """Spool paths recorded for one study (start-up reconciliation)."""

@@ -1,0 +1,233 @@
+"""Where a received data set lands while it arrives: a file in the spool's ``.tmp``, never memory.
+
+pynetdicom assembles a C-STORE data set in memory unless ``STORE_RECV_CHUNKED_DATASET`` is on;
+then it writes the Part-10 file (preamble, its own file meta, the data set as received) into a
+``NamedTemporaryFile`` as the P-DATA fragments arrive. :func:`install` makes that file a
+:class:`ReceivedFile` in the receiving node's spool ``.tmp`` folder, so that
+
+- memory stays bounded whatever the instance's size;
+- the file is on the spool's file system and is renamed into place, never copied;
+- writing stops once the instance exceeds ``max_instance_mb``, once free space would fall below
+  the spool's watermark, or when the file system refuses the write: the rest of the data set is
+  read and dropped, the file is truncated, and the C-STORE handler answers with a failure status;
+- its SHA-256 is computed as it is written (no second pass over the file).
+
+pynetdicom's temporary file has no per-association argument; the file is created on the DUL
+thread of the association that receives it, which is how the node (its AE) is found.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import hashlib
+import os
+import struct
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pynetdicom import AE, _config, dimse_messages
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.events import Event
+
+from node.spool import Spool
+
+PREFIX = "recv-"
+_SPACE_CHECK_BYTES = 16 * 1024 * 1024  # free space is checked each time this much more was written
+_META_OFFSET = 132  # 128-byte preamble and "DICM"
+_GROUP_LENGTH = struct.Struct("<8xL")  # (0002,0000) UL, explicit VR little endian
+
+
+class IntakeProblem(enum.Enum):
+    """Why writing a received data set stopped before its end."""
+
+    TOO_LARGE = "too_large"
+    LOW_DISK = "low_disk"
+    WRITE_FAILED = "write_failed"
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    max_instance_bytes: int  # 0 = no cap
+    spool: Spool
+
+
+class _Output:
+    """The ``file`` attribute pynetdicom flushes after every fragment (writes are unbuffered)."""
+
+    def flush(self) -> None:
+        return None
+
+
+def _discard(fd: int, path: str) -> None:
+    """Close and remove a received file nobody claimed (an association aborted mid-transfer)."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class ReceivedFile:
+    """A data set being received: the stand-in for pynetdicom's ``NamedTemporaryFile``."""
+
+    def __init__(self, limits: IntakeLimits) -> None:
+        self.limits = limits
+        fd, self.name = tempfile.mkstemp(prefix=PREFIX, suffix=".part", dir=limits.spool.tmp_dir)
+        self._fd = fd
+        self.file = _Output()
+        self.size = 0  # bytes written, file meta included
+        self.received = 0  # bytes received, written or not
+        self.problem: IntakeProblem | None = None
+        self.error = ""
+        self._hasher = hashlib.sha256()
+        self._next_space_check = 0
+        self._finalizer = weakref.finalize(self, _discard, fd, self.name)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
+
+    @property
+    def sha256(self) -> str:
+        return self._hasher.hexdigest()
+
+    def write(self, data: bytes) -> int:
+        self.received += len(data)
+        if self.problem is None:
+            self._check(len(data))
+        if self.problem is None:
+            try:
+                self._write_all(data)
+            except OSError as exc:
+                self._stop(IntakeProblem.WRITE_FAILED, exc.strerror or str(exc))
+        return len(data)
+
+    def _check(self, incoming: int) -> None:
+        cap = self.limits.max_instance_bytes
+        if cap and self.received > cap:
+            self._stop(IntakeProblem.TOO_LARGE, f"larger than {cap // (1024 * 1024)} MiB")
+        elif self.size + incoming >= self._next_space_check:
+            self._next_space_check = self.size + incoming + _SPACE_CHECK_BYTES
+            try:
+                self.limits.spool.check_space(_SPACE_CHECK_BYTES)
+            except OSError as exc:
+                problem = IntakeProblem.LOW_DISK if exc.errno == errno.ENOSPC else IntakeProblem.WRITE_FAILED
+                self._stop(problem, str(exc))
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            self._hasher.update(view[:written])
+            self.size += written
+            view = view[written:]
+
+    def _stop(self, problem: IntakeProblem, error: str) -> None:
+        """Write nothing more and give back the space already used."""
+        self.problem, self.error = problem, error
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:
+            pass
+
+    def sync(self) -> None:
+        """fsync the file (before the spool renames it into place)."""
+        os.fsync(self._fd)
+
+    def dataset_offset(self) -> int:
+        """Where the data set starts: after the preamble and the file meta group."""
+        with open(self._fd, "rb", closefd=False) as handle:
+            handle.seek(_META_OFFSET)
+            group_length: int = _GROUP_LENGTH.unpack(handle.read(_GROUP_LENGTH.size))[0]
+        return _META_OFFSET + _GROUP_LENGTH.size + group_length
+
+    def reader(self) -> BinaryIO:
+        """A reader of the file from its start (the caller closes it)."""
+        return open(self.name, "rb")
+
+    def close(self) -> None:
+        """pynetdicom closes (and then unlinks) the file once the handler has answered."""
+        self._finalizer.detach()
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+class Intake:
+    """The received files of every node in this process, found by the AE they were sent to."""
+
+    def __init__(self) -> None:
+        self._limits: weakref.WeakKeyDictionary[AE, IntakeLimits] = weakref.WeakKeyDictionary()
+        self._files: weakref.WeakValueDictionary[str, ReceivedFile] = weakref.WeakValueDictionary()
+        self._fallback: IntakeLimits | None = None
+        self._lock = threading.Lock()
+
+    def register(self, ae: AE, limits: IntakeLimits) -> None:
+        with self._lock:
+            self._limits[ae] = limits
+            self._fallback = limits
+
+    def open(self, *_args: object, **_kwargs: object) -> ReceivedFile:
+        """Called by pynetdicom on the association's DUL thread when a C-STORE data set starts."""
+        thread = threading.current_thread()
+        with self._lock:
+            limits = self._limits.get(thread.assoc.ae) if isinstance(thread, DULServiceProvider) else None
+            # Another AE in this process (a test's or the demo's folder store): the last node's spool.
+            limits = limits or self._fallback
+        if limits is None:
+            raise RuntimeError("no node has installed the intake")
+        received = ReceivedFile(limits)
+        with self._lock:
+            self._files[received.name] = received
+        return received
+
+    def claim(self, path: Path) -> ReceivedFile | None:
+        """The file behind ``event.dataset_path``."""
+        with self._lock:
+            return self._files.get(str(path))
+
+
+INTAKE = Intake()
+
+
+def received_file(event: Event) -> ReceivedFile | None:
+    """The file a C-STORE event's data set was received into; None if it was kept in memory."""
+    try:
+        path: Path | None = event.dataset_path  # None when the data set was kept in memory
+    except AttributeError:  # not a C-STORE request
+        return None
+    return INTAKE.claim(path) if isinstance(path, Path) else None
+
+
+def dataset_bytes(event: Event) -> bytes:
+    """A C-STORE event's data set as received (no file meta), from memory or from its file.
+
+    For small SCPs in the same process as a node (the folder store); the node itself never
+    reads a data set whole.
+    """
+    received = received_file(event)
+    if received is None:
+        request = event.request
+        data = request.DataSet if isinstance(request, C_STORE) else None
+        return data.getvalue() if data is not None else b""
+    with received.reader() as handle:
+        handle.seek(received.dataset_offset())
+        return handle.read()
+
+
+def install(ae: AE, limits: IntakeLimits) -> None:
+    """Receive this AE's C-STORE data sets into files in its spool (process-wide pynetdicom switch)."""
+    INTAKE.register(ae, limits)
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # pynetdicom names the class in its module; the module's namespace is where it is looked up.
+    vars(dimse_messages)["NamedTemporaryFile"] = INTAKE.open

@@ -283,6 +283,7 @@ class DoorHandler(RequestHandler):
             evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
             assoc.start()
             assoc.join()
+            door.finished(assoc)
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -329,8 +330,10 @@ class DoorHandler(RequestHandler):
 class Door:
     """The listeners (plain and/or TLS) with their shared handlers, gate and limits."""
 
-    def __init__(self, ae: AE, settings: NodeSettings, auditor: Auditor, handlers: list[EventHandlerType]) -> None:
+    def __init__(self, ae: AE, settings: NodeSettings, auditor: Auditor, handlers: list[EventHandlerType], *,
+                 on_finished: Callable[[Association], None] | None = None) -> None:
         self.ae = ae
+        self.on_finished = on_finished
         self.settings = settings
         self.handlers = handlers
         limits = GateLimits(max_associations=settings.max_associations, max_pending=settings.max_pending,
@@ -369,6 +372,14 @@ class Door:
 
     def open_associations(self) -> int:
         return self.gate.count(ConnectionState.REQUESTED) + self.gate.count(ConnectionState.NEGOTIATED)
+
+    def finished(self, assoc: Association) -> None:
+        """An association's thread has ended, however it ended."""
+        if self.on_finished is not None:
+            try:
+                self.on_finished(assoc)
+            except Exception:  # the connection's thread must still release its slot
+                log.exception("could not record the end of an association")
 
     def negotiate(self, assoc: Association) -> bool:
         """Take an association slot for this association's connection (EVT_REQUESTED)."""

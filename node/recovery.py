@@ -6,13 +6,21 @@ What a crash can leave, and what happens to it:
 - A complete file in place without a database row: the node died between the rename and the
   commit, so the peer got no success and will resend; the file is whole (fsynced before the
   rename), so it is recorded now rather than lost, and audited as recovered.
+- A file whose SOP instance has a row pointing elsewhere: a re-send moved the instance and the
+  node died before removing the old file. The row is the truth: the file is removed, never
+  recorded (recording it would move the instance back and reopen both studies at every start).
 - Associations still marked open: closed as interrupted.
+- Studies still receiving: their quiet deadline is counted again from now, and their hard cap is
+  pushed to at least one quiet period from now, so a transfer cut off by the crash is not
+  completed a second after the restart, before any sender could resend (audited per study).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +35,46 @@ from node.uids import InvalidUID
 log = logging.getLogger(__name__)
 
 
+class Orphan(enum.Enum):
+    """What became of a spool file that no row points to."""
+
+    RECOVERED = "recovered"
+    QUARANTINED = "quarantined"
+    SUPERSEDED = "superseded"
+
+
 @dataclass(frozen=True)
 class RecoveryReport:
     temp_files_removed: int
     files_recovered: int
     files_quarantined: int
     associations_interrupted: int
+    files_superseded: int = 0
+    deadlines_renewed: int = 0
 
 
 def recover(spool: Spool, repository: Repository, settings: NodeSettings) -> RecoveryReport:
+    removed = _remove_temp_files(spool, repository)
+    orphans: Counter[Orphan] = Counter()
+    by_study: dict[str, list[str]] = {}
+    for relative in spool.instance_files():
+        by_study.setdefault(relative.split("/", 1)[0], []).append(relative)
+    for study_dir, paths in by_study.items():
+        known = repository.recorded_paths(study_dir)
+        for relative in paths:
+            if relative not in known:
+                orphans[_settle_orphan(spool, repository, settings, relative)] += 1
+
+    interrupted = repository.close_interrupted_associations()
+    renewed = repository.renew_receiving_deadlines(quiet_period_s=settings.quiet_period_s)
+    report = RecoveryReport(removed, orphans[Orphan.RECOVERED], orphans[Orphan.QUARANTINED], interrupted,
+                            orphans[Orphan.SUPERSEDED], renewed)
+    if removed or sum(orphans.values()) or interrupted or renewed:
+        log.warning("start-up recovery: %s", report)
+    return report
+
+
+def _remove_temp_files(spool: Spool, repository: Repository) -> int:
     removed = 0
     for part in spool.leftover_temp_files():
         part.unlink(missing_ok=True)
@@ -43,29 +82,10 @@ def recover(spool: Spool, repository: Repository, settings: NodeSettings) -> Rec
     if removed:
         repository.audit("spool.temp_removed", f"{removed} partial writes removed", severity=Severity.WARNING,
                          detail={"count": removed})
-
-    recovered = quarantined = 0
-    by_study: dict[str, list[str]] = {}
-    for relative in spool.instance_files():
-        by_study.setdefault(relative.split("/", 1)[0], []).append(relative)
-    for study_dir, paths in by_study.items():
-        known = repository.recorded_paths(study_dir)
-        for relative in paths:
-            if relative in known:
-                continue
-            if _record_orphan(spool, repository, settings, relative):
-                recovered += 1
-            else:
-                quarantined += 1
-
-    interrupted = repository.close_interrupted_associations()
-    report = RecoveryReport(removed, recovered, quarantined, interrupted)
-    if removed or recovered or quarantined or interrupted:
-        log.warning("start-up recovery: %s", report)
-    return report
+    return removed
 
 
-def _record_orphan(spool: Spool, repository: Repository, settings: NodeSettings, relative: str) -> bool:
+def _settle_orphan(spool: Spool, repository: Repository, settings: NodeSettings, relative: str) -> Orphan:
     path = spool.absolute(relative)
     try:
         header, transfer_syntax = read_file_header(path)
@@ -75,13 +95,27 @@ def _record_orphan(spool: Spool, repository: Repository, settings: NodeSettings,
     except (UnreadableDataset, InvalidUID, OSError) as exc:
         _quarantine(spool, path)
         repository.audit("spool.quarantined", str(exc), severity=Severity.ERROR, detail={"path": relative})
-        return False
-    data = path.read_bytes()
-    stored = StoredFile(relative, len(data), hashlib.sha256(data).hexdigest(), replaced=False)
+        return Orphan.QUARANTINED
+    current = repository.instance_path(identity.sop_instance_uid)
+    if current is not None and current != relative:
+        spool.remove(relative)
+        repository.audit("spool.superseded", f"removed {relative}: the instance's row points to {current}",
+                         severity=Severity.WARNING, sop_instance_uid=identity.sop_instance_uid,
+                         study_uid=identity.study_uid, detail={"path": relative, "recorded_path": current})
+        return Orphan.SUPERSEDED
+    stored = StoredFile(relative, path.stat().st_size, _sha256(path), replaced=False)
     record = instance_record(header, identity, stored, transfer_syntax)
     repository.record_instance(record, quiet_period_s=settings.quiet_period_s, hard_cap_s=settings.hard_cap_s,
                                event="instance.recovered")
-    return True
+    return Orphan.RECOVERED
+
+
+def _sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 def _quarantine(spool: Spool, path: Path) -> None:

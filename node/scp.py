@@ -24,6 +24,7 @@ from node.dispatch import JobDispatcher
 from node.door import Door
 from node.intake import IntakeLimits, install
 from node.receiver import AssociationStats, AssociationTracker, StoreHandler, best_effort
+from node.rejections import Rejection, RejectionLog
 from node.settings import NodeSettings
 from node.sop_classes import VERIFICATION
 from node.spool import Spool
@@ -75,6 +76,7 @@ class DicomNode:
         self.ae = build_ae(settings)
         install(self.ae, IntakeLimits(max_instance_bytes=settings.max_instance_mb * 1024 * 1024, spool=spool))
         self.door: Door | None = None
+        self.rejections = RejectionLog(repository, self._write_rejection)
         self._stopping = threading.Event()
 
     @property
@@ -100,8 +102,9 @@ class DicomNode:
             (evt.EVT_ABORTED, self._on_ended, [AssociationResult.ABORTED]),
             (evt.EVT_CONN_CLOSE, self._on_ended, [AssociationResult.ABORTED]),
         ]
-        self.door = Door(self.ae, self.settings, self.repository, handlers)
+        self.door = Door(self.ae, self.settings, self.repository, handlers, on_finished=self._on_finished)
         self.door.start()
+        self.rejections.start()
         self.monitor.start()
         log.info("DICOM node %s listening on %s port %s (%d peers configured%s)", self.settings.ae_title,
                  self.settings.bind, ", ".join(map(str, self.door.listeners)), len(self.settings.peers),
@@ -126,6 +129,7 @@ class DicomNode:
             assoc.abort()
         if door is not None:
             door.close()
+        self.rejections.stop()
         self.monitor.stop()
         log.info("DICOM node stopped")
 
@@ -149,18 +153,18 @@ class DicomNode:
             return
         if not self.settings.promiscuous and self.settings.peer_for(calling, address) is None:
             reason = f"calling AE title {calling!r} from {address} is not a configured peer"
-            self._audit_rejection(calling, called, address, port, reason)
+            # Audited (the first of a window at once, the others counted) before the peer hears it.
+            self.rejections.note(Rejection(calling, called, address, port, reason))
             _reject(assoc, REJECT_CALLING_AE)
         elif self.door is not None and not self.door.negotiate(assoc):
             reason = f"{self.settings.max_associations} associations already open (max_associations)"
-            self._audit_rejection(calling, called, address, port, reason)
+            self.rejections.note(Rejection(calling, called, address, port, reason))
             _reject(assoc, REJECT_LIMIT)
 
-    def _audit_rejection(self, calling: str, called: str, address: str, port: int, reason: str) -> None:
-        log.warning("association rejected: %s", reason)
-        # Audited before the peer hears the answer.
+    def _write_rejection(self, rejection: Rejection) -> None:
         best_effort(lambda: self.repository.reject_association(
-            calling_ae=calling, called_ae=called, address=address, port=port, reason=reason,
+            calling_ae=rejection.calling_ae, called_ae=rejection.called_ae, address=rejection.address,
+            port=rejection.port, reason=rejection.reason,
         ), "audit a rejected association")
 
     def _on_accepted(self, event: Event) -> None:
@@ -176,8 +180,16 @@ class DicomNode:
         if association_id is not None:
             self.tracker.add(assoc, AssociationStats(association_id, calling, self.settings.quiet_period_for(peer)))
 
+    def _on_finished(self, assoc: Association) -> None:
+        """The association's thread has ended: record its end if no event did (a message pynetdicom
+        could not decode, a reactor that died), so no association stays ``open`` until a restart."""
+        self._record_end(assoc, AssociationResult.ABORTED)
+
     def _on_ended(self, event: Event, result: AssociationResult) -> None:
-        stats = self.tracker.pop(event.assoc)
+        self._record_end(event.assoc, result)
+
+    def _record_end(self, assoc: Association, result: AssociationResult) -> None:
+        stats = self.tracker.pop(assoc)
         if stats is None:
             return
         best_effort(lambda: self.repository.close_association(

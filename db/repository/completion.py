@@ -17,7 +17,7 @@ from db.repository.base import RepositoryBase, add_event, study_uid_of
 from db.schema import Instance, Job, OutboxEntry, Series, Study, utcnow
 from db.states import JobState, StudyState
 from db.task_names import ANALYSE_TASK, ARRIVAL_QUEUE
-from db.vocabulary import CompletedBy
+from db.vocabulary import CompletedBy, Severity
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,25 @@ class StudyCompletion(RepositoryBase):
             if completed:
                 done.append(completed)
         return done
+
+    def renew_receiving_deadlines(self, *, quiet_period_s: float, now: dt.datetime | None = None) -> int:
+        """At start-up: studies still receiving get a quiet deadline counted from now, and a hard cap
+        no earlier than that, so downtime never completes a study whose senders could not resend."""
+        now = now or utcnow()
+        quiet = now + dt.timedelta(seconds=quiet_period_s)
+        with self.db.session() as session:
+            studies = session.scalars(
+                select(Study).where(Study.state == StudyState.RECEIVING.value).with_for_update()).all()
+            for study in studies:
+                old_quiet, old_cap = study.quiet_deadline, study.hard_deadline
+                study.quiet_deadline = quiet
+                study.hard_deadline = max(old_cap, quiet)
+                add_event(session, "study.deadline_renewed", "node restarted while the study was receiving",
+                          severity=Severity.WARNING, study_uid=study.study_uid,
+                          detail={"old_quiet_deadline": old_quiet.isoformat(), "quiet_deadline": quiet.isoformat(),
+                                  "old_hard_deadline": old_cap.isoformat(),
+                                  "hard_deadline": study.hard_deadline.isoformat()})
+            return len(studies)
 
     def complete_study(self, study_uid: str, *, by: CompletedBy = CompletedBy.MANUAL, queue: str = ARRIVAL_QUEUE,
                        shadow: bool = False) -> CompletedStudy | None:

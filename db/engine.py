@@ -17,6 +17,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from db.private import private_dir, private_file
 from db.settings import DbSettings, GeneralSettings
 
 
@@ -36,6 +37,13 @@ def _sqlite_pragmas(busy_timeout_s: float) -> Callable[[DBAPIConnection, Connect
     return on_connect
 
 
+def _private_sqlite(path: Path) -> None:
+    """The database's folder 0700 and its files 0600 (SQLite creates -wal and -shm like the file)."""
+    private_dir(path.parent)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        private_file(path.with_name(path.name + suffix))
+
+
 class Database:
     """The process's engine and session factory."""
 
@@ -45,7 +53,7 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite(Path(parsed.database).expanduser())
             self.engine: Engine = create_engine(
                 url, echo=echo, connect_args={"check_same_thread": False, "timeout": busy_timeout_s})
         else:

@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 from pydantic.fields import FieldInfo
@@ -167,10 +167,33 @@ class DbSettings(SectionSettings):
         return self.url or f"sqlite:///{general.data_dir / 'triphase.db'}"
 
 
+QUERY_SECRETS = ("password", "passwd", "pass", "pwd", "token", "secret", "key", "passphrase")
+SETTING_SECRETS = ("password", "passphrase", "token", "secret")
+MASK = "***"
+
+
+def is_secret_name(name: str, *, query: bool = False) -> bool:
+    """Whether a query parameter (``password``, ``api_key``...) or a setting (``password``,
+    ``web_token``, ``key_passphrase``...) holds a secret. Settings named ``*key`` are file paths."""
+    lowered = unquote(name).lower()
+    return any(word in lowered for word in (QUERY_SECRETS if query else SETTING_SECRETS))
+
+
 def mask_url(url: str) -> str:
-    """Hide the password of a URL (``scheme://user:***@host/...``) for display and logs."""
+    """Hide the secrets of a URL for display and logs: the userinfo password
+    (``scheme://user:***@host/...``) and sensitive query parameters (``?password=***``)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    masked = url
+    if parts.password is not None:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        masked = masked.replace(parts.netloc, f"{userinfo.split(':', 1)[0]}:{MASK}@{host}", 1)
+    if parts.query:
+        query = "&".join(_mask_parameter(item) for item in parts.query.split("&"))
+        head, _, tail = masked.partition("?")
+        masked = f"{head}?{query}{tail[len(parts.query):]}"
+    return masked
+
+
+def _mask_parameter(item: str) -> str:
+    name, sep, _value = item.partition("=")
+    return f"{name}{sep}{MASK}" if sep and is_secret_name(name, query=True) else item

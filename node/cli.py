@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from db.private import private_dir
 from db.queries import list_studies
 from db.repository import Repository
 from db.runtime import Runtime
@@ -77,6 +78,7 @@ def run_node(
 
     runtime: Runtime = ctx.obj
     settings = _node_settings(runtime, port=port, bind=bind, ae_title=ae_title, promiscuous=promiscuous)
+    private_dir(runtime.general.data_dir)
     spool = Spool.from_settings(settings, runtime.general)
     repository = Repository(runtime.database())
     recovery.recover(spool, repository, settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -78,6 +79,31 @@ def best_effort(action: Callable[[], T], what: str) -> T | None:
         return None
 
 
+class RefusalBacklog:
+    """Refusals whose audit row could not be written (the database on a full disk, or down).
+
+    Never silently lost: counted here by status (a bounded map) and written as one aggregated
+    ``instance.refused`` row as soon as a database write succeeds again.
+    """
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, status: str) -> None:
+        with self._lock:
+            self._counts[status] += 1
+
+    def take(self) -> Counter[str]:
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        return counts
+
+    def give_back(self, counts: Counter[str]) -> None:
+        with self._lock:
+            self._counts.update(counts)
+
+
 class StoreRefused(Exception):
     """An instance is refused; carries the status to answer and the audit wording."""
 
@@ -98,6 +124,7 @@ class StoreHandler:
         self.repository = repository
         self.tracker = tracker
         self.draining = threading.Event()  # set during shutdown: refuse new stores
+        self.backlog = RefusalBacklog()
         self._in_flight = 0
         self._in_flight_lock = threading.Condition()
 
@@ -133,6 +160,7 @@ class StoreHandler:
         if stats:
             stats.stored += 1
             stats.bytes_stored += stored_bytes
+        self.flush_backlog()
         log.debug("stored %s", record.sop_instance_uid)
         return int(StoreStatus.SUCCESS)
 
@@ -148,10 +176,29 @@ class StoreHandler:
             safe_uid: str | None = check_uid(sop_uid, "SOP Instance UID")
         except InvalidUID:
             safe_uid = None
-        best_effort(lambda: self.repository.audit(
-            "instance.refused", refusal.reason, severity=refusal.severity, association_id=association_id,
-            sop_instance_uid=safe_uid, detail={"status": f"0x{int(refusal.status):04X}"},
-        ), "audit a refused instance")
+        status = f"0x{int(refusal.status):04X}"
+        try:
+            self.repository.audit("instance.refused", refusal.reason, severity=refusal.severity,
+                                  association_id=association_id, sop_instance_uid=safe_uid, detail={"status": status})
+        except Exception:  # the peer still gets its answer; the refusal is counted for later
+            log.exception("could not audit a refused instance; counted for an aggregated row")
+            self.backlog.add(status)
+            return
+        self.flush_backlog()
+
+    def flush_backlog(self) -> None:
+        """Write the refusals that could not be audited one by one, as one row (after any write
+        succeeded again: a stored instance or an audited refusal)."""
+        counts = self.backlog.take()
+        if not counts:
+            return
+        total = sum(counts.values())
+        try:
+            self.repository.audit("instance.refused", f"{total} refusals that could not be audited at the time",
+                                  severity=Severity.ERROR, detail={"count": total, "by_status": dict(counts)})
+        except Exception:  # still failing: keep the counts for the next try
+            log.exception("could not audit %d earlier refusals", total)
+            self.backlog.give_back(counts)
 
     def _store(self, event: Event, stats: AssociationStats | None) -> tuple[int, InstanceRecord]:
         request = event.request

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from db.private import private_dir
 from db.settings import GeneralSettings
 from node.settings import NodeSettings
 
@@ -64,7 +65,8 @@ class Spool:
         self.root = root
         self.tmp_dir = root / TMP_DIR_NAME
         self.min_free_bytes = min_free_bytes
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
+        private_dir(self.tmp_dir)
         _fsync_dir(root)
 
     @classmethod

@@ -16,15 +16,16 @@ from typing import Annotated, Any
 import typer
 
 from db import cli as db_cli
+from db.private import restrict_new_files
 from db.runtime import Runtime
-from db.settings import ConfigError, ConfigFile, DbSettings, GeneralSettings, mask_url
+from db.settings import MASK, ConfigError, ConfigFile, DbSettings, GeneralSettings, is_secret_name, mask_url
 from node import cli as node_cli
 from node.settings import BrokerSettings, NodeSettings
 from worker import analyze_cli, batch_cli, composite_cli, demo_cli, jobs_cli, model_commands, worker_cli
 from worker.evaluation import cli as evaluation_cli
 from worker.grouping import cli as grouping_cli
-from worker.synth import cli as synth_cli
 from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
+from worker.synth import cli as synth_cli
 
 SECTIONS: tuple[type, ...] = (GeneralSettings, DbSettings, NodeSettings, BrokerSettings, WorkerSettings,
                               GroupingSettings, ModelsSection)
@@ -66,6 +67,7 @@ def main(
                                                 envvar="TRIPHASE_CONFIG")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="full tracebacks and DEBUG logs")] = False,
 ) -> None:
+    restrict_new_files()  # before anything is written: spool, database, results are private
     config_file = ConfigFile.locate(config)
     runtime = Runtime(config=config_file, debug=debug)
     for section in SECTIONS:  # a mistake anywhere in the file is reported before any work starts
@@ -104,9 +106,18 @@ app.add_typer(config_app, name="config")
 
 
 def _masked(section: str | None, values: dict[str, Any]) -> dict[str, Any]:
-    if section in ("db", "broker") and values.get("url"):
-        values["url"] = mask_url(values["url"])
-    return values
+    """Every URL with its secrets hidden, and every setting whose name says it is a secret."""
+    masked: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dict):
+            masked[name] = _masked(name, value)
+        elif isinstance(value, str) and value and is_secret_name(name):
+            masked[name] = MASK
+        elif isinstance(value, str) and "://" in value:
+            masked[name] = mask_url(value)
+        else:
+            masked[name] = value
+    return masked
 
 
 def effective_configuration(runtime: Runtime) -> dict[str, Any]:

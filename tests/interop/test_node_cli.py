@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import stat
 import time
 from pathlib import Path
 
 import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
 
 from node.scu import RemoteNode, SendResult, scan, send
-from tests.factories import write_study
+from tests.factories import ct_dataset, write_study
 from tests.processes import NodeProcess
 
 pytestmark = pytest.mark.interop
@@ -76,3 +79,40 @@ def test_config_show_masks_secrets(node_process: NodeProcess) -> None:
     assert data["db"]["url"] == "postgresql+psycopg://triphase:***@db.example/triphase"
     assert "s3cret" not in shown.stdout
     assert data["node"]["peers"][0]["ae_title"] == "STORESCU"
+
+
+def test_config_show_masks_secret_query_parameters(node_process: NodeProcess) -> None:
+    node_process.db_url = "postgresql://db.example/triphase?password=s3cret&sslmode=require"
+    node_process.extra_toml = '[broker]\nurl = "redis://broker.example:6379/0?password=t0ken"\n'
+    node_process.write_config()
+    shown = node_process.cli("config", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert "s3cret" not in shown.stdout and "t0ken" not in shown.stdout
+    assert "password=***&sslmode=require" in shown.stdout
+
+
+def store_one(node_process: NodeProcess) -> int:
+    ds = ct_dataset(generate_uid(), generate_uid(), index=0, size=16)
+    ae = AE(ae_title="TESTER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node_process.port, ae_title="TRIPHASE")
+    try:
+        return int(assoc.send_c_store(ds).Status)
+    finally:
+        assoc.release()
+
+
+def test_data_is_private_to_the_service_account(node_process: NodeProcess) -> None:
+    node_process.data_dir.mkdir(parents=True)
+    node_process.data_dir.chmod(0o755)  # made by hand, or by an older version
+    node_process.start()
+    assert store_one(node_process) == 0
+    assert node_process.terminate() == 0
+    data = node_process.data_dir
+    spool = data / "spool"
+    for folder in (data, spool, spool / ".tmp", *spool.glob("*"), *spool.glob("*/*")):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    files = [*spool.glob("*/*/*.dcm"), *data.glob("triphase.db*")]
+    assert len(files) >= 2
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

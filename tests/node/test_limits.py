@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -219,3 +220,31 @@ def test_restart_gives_receiving_studies_a_fresh_quiet_period(start_node: NodeFa
     with sqlite_database.session() as s:
         assert s.scalars(select(Study.state)).one() == "complete"
 
+
+
+def test_refusals_the_database_could_not_take_are_counted_and_written_later(
+    start_node: NodeFactory, sqlite_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = start_node(sqlite_database)
+    real_audit = running.repository.audit
+    failing = True
+
+    def audit(*args: object, **kwargs: object) -> None:
+        if failing:
+            raise OSError(28, "database or disk is full")
+        real_audit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(running.repository, "audit", audit)
+    bad = ct_dataset(generate_uid(), generate_uid(), index=0, size=16)
+    bad.SOPInstanceUID = "1.2.abc"
+    assoc = _associate(running.port)
+    try:
+        statuses = [send_raw(assoc, "1.2.abc", _explicit(bad)) for _ in range(5)]
+        failing = False
+        statuses.append(send_raw(assoc, "1.2.abc", _explicit(bad)))
+    finally:
+        assoc.release()
+    assert set(statuses) == {StoreStatus.INVALID_UID}
+    rows = audit_events(sqlite_database, kind_prefix="instance.refused")
+    assert len(rows) == 2
+    assert sorted(int((r.detail or {}).get("count", 1)) for r in rows) == [1, 5]

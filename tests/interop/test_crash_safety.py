@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from db.engine import Database
 from db.queries import audit_events
-from db.schema import Instance
+from db.schema import Instance, Job, Study
 from node.scu import RemoteNode, SendResult, scan, send
 from tests.factories import ct_dataset
 from tests.processes import NodeProcess
@@ -71,3 +71,42 @@ def test_kill_9_mid_association_loses_no_acknowledged_instance(node_process: Nod
         assert on_disk == set(rows), "every file in the spool is a recorded instance"
     finally:
         database.close()
+
+
+def _jobs_and_states(database_path: Path) -> tuple[int, list[str]]:
+    database = Database(f"sqlite:///{database_path}")
+    try:
+        with database.session() as s:
+            return len(s.scalars(select(Job)).all()), list(s.scalars(select(Study.state)))
+    finally:
+        database.close()
+
+
+def test_restart_after_downtime_does_not_complete_a_cut_off_study(node_process: NodeProcess,
+                                                                   tmp_path: Path) -> None:
+    node_process.extra_node = {"quiet_period_s": 2, "completion_poll_s": 0.2}
+    study, series = generate_uid(), generate_uid()
+    folder = tmp_path / "outgoing"
+    folder.mkdir()
+    for i in range(3):
+        ct_dataset(study, series, index=i, size=16).save_as(folder / f"{i}.dcm", enforce_file_format=True)
+    node_process.start()
+    result = SendResult()
+    send(scan([folder], result), RemoteNode("TRIPHASE", "127.0.0.1", node_process.port), calling_ae="TESTER",
+         result=result)
+    assert result.ok
+    node_process.kill()  # the transfer is "cut off": the study is still receiving
+    time.sleep(3)  # downtime longer than the quiet period
+    database_path = node_process.data_dir / "triphase.db"
+    for _ in range(3):  # restarts: none completes the study at once, none creates a job
+        node_process.proc = None
+        node_process.start()
+        time.sleep(1.0)
+        assert _jobs_and_states(database_path) == (0, ["receiving"])
+        node_process.kill()
+    node_process.proc = None
+    node_process.start()
+    deadline = time.monotonic() + 15
+    while _jobs_and_states(database_path)[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _jobs_and_states(database_path) == (1, ["complete"])  # one quiet period after the restart

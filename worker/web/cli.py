@@ -1,12 +1,20 @@
-"""``triphase web``: serve the console (see deploy/OPERATIONS.md for the token and a TLS proxy)."""
+"""``triphase web``: serve the console (see deploy/OPERATIONS.md for the token and a TLS proxy).
+
+Its imports (Starlette, Jinja2, uvicorn) are light and none of them pulls in the machine-learning
+stack; the command table loads this module only when ``web`` is run.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+import uvicorn
 
 from db.runtime import Runtime
+from worker.settings import WorkerSettings
+from worker.web.app import Console, create_app
+from worker.web.settings import WebSettings
 
 app = typer.Typer()
 
@@ -18,12 +26,6 @@ def web(
     port: Annotated[int | None, typer.Option("--port", help="port ([web] port, 8080)")] = None,
 ) -> None:
     """Studies, jobs, failures, models and evaluation reports in a browser (read-only without the token)."""
-    import uvicorn  # noqa: PLC0415
-
-    from worker.settings import WorkerSettings  # noqa: PLC0415
-    from worker.web.app import Console, create_app  # noqa: PLC0415
-    from worker.web.settings import WebSettings  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     settings = runtime.section(WebSettings, bind=bind, port=port)
     general = runtime.general

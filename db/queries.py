@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from db.engine import Database
 from db.schema import AuditEvent, Instance, Job, Prediction, ReaderRead, Series, Study, TruthLabel
@@ -183,3 +184,195 @@ def job_outcomes(database: Database, *, states: tuple[str, ...] = (JobState.SKIP
         if until:
             query = query.where(Job.updated_at < until)
         return [(study_uid, state, reason) for study_uid, state, reason in session.execute(query)]
+
+
+# --- web console ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeriesRow:
+    series_uid: str
+    modality: str | None
+    series_number: int | None
+    series_description: str | None
+    instances: int
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: int
+    study_revision: int
+    state: str
+    reason: str | None
+    task: str | None
+    model: str | None
+    attempts: int
+    shadow: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RevisionArrival:
+    """When the first and the last instance of one study revision arrived."""
+
+    revision: int
+    first_at: dt.datetime
+    last_at: dt.datetime
+    instances: int
+
+
+@dataclass(frozen=True)
+class StudyDetail:
+    """One study as the console's study page shows it; ``patient_id`` is shown only when enabled."""
+
+    study_uid: str
+    patient_id: str | None
+    accession_number: str | None
+    study_date: str | None
+    state: str
+    revision: int
+    calling_ae: str | None
+    first_received_at: dt.datetime
+    last_received_at: dt.datetime
+    completed_at: dt.datetime | None
+    completed_by: CompletedBy | None
+    series: list[SeriesRow]
+    jobs: list[JobRow]
+    arrivals: list[RevisionArrival]
+
+
+def _series_rows(session: Session, study_id: int) -> list[SeriesRow]:
+    rows = session.execute(
+        select(Series.series_uid, Series.modality, Series.series_number, Series.series_description,
+               func.count(Instance.id))
+        .join(Instance, Instance.series_id == Series.id, isouter=True)
+        .where(Series.study_id == study_id).group_by(Series.id).order_by(Series.series_number, Series.id)
+    ).all()
+    return [SeriesRow(*row) for row in rows]
+
+
+def _arrivals(session: Session, study_id: int) -> list[RevisionArrival]:
+    rows = session.execute(
+        select(Instance.study_revision, func.min(Instance.received_at), func.max(Instance.received_at),
+               func.count(Instance.id))
+        .join(Series, Series.id == Instance.series_id).where(Series.study_id == study_id)
+        .group_by(Instance.study_revision).order_by(Instance.study_revision)
+    ).all()
+    # Aggregates bypass the column type, so SQLite hands back naive (UTC) datetimes.
+    return [RevisionArrival(revision, _aware(first), _aware(last), n) for revision, first, last, n in rows]
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def study_detail(database: Database, study_uid: str) -> StudyDetail | None:
+    """A study with its series, jobs (newest first) and arrival times per revision; None if unknown."""
+    with database.session() as session:
+        study = session.scalars(select(Study).where(Study.study_uid == study_uid)).one_or_none()
+        if study is None:
+            return None
+        jobs = session.execute(
+            select(Job.id, Job.study_revision, Job.state, Job.reason, Job.task, Job.model, Job.attempts,
+                   Job.shadow, Job.created_at, Job.updated_at)
+            .where(Job.study_id == study.id).order_by(Job.id.desc())
+        ).all()
+        return StudyDetail(
+            study.study_uid, study.patient_id, study.accession_number, study.study_date, study.state,
+            study.revision, study.calling_ae, study.first_received_at, study.last_received_at, study.completed_at,
+            study.completed_by, _series_rows(session, study.id),
+            [JobRow(job_id, revision, state, reason, task, model, attempts, bool(shadow), created, updated)
+             for job_id, revision, state, reason, task, model, attempts, shadow, created, updated in jobs],
+            _arrivals(session, study.id),
+        )
+
+
+@dataclass(frozen=True)
+class PatientIdentity:
+    patient_id: str | None
+    accession_number: str | None
+
+
+def patient_identities(database: Database) -> dict[str, PatientIdentity]:
+    """Study UID -> patient id and accession number (for a console configured to show them)."""
+    with database.session() as session:
+        rows = session.execute(select(Study.study_uid, Study.patient_id, Study.accession_number)).all()
+        return {uid: PatientIdentity(patient_id, accession) for uid, patient_id, accession in rows}
+
+
+@dataclass(frozen=True)
+class FailureEvent:
+    """An audit event that reports a failure or refusal, with its job's state now (if it names a job)."""
+
+    event_id: int
+    at: dt.datetime
+    kind: str
+    severity: str
+    message: str
+    study_uid: str | None
+    sop_instance_uid: str | None
+    association_id: int | None
+    job_id: int | None
+    job_state: str | None
+
+
+def failure_events(database: Database, kinds: tuple[str, ...], *, limit: int = 500) -> list[FailureEvent]:
+    """Audit events of ``kinds``, newest first, each with the current state of the job it names."""
+    with database.session() as session:
+        rows = session.execute(
+            select(AuditEvent.id, AuditEvent.at, AuditEvent.kind, AuditEvent.severity, AuditEvent.message,
+                   AuditEvent.study_uid, AuditEvent.sop_instance_uid, AuditEvent.association_id,
+                   AuditEvent.job_id, Job.state)
+            .join(Job, Job.id == AuditEvent.job_id, isouter=True)
+            .where(AuditEvent.kind.in_(kinds)).order_by(AuditEvent.id.desc()).limit(limit)
+        ).all()
+        return [FailureEvent(event_id, at, kind, severity, message, study_uid, sop_uid, association_id, job_id, state)
+                for event_id, at, kind, severity, message, study_uid, sop_uid, association_id, job_id, state in rows]
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """How much one model version has been used for one task, according to the predictions."""
+
+    model: str
+    task: str
+    predictions: int
+    jobs: int
+    first_at: dt.datetime
+    last_at: dt.datetime
+
+
+def model_usage(database: Database) -> list[ModelUsage]:
+    """Every (model, task) that made predictions, most recently used first."""
+    with database.session() as session:
+        rows = session.execute(
+            select(Prediction.model, Prediction.task, func.count(Prediction.id),
+                   func.count(func.distinct(Prediction.job_id)), func.min(Prediction.created_at),
+                   func.max(Prediction.created_at))
+            .group_by(Prediction.model, Prediction.task).order_by(func.max(Prediction.created_at).desc())
+        ).all()
+        return [ModelUsage(model, task, n, jobs, _aware(first), _aware(last))
+                for model, task, n, jobs, first, last in rows]
+
+
+@dataclass(frozen=True)
+class LesionResultRow:
+    job_id: int
+    lesion_id: str
+    label: str
+    probabilities: dict[str, float]
+    roi_source: str
+
+
+def lesion_results(database: Database, job_ids: list[int]) -> list[LesionResultRow]:
+    """The predictions of the given jobs, in the order they were written."""
+    if not job_ids:
+        return []
+    with database.session() as session:
+        rows = session.execute(
+            select(Prediction.job_id, Prediction.lesion_id, Prediction.label, Prediction.probabilities,
+                   Prediction.roi_source).where(Prediction.job_id.in_(job_ids)).order_by(Prediction.id)
+        ).all()
+        return [LesionResultRow(job_id, lesion_id, label, dict(probabilities), roi_source)
+                for job_id, lesion_id, label, probabilities, roi_source in rows]

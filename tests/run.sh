@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs Python dependencies and the real DICOM
-# peers (Debian's dcmtk, dicom3tools, orthanc) when missing, starts PostgreSQL and Redis when they
-# are not running, then runs pytest. Extra arguments go to pytest.
+# The whole test suite, from a fresh machine: installs Python dependencies, the real DICOM peers
+# (Debian's dcmtk, dicom3tools, orthanc) and headless Chromium (the web console's browser tests)
+# when missing, starts PostgreSQL and Redis when they are not running, then runs pytest. Extra
+# arguments go to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -10,6 +11,7 @@ need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then

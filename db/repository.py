@@ -8,7 +8,7 @@ event that explains it; so the trail and the state can never disagree. Readers u
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.engine import Database
+from db.records import LesionPrediction
 from db.schema import (
     Association,
     AuditEvent,
@@ -399,7 +400,7 @@ class Repository:
                         severity="error" if new is JobState.FAILED else "info",
                         study_uid=study_uid, job_id=job_id, detail={"from": old, **detail} or None)
 
-    def record_analysis(self, job_id: int, *, task: str, model: str, lesions: list[dict[str, Any]],
+    def record_analysis(self, job_id: int, *, task: str, model: str, lesions: Sequence[LesionPrediction],
                         detail: dict[str, Any] | None = None, enqueue_send: bool = False) -> None:
         """Predictions of every lesion and the job's move to analysed, in one transaction.
 
@@ -413,9 +414,9 @@ class Repository:
             new = check_transition(job.state, JobState.ANALYSED)
             session.execute(delete(Prediction).where(Prediction.job_id == job_id))
             for lesion in lesions:
-                session.add(Prediction(job_id=job_id, lesion_id=lesion["lesion_id"], task=task, model=model,
-                                       label=lesion["label"], probabilities=lesion["probabilities"],
-                                       roi_source=lesion["roi_source"]))
+                session.add(Prediction(job_id=job_id, lesion_id=lesion.lesion_id, task=task, model=model,
+                                       label=lesion.label, probabilities=dict(lesion.probabilities),
+                                       roi_source=lesion.roi_source))
             old, job.state, job.task, job.model, job.updated_at = job.state, new.value, task, model, utcnow()
             job.reason = None
             study_uid = session.scalars(select(Study.study_uid).where(Study.id == job.study_id)).one()

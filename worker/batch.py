@@ -14,8 +14,8 @@ from pathlib import Path
 from db.repository import Repository
 from db.task_names import BATCH_QUEUE
 from node.header import UnreadableDataset, read_file_header
-from node.spool import Spool
 from node.instances import checked_identity, instance_record
+from node.spool import Spool
 from node.uids import InvalidUID
 from worker.grouping.series_info import iter_dicom_files
 

@@ -55,7 +55,7 @@ PARK_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT_CAUSES, LookupError, Va
 
 
 class NoModelError(PermanentError, LookupError):
-    """No model is configured (or found) for a study's task."""
+    """No model is configured for a study's task: trying again cannot help, so the job is skipped."""
 
 
 def _destination(settings: DestinationSettings) -> Destination:
@@ -66,6 +66,8 @@ def _destination(settings: DestinationSettings) -> Destination:
 
 @dataclass
 class WorkerContext:
+    """What a worker process needs for every job: built once per process, models loaded on first use."""
+
     repository: Repository
     rules: Rules
     spool_root: Path

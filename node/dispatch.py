@@ -48,8 +48,11 @@ def publish_pending(repository: Any, send_task: Callable[[str, int, str], None],
     dead broker or a crashed node left behind. A row is marked published only after the broker
     took it; a failure is recorded and the row waits for the next sweep.
     """
+    from db.queries import job_study  # noqa: PLC0415
     from db.states import JobState  # noqa: PLC0415
+    from db.task_names import ANALYSE_TASK, SEND_TASK  # noqa: PLC0415
 
+    waiting_for = {ANALYSE_TASK: JobState.READY, SEND_TASK: JobState.ANALYSED}
     published = 0
     for outbox_id, job_id, task_name, queue in repository.unpublished_outbox(limit=limit):
         try:
@@ -59,10 +62,14 @@ def publish_pending(repository: Any, send_task: Callable[[str, int, str], None],
             log.warning("broker unavailable; %s for job #%d stays in the outbox", task_name, job_id)
             return published
         repository.mark_published(outbox_id)
+        job = job_study(repository.db, job_id)
+        if job is None or job.state != waiting_for.get(task_name):
+            published += 1
+            continue  # already further along (a republished task): the worker's state check handles it
         try:
             repository.transition_job(job_id, JobState.QUEUED, reason=f"{task_name} published to queue {queue}")
         except ValueError:
-            pass  # already further along (a republished task): the worker's state check handles it
+            pass  # moved on since it was read
         published += 1
     return published
 

@@ -4,17 +4,20 @@ Tasks take a job id and run the bodies in :mod:`worker.jobs` through :func:`work
 acks are late and a task whose worker dies is redelivered, so an analysis interrupted by a crash
 runs again, once, with the same output UIDs. A body's :class:`~worker.errors.TransientError`
 (database, broker or destination unavailable) becomes a Celery retry with the task's back-off
-(:data:`worker.jobs.TASK_RETRIES`); on the last attempt, and for anything else, the job is parked
+(:data:`worker.retry.TASK_RETRIES`); on the last attempt, and for anything else, the job is parked
 as failed with a reason a person can act on.
+
+The prefork parent stays light: :mod:`worker.jobs` (and with it torch) is imported by each pool
+process after the fork. A parent holding torch forks ten times slower, and its outbox sweeper thread,
+caught inside SQLite during the fork, leaves the child a lock it can never take.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from billiard.process import current_process
 from celery import Celery, Task
 from celery.signals import worker_process_init
@@ -29,7 +32,10 @@ from node.dispatch import publish_pending
 from node.settings import BrokerSettings
 from worker.devices import device_for_process
 from worker.errors import TransientError
-from worker.jobs import TASK_RETRIES, WorkerContext, run_step
+from worker.retry import TASK_RETRIES
+
+if TYPE_CHECKING:
+    from worker.jobs import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,8 @@ class PipelineTask(Task):  # type: ignore[misc]  # celery ships no type informat
         """This task's body for ``job_id``; a transient failure is retried after the policy's countdown."""
         policy = TASK_RETRIES[self.name]
         attempt = policy.attempt(self.request.retries + 1)
+        from worker.jobs import run_step  # noqa: PLC0415 - in the pool process, after the fork (module docstring)
+
         try:
             return run_step(self.name, self.context, job_id, attempt)
         except TransientError as exc:
@@ -74,6 +82,10 @@ class PipelineTask(Task):  # type: ignore[misc]  # celery ships no type informat
 
 
 def _create_context(config: ConfigFile) -> WorkerContext:
+    import torch  # noqa: PLC0415 - in the pool process, after the fork (module docstring)
+
+    from worker.jobs import WorkerContext  # noqa: PLC0415 - likewise
+
     ctx = WorkerContext.from_runtime(Runtime(config=config))
     if ctx.device == "auto":
         ctx.device = device_for_process("auto", getattr(current_process(), "index", 0), torch.cuda.device_count())

@@ -3,7 +3,7 @@
 ``triphase demo`` (and a node run without Redis) use it: a thread takes unpublished outbox rows in
 order, marks them taken and runs the same task bodies Celery workers run, through the same
 :func:`~worker.jobs.run_step`. With no broker to retry a task later, a transient failure is waited
-out here, with the task's back-off (:data:`~worker.jobs.TASK_RETRIES`), before the next row.
+out here, with the task's back-off (:data:`~worker.retry.TASK_RETRIES`), before the next row.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.states import JobState
-from worker.jobs import TASK_BODIES, TASK_RETRIES, WorkerContext, run_step
-from worker.retry import retry_transient
+from worker.jobs import TASK_BODIES, WorkerContext, run_step
+from worker.retry import TASK_RETRIES, retry_transient
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from worker.grouping.matching import group_study
 from worker.grouping.series_info import scan_studies
 from worker.results.identity import device_uid
 from worker.results.writeback import Destination, SendOutcome, send_to
-from worker.retry import DATABASE_OUTAGE, DESTINATION_DOWN, ONLY_ATTEMPT, Attempt, RetryPolicy
+from worker.retry import ONLY_ATTEMPT, Attempt
 from worker.settings import DestinationSettings, GroupingSettings, ModelsSection, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,6 @@ def run_send(ctx: WorkerContext, job_id: int, attempt: Attempt = ONLY_ATTEMPT) -
 
 
 TASK_BODIES: Mapping[str, TaskBody] = {ANALYSE_TASK: run_analyse, SEND_TASK: run_send}
-TASK_RETRIES: Mapping[str, RetryPolicy] = {ANALYSE_TASK: DATABASE_OUTAGE, SEND_TASK: DESTINATION_DOWN}
 
 
 def park(ctx: WorkerContext, job_id: int, reason: str) -> JobState:

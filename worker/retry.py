@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from db.task_names import ANALYSE_TASK, SEND_TASK
 from worker.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ DATABASE_OUTAGE = RetryPolicy((5.0, 10.0, 20.0, 40.0, 80.0))
 
 DESTINATION_DOWN = RetryPolicy((2.0, 8.0, 30.0))
 """The send: a destination that is down, busy (0xA7xx) or timing out; then the job is parked."""
+
+TASK_RETRIES: Mapping[str, RetryPolicy] = {ANALYSE_TASK: DATABASE_OUTAGE, SEND_TASK: DESTINATION_DOWN}
 
 
 def retry_transient(call: Callable[[Attempt], T], policy: RetryPolicy, *,

@@ -21,10 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.provenance import header, write_result  # noqa: E402
-
 from sqlalchemy import select  # noqa: E402
 
+from bench.provenance import header, write_result  # noqa: E402
 from db.engine import Database  # noqa: E402
 from db.schema import Job  # noqa: E402
 from tests.processes import Orthanc  # noqa: E402

@@ -22,10 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.provenance import header, write_result  # noqa: E402
-
 from pydicom.uid import generate_uid  # noqa: E402
 
+from bench.provenance import header, write_result  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.factories import ct_dataset  # noqa: E402
 from tests.processes import NodeProcess, Orthanc, wait_for_port  # noqa: E402

@@ -20,12 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.provenance import commit  # noqa: E402
-from bench.provenance import machine as provenance_machine  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.provenance import commit  # noqa: E402
+from bench.provenance import machine as provenance_machine  # noqa: E402
 from models.architectures import build_model, default_registry, head_module  # noqa: E402
 from models.device import autocast, memory_format  # noqa: E402
 from models.network_training import FitSettings, fit_network  # noqa: E402

@@ -18,7 +18,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.provenance import header, write_result  # noqa: E402
-
 from worker.synth.context import StudyOptions  # noqa: E402
 from worker.synth.study import generate_study  # noqa: E402
 

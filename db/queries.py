@@ -376,3 +376,55 @@ def lesion_results(database: Database, job_ids: list[int]) -> list[LesionResultR
         ).all()
         return [LesionResultRow(job_id, lesion_id, label, dict(probabilities), roi_source)
                 for job_id, lesion_id, label, probabilities, roi_source in rows]
+
+
+# --- the worker's reads ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobStudy:
+    """A job's state with the identity of its study: what a task body checks before it acts."""
+
+    job_id: int
+    state: str
+    study_id: int
+    study_uid: str
+    shadow: bool
+
+
+def job_study(database: Database, job_id: int) -> JobStudy | None:
+    """The job and its study, or None when there is no such job."""
+    with database.session() as session:
+        row = session.execute(select(Job.state, Job.study_id, Study.study_uid, Job.shadow)
+                              .join(Study, Study.id == Job.study_id).where(Job.id == job_id)).one_or_none()
+    if row is None:
+        return None
+    return JobStudy(job_id, row.state, row.study_id, row.study_uid, bool(row.shadow))
+
+
+def job_states(database: Database) -> list[str]:
+    """The state of every job (a run waits until all are finished)."""
+    with database.session() as session:
+        return list(session.scalars(select(Job.state).order_by(Job.id)))
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    study_uid: str
+    job_id: int
+    state: str
+    reason: str | None
+
+
+def study_jobs(database: Database) -> list[StudyJob]:
+    """Every job with its study's UID, in the order the studies arrived."""
+    with database.session() as session:
+        rows = session.execute(select(Study.study_uid, Job.id, Job.state, Job.reason)
+                               .join(Job, Job.study_id == Study.id).order_by(Study.id, Job.id)).all()
+    return [StudyJob(row.study_uid, row.id, row.state, row.reason) for row in rows]
+
+
+def job_predictions(database: Database) -> list[Prediction]:
+    """Every stored prediction, oldest first."""
+    with database.session() as session:
+        return list(session.scalars(select(Prediction).order_by(Prediction.id)))

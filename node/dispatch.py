@@ -12,8 +12,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from db.engine import Database
+from db.queries import job_study
 from db.repository import CompletedStudy, PendingTask
 from db.states import JobState
+from db.task_names import ANALYSE_TASK, SEND_TASK
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ class Collecting:
 class Outbox(Protocol):
     """The part of :class:`db.repository.Repository` that publishing needs."""
 
+    db: Database
+
     def unpublished_outbox(self, limit: int = ...) -> list[PendingTask]: ...
 
     def mark_published(self, outbox_id: int) -> None: ...
@@ -62,6 +67,7 @@ def publish_pending(repository: Outbox, send_task: Callable[[str, int, str], Non
     dead broker or a crashed node left behind. A row is marked published only after the broker
     took it; a failure is recorded and the row waits for the next sweep.
     """
+    waiting_for = {ANALYSE_TASK: JobState.READY, SEND_TASK: JobState.ANALYSED}
     published = 0
     for outbox_id, job_id, task_name, queue in repository.unpublished_outbox(limit=limit):
         try:
@@ -71,9 +77,13 @@ def publish_pending(repository: Outbox, send_task: Callable[[str, int, str], Non
             log.warning("broker unavailable; %s for job #%d stays in the outbox", task_name, job_id)
             return published
         repository.mark_published(outbox_id)
+        job = job_study(repository.db, job_id)
+        if job is None or job.state != waiting_for.get(task_name):
+            published += 1
+            continue  # already further along (a republished task): the worker's state check handles it
         try:
             repository.transition_job(job_id, JobState.QUEUED, reason=f"{task_name} published to queue {queue}")
         except ValueError:
-            pass  # already further along (a republished task): the worker's state check handles it
+            pass  # moved on since it was read
         published += 1
     return published

@@ -98,7 +98,7 @@ def repository(database: Database) -> Repository:
 @pytest.fixture
 def orthanc_factory(tmp_path: Path) -> Iterator:
     """Start real Orthanc servers (Debian package) for one test; all are stopped afterwards."""
-    from tests.processes import Orthanc  # noqa: PLC0415 - processes imports this module
+    from tests.processes import Orthanc
 
     started: list[Orthanc] = []
 

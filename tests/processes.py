@@ -146,7 +146,7 @@ class Orthanc:
                  content_type: str = "application/json", timeout: float = 120) -> Any:
         request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=body, method=method,
                                          headers={"Content-Type": content_type})
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             payload = response.read()
         return json.loads(payload) if payload[:1] in (b"{", b"[") else payload
 

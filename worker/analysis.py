@@ -8,16 +8,20 @@ or ambiguous phases, no usable geometry) is a typed skip with the reason, not an
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from db.records import LesionPrediction
+from db.vocabulary import AnalysisOutcome
 from models.compositing import ChannelRecipe, Window
-from worker.grouping import Rules
-from worker.grouping.series_info import SeriesInfo
+from models.inference import Classifier, Prediction
+from worker.grouping import Grouping, Rules
+from worker.grouping.series_info import ImageInfo, SeriesInfo
 from worker.results.algorithm import AlgorithmInfo
 from worker.results.sc import CapturedLesion, build_sc
 from worker.results.sr import LesionResult, build_sr
@@ -26,33 +30,55 @@ from worker.study_composites import LesionComposite, StudyComposites, composites
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class StudyAnalysis:
+class RoleFound(TypedDict):
+    """Which series (or acquisition of a series) filled a role: what the audit and ``--json`` show."""
+
+    series: str
+    acquisition_number: int | None
+    description: str
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """What analysing one study came to: a typed skip with its reason, or predictions, SR and SCs.
+
+    ``scs`` and ``lesions`` run in the same order, one Secondary Capture per lesion.
+    """
+
     study_uid: str
     task: str | None
-    outcome: str  # "analysed" | "skipped"
+    outcome: AnalysisOutcome
     reason: str | None = None
-    roles: dict[str, Any] = field(default_factory=dict)
-    lesions: list[dict[str, Any]] = field(default_factory=list)
+    roles: Mapping[str, RoleFound | None] = field(default_factory=dict)
+    lesions: tuple[LesionPrediction, ...] = ()
     sr: Dataset | None = None
-    scs: list[Dataset] = field(default_factory=list)
+    scs: tuple[Dataset, ...] = ()
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, object]:
         return {"study_uid": self.study_uid, "task": self.task, "outcome": self.outcome, "reason": self.reason,
-                "roles": self.roles, "lesions": self.lesions,
+                "roles": dict(self.roles), "lesions": [lesion.as_json() for lesion in self.lesions],
                 "sr": None if self.sr is None else str(self.sr.SOPInstanceUID),
                 "sc": [str(sc.SOPInstanceUID) for sc in self.scs]}
 
 
-def recipe_from_manifest(manifest: dict[str, Any]) -> ChannelRecipe:
+def recipe_from_manifest(manifest: Mapping[str, Any]) -> ChannelRecipe:
     """The channel recipe a model was trained with (roles, windows, crop margins)."""
     source = manifest["input"]
     stored = (source.get("windowing") or {}).get("recipe") or {}
     windows = {role: Window(centre=w.get("centre", 60.0), width=w.get("width", 400.0),
                             percentiles=tuple(w["percentiles"]) if w.get("percentiles") else None)
                for role, w in (stored.get("windows") or {}).items()}
-    return ChannelRecipe(channels=tuple(source["channel_recipe"]), windows=windows,  # type: ignore[arg-type]
+    red, green, blue = source["channel_recipe"]
+    return ChannelRecipe(channels=(red, green, blue), windows=windows,
                          margin=float(stored.get("margin", 0.5)), min_crop_mm=float(stored.get("min_crop_mm", 30.0)))
+
+
+def _matched_series(grouping: Grouping, role: str) -> SeriesInfo:
+    """The series that filled ``role``; composites exist only when every channel's role was found."""
+    match = grouping.roles.get(role)
+    if match is None:
+        raise ValueError(f"role {role} has no series, yet a composite uses it")
+    return match.series
 
 
 def _header(series: SeriesInfo, sop_uid: str) -> Dataset:
@@ -60,31 +86,36 @@ def _header(series: SeriesInfo, sop_uid: str) -> Dataset:
     return dcmread(image.path, stop_before_pixels=True)
 
 
+def _depth(image: ImageInfo) -> float | None:
+    """Where the image lies along its slice normal; None for an image without geometry."""
+    if image.orientation is None or image.position is None:
+        return None
+    normal = np.cross(np.asarray(image.orientation[:3]), np.asarray(image.orientation[3:]))
+    return float(np.dot(normal, np.asarray(image.position)))
+
+
 def _region_on_reference(item: LesionComposite, study: StudyComposites) -> tuple[Dataset, np.ndarray]:
     """The crop rectangle as a closed (column, row) polyline on the reference slice's image."""
-    reference = study.grouping.roles[study.reference_role]
-    assert reference is not None
-    images = sorted((i for i in reference.series.images if i.position is not None),
-                    key=lambda i: float(np.dot(np.cross(np.asarray(i.orientation[:3]), np.asarray(i.orientation[3:])),
-                                               np.asarray(i.position))))
+    reference = _matched_series(study.grouping, study.reference_role)
+    placed = [(depth, image) for image in reference.images if (depth := _depth(image)) is not None]
+    images = [image for _, image in sorted(placed, key=lambda pair: pair[0])]
     image = images[min(item.slice_index, len(images) - 1)]
     (r0, r1), (c0, c1) = item.crop
     polyline = np.array([[c0, r0], [c1, r0], [c1, r1], [c0, r1], [c0, r0]], dtype=float)
     return dcmread(image.path, stop_before_pixels=True), polyline
 
 
-def _lesion_box_in_composite(item: LesionComposite, study: StudyComposites, size: int) -> tuple[float, ...] | None:
+def _lesion_box_in_composite(item: LesionComposite, study: StudyComposites,
+                             size: int) -> tuple[float, float, float, float] | None:
     """Where the annotated lesion lies inside the composite, in composite pixels."""
     if item.lesion.source.value.startswith("fallback"):
         return None
-    reference = study.grouping.roles[study.reference_role]
-    assert reference is not None
+    reference = _matched_series(study.grouping, study.reference_role)
     (r0, r1), (c0, c1) = item.crop
     corners = np.array([item.lesion.box_min_mm, item.lesion.box_max_mm])
-    images = [i for i in reference.series.images if i.pixel_spacing and i.orientation and i.position]
-    if not images:
+    first = next((i for i in reference.images if i.pixel_spacing and i.orientation and i.position), None)
+    if first is None or first.pixel_spacing is None or first.orientation is None or first.position is None:
         return None
-    first = images[0]
     origin, orientation = np.asarray(first.position), np.asarray(first.orientation)
     spacing = first.pixel_spacing
     cols = (corners - origin) @ orientation[:3] / spacing[1]
@@ -94,49 +125,72 @@ def _lesion_box_in_composite(item: LesionComposite, study: StudyComposites, size
             (rows.max() - r0) * scale_r, (cols.max() - c0) * scale_c)
 
 
-def analyse_study(study_uid: str, series: list[SeriesInfo], rules: Rules, *, classifier: Any,
-                  algorithm: AlgorithmInfo, device_uid: str, tta: bool = False) -> StudyAnalysis:
+def _roles_used(grouping: Grouping, channels: tuple[str, str, str]) -> str:
+    """Which series fed each colour channel, as the SR states it."""
+    parts = []
+    for channel, role in zip("RGB", channels, strict=True):
+        series = _matched_series(grouping, role)
+        acquisition = "" if series.acquisition_number is None else f" acquisition {series.acquisition_number}"
+        parts.append(f"{channel}={role} (series {series.series_uid}{acquisition})")
+    return ", ".join(parts)
+
+
+def _roles_found(grouping: Grouping) -> dict[str, RoleFound | None]:
+    return {role: None if m is None else RoleFound(series=m.series.series_uid,
+                                                   acquisition_number=m.series.acquisition_number,
+                                                   description=m.series.description)
+            for role, m in grouping.roles.items()}
+
+
+def _lesion_prediction(item: LesionComposite, prediction: Prediction) -> LesionPrediction:
+    return LesionPrediction(lesion_id=item.lesion.lesion_id, label=prediction.label,
+                            top_class=prediction.top_class,
+                            probabilities={k: round(v, 6) for k, v in prediction.probabilities.items()},
+                            roi_source=item.lesion.source.value, slice_index=item.slice_index,
+                            motion={r: None if m is None else m.as_json() for r, m in item.motion.items()})
+
+
+def _skip_reason(study: StudyComposites, model_task: str) -> str | None:
+    """Why the study yields no prediction with this model, or None when it does."""
+    task = study.grouping.task
+    if task is not None and task != model_task:
+        return f"the model is for {model_task}, the study is {task}"
+    if study.skipped or not study.composites:
+        return study.skipped or "no lesion"
+    return None
+
+
+def analyse_study(study_uid: str, series: list[SeriesInfo], rules: Rules, *, classifier: Classifier,
+                  algorithm: AlgorithmInfo, device_uid: str, tta: bool = False) -> AnalysisResult:
     manifest = classifier.artifact.manifest
     recipe = recipe_from_manifest(manifest)
     size = int(manifest["input"]["preprocessing"]["input_size"])
     study = composites_for_study(study_uid, series, rules, recipe=recipe, size=size)
     grouping = study.grouping
-    roles = {role: None if m is None else {"series": m.series.series_uid, "acquisition_number":
-                                           m.series.acquisition_number, "description": m.series.description}
-             for role, m in grouping.roles.items()}
-    if grouping.task is not None and grouping.task != manifest["task"]:
-        return StudyAnalysis(study_uid, grouping.task, "skipped",
-                             f"the model is for {manifest['task']}, the study is {grouping.task}", roles)
-    if study.skipped or not study.composites:
-        return StudyAnalysis(study_uid, grouping.task, "skipped", study.skipped or "no lesion", roles)
+    roles = _roles_found(grouping)
+    reason = _skip_reason(study, manifest["task"])
+    if reason is not None:
+        return AnalysisResult(study_uid, grouping.task, AnalysisOutcome.SKIPPED, reason, roles)
 
     predictions = classifier.predict([c.composite.rgb for c in study.composites], tta=tta, explain=True)
     lesion_results: list[LesionResult] = []
     evidence: dict[str, Dataset] = {}
-    analysis = StudyAnalysis(study_uid, grouping.task, "analysed", None, roles)
+    scs: list[Dataset] = []
     for number, (item, prediction) in enumerate(zip(study.composites, predictions, strict=True), start=1):
         for role, sop_uid in item.source_images.items():
-            match = grouping.roles[role]
-            if sop_uid and match is not None and sop_uid not in evidence:
-                evidence[sop_uid] = _header(match.series, sop_uid)
+            if sop_uid and sop_uid not in evidence and grouping.roles.get(role) is not None:
+                evidence[sop_uid] = _header(_matched_series(grouping, role), sop_uid)
         region_image, polyline = _region_on_reference(item, study)
         evidence.setdefault(str(region_image.SOPInstanceUID), region_image)
-        roles_used = ", ".join(
-            f"{channel}={role} (series {grouping.roles[role].series.series_uid}"  # type: ignore[union-attr]
-            + (f" acquisition {grouping.roles[role].series.acquisition_number})"  # type: ignore[union-attr]
-               if grouping.roles[role].series.acquisition_number is not None else ")")  # type: ignore[union-attr]
-            for channel, role in zip("RGB", recipe.channels, strict=True))
         lesion_results.append(LesionResult(item.lesion.lesion_id, prediction.label, prediction.probabilities,
-                                           item.lesion.source.value, region_image, polyline, roles_used))
+                                           item.lesion.source.value, region_image, polyline,
+                                           _roles_used(grouping, recipe.channels)))
         captured = CapturedLesion(item.lesion.lesion_id, prediction.label, prediction.probabilities,
                                   item.lesion.source.value, item.composite.rgb, prediction.heatmap,
-                                  _lesion_box_in_composite(item, study, size), recipe.channels)  # type: ignore[arg-type]
-        analysis.scs.append(build_sc(study_uid, captured, region_image, algorithm=algorithm, instance_number=number))
-        analysis.lesions.append({"lesion_id": item.lesion.lesion_id, "label": prediction.label,
-                                 "top_class": prediction.top_class,
-                                 "probabilities": {k: round(v, 6) for k, v in prediction.probabilities.items()},
-                                 "roi_source": item.lesion.source.value, "slice_index": item.slice_index,
-                                 "motion": {r: None if m is None else m.as_json() for r, m in item.motion.items()}})
-    analysis.sr = build_sr(study_uid, lesion_results, list(evidence.values()), algorithm=algorithm,
-                           device_uid=device_uid)
-    return analysis
+                                  _lesion_box_in_composite(item, study, size), recipe.channels)
+        scs.append(build_sc(study_uid, captured, region_image, algorithm=algorithm, instance_number=number))
+    sr = build_sr(study_uid, lesion_results, list(evidence.values()), algorithm=algorithm, device_uid=device_uid)
+    return AnalysisResult(study_uid, grouping.task, AnalysisOutcome.ANALYSED, None, roles,
+                          tuple(_lesion_prediction(item, p) for item, p in zip(study.composites, predictions,
+                                                                                strict=True)),
+                          sr, tuple(scs))

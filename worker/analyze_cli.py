@@ -56,7 +56,7 @@ def analyze(
             result.sr.save_as(folder / "SR.dcm", enforce_file_format=True)
             written.append(str(folder / "SR.dcm"))
             for sc, lesion in zip(result.scs, result.lesions, strict=True):
-                path = folder / f"SC_{lesion['lesion_id']}.dcm"
+                path = folder / f"SC_{lesion.lesion_id}.dcm"
                 sc.save_as(path, enforce_file_format=True)
                 written.append(str(path))
         summary = result.as_json() | {"model": artifact.hash, "files": written}
@@ -65,9 +65,9 @@ def analyze(
             if result.outcome == "skipped":
                 typer.echo(f"study {uid}: skipped: {result.reason}")
             for lesion in result.lesions:
-                probabilities = ", ".join(f"{k} {v:.2f}" for k, v in lesion["probabilities"].items())
-                typer.echo(f"study {uid} lesion {lesion['lesion_id']}: {lesion['label']} ({probabilities}; "
-                           f"ROI {lesion['roi_source']})")
+                probabilities = ", ".join(f"{k} {v:.2f}" for k, v in lesion.probabilities.items())
+                typer.echo(f"study {uid} lesion {lesion.lesion_id}: {lesion.label} ({probabilities}; "
+                           f"ROI {lesion.roi_source})")
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summaries, indent=2, ensure_ascii=False))
     if as_json:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from db.repository import Repository
 from db.task_names import BATCH_QUEUE
+from db.vocabulary import CompletedBy, Severity
 from node.header import UnreadableDataset, read_file_header
-from node.spool import Spool
 from node.instances import checked_identity, instance_record
+from node.spool import Spool
 from node.uids import InvalidUID
 from worker.grouping.series_info import iter_dicom_files
 
@@ -67,12 +68,12 @@ def import_folder(paths: Iterable[Path], spool: Spool, repository: Repository, *
         if progress:
             progress(number, len(files))
     for study in touched:
-        done = repository.complete_study(study, by="batch", queue=BATCH_QUEUE, shadow=shadow)
+        done = repository.complete_study(study, by=CompletedBy.BATCH, queue=BATCH_QUEUE, shadow=shadow)
         if done is None:
             summary.studies_already_queued += 1
         else:
             summary.studies_queued.append(study)
     if summary.unreadable:
         repository.audit("batch.unreadable", f"{len(summary.unreadable)} files could not be imported",
-                         severity="warning", detail={"files": summary.unreadable[:100]})
+                         severity=Severity.WARNING, detail={"files": summary.unreadable[:100]})
     return summary

@@ -68,6 +68,7 @@ def batch_pacs(
     """C-FIND the PACS, C-MOVE each study to this node (which must be running) and queue it as batch work."""
     from db.repository import Repository  # noqa: PLC0415
     from db.task_names import BATCH_QUEUE  # noqa: PLC0415
+    from db.vocabulary import CompletedBy  # noqa: PLC0415
     from node.cli import _remote  # noqa: PLC0415
     from node.scu import find_studies, move_study  # noqa: PLC0415
     from node.settings import NodeSettings  # noqa: PLC0415
@@ -91,7 +92,7 @@ def batch_pacs(
             completed, failed = move_study(remote, uid, ae_title, calling_ae=ae_title)
             row.update(retrieved=completed, failed=failed)
             try:
-                done = repository.complete_study(uid, by="batch", queue=BATCH_QUEUE, shadow=shadow)
+                done = repository.complete_study(uid, by=CompletedBy.BATCH, queue=BATCH_QUEUE, shadow=shadow)
                 row["job"] = done.job_id if done else None
             except LookupError:
                 row["job"] = None

@@ -1,35 +1,118 @@
 """The Celery application, made by a factory (never at import time), and its two thin tasks.
 
-Tasks take a job id and call the bodies in :mod:`worker.jobs`; acks are late and a task whose
-worker dies is redelivered, so an analysis interrupted by a crash runs again, once, with the same
-output UIDs. Only transient failures (database or broker unavailable) are retried, with back-off;
-anything else parks the job as failed with a reason a person can act on.
+Tasks take a job id and run the bodies in :mod:`worker.jobs` through :func:`worker.jobs.run_step`;
+acks are late and a task whose worker dies is redelivered, so an analysis interrupted by a crash
+runs again, once, with the same output UIDs. A body's :class:`~worker.errors.TransientError`
+(database, broker or destination unavailable) becomes a Celery retry with the task's back-off
+(:data:`worker.retry.TASK_RETRIES`); on the last attempt, and for anything else, the job is parked
+as failed with a reason a person can act on.
+
+The prefork parent stays light: :mod:`worker.jobs` (and with it torch) is imported by each pool
+process after the fork. A parent holding torch forks ten times slower, and its outbox sweeper thread,
+caught inside SQLite during the fork, leaves the child a lock it can never take.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from celery import Celery
+from billiard.process import current_process
+from celery import Celery, Task
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu.entity import Queue
 
-from db.task_names import ANALYSE_TASK, ARRIVAL_QUEUE, BATCH_QUEUE, SEND_TASK
+from db.repository import Repository
 from db.runtime import Runtime
 from db.settings import ConfigFile
 from db.states import JobState
+from db.task_names import ANALYSE_TASK, ARRIVAL_QUEUE, BATCH_QUEUE, SEND_TASK
+from node.dispatch import publish_pending
 from node.settings import BrokerSettings
+from worker.devices import device_for_process
+from worker.errors import TransientError
+from worker.retry import TASK_RETRIES
+
+if TYPE_CHECKING:
+    from worker.jobs import WorkerContext
 
 log = logging.getLogger(__name__)
-TRANSIENT = (ConnectionError, TimeoutError)
+
+
+class PipelineTask(Task):  # type: ignore[misc]  # celery ships no type information
+    """Base of the pipeline's tasks: holds the per-process :class:`WorkerContext`, made lazily.
+
+    One context per configuration file and process, shared by both tasks (one engine, one model
+    cache); it is created on first use after the fork and never inherited from the parent.
+    """
+
+    _contexts: ClassVar[dict[Path | None, WorkerContext]] = {}
+
+    @property
+    def config(self) -> ConfigFile:
+        config: ConfigFile = self.app.conf.triphase_config
+        return config
+
+    @property
+    def context(self) -> WorkerContext:
+        key = self.config.path
+        if key not in self._contexts:
+            self._contexts[key] = _create_context(self.config)
+        return self._contexts[key]
+
+    @classmethod
+    def forget_contexts(cls) -> None:
+        """Drop every context (a forked child must not share its parent's connections)."""
+        while cls._contexts:
+            _, ctx = cls._contexts.popitem()
+            ctx.repository.db.dispose()
+
+    def run_job_step(self, job_id: int) -> JobState:
+        """This task's body for ``job_id``; a transient failure is retried after the policy's countdown."""
+        policy = TASK_RETRIES[self.name]
+        attempt = policy.attempt(self.request.retries + 1)
+        from worker.jobs import run_step  # noqa: PLC0415 - in the pool process, after the fork (module docstring)
+
+        try:
+            return run_step(self.name, self.context, job_id, attempt)
+        except TransientError as exc:
+            raise self.retry(exc=exc, countdown=policy.delay_after(attempt),
+                             max_retries=policy.attempts - 1) from exc
+
+
+def _create_context(config: ConfigFile) -> WorkerContext:
+    import torch  # noqa: PLC0415 - in the pool process, after the fork (module docstring)
+
+    from worker.jobs import WorkerContext  # noqa: PLC0415 - likewise
+
+    ctx = WorkerContext.from_runtime(Runtime(config=config))
+    if ctx.device == "auto":
+        ctx.device = device_for_process("auto", getattr(current_process(), "index", 0), torch.cuda.device_count())
+    return ctx
+
+
+def _after_fork(**_: Any) -> None:
+    PipelineTask.forget_contexts()
+
+
+def analyse(task: PipelineTask, job_id: int) -> str:
+    """``triphase.analyse``: the analysis, then its send step is published right away."""
+    state = task.run_job_step(job_id)
+    if state is JobState.ANALYSED:
+        publish_outbox(task.app, task.context.repository)
+    return state.value
+
+
+def send(task: PipelineTask, job_id: int) -> str:
+    """``triphase.send``: the job's SR and SC to every destination."""
+    return task.run_job_step(job_id).value
 
 
 def create_app(config_path: Path | None = None) -> Celery:
     """A Celery app for this installation's configuration (broker, database, models)."""
-    runtime = Runtime(config=ConfigFile.locate(config_path))
-    broker = runtime.section(BrokerSettings)
+    config = ConfigFile.locate(config_path)
+    broker = Runtime(config=config).section(BrokerSettings)
     app = Celery("triphase", broker=broker.url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
@@ -39,71 +122,21 @@ def create_app(config_path: Path | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=ARRIVAL_QUEUE,
-        task_queues=[Queue(ARRIVAL_QUEUE), Queue(BATCH_QUEUE)],
+        task_queues=[Queue(name) for name in (ARRIVAL_QUEUE, BATCH_QUEUE)],  # type: ignore[no-untyped-call]
         # "priority": queues are read in the order given to the worker (arrival before batch),
         # instead of kombu's default round robin, so on-arrival work never waits behind a batch.
         broker_transport_options={"visibility_timeout": broker.visibility_timeout_s,
                                   "queue_order_strategy": "priority"},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        triphase_config=config,
     )
-    state: dict[str, Any] = {}
-
-    def context() -> Any:
-        """The per-process worker context, created lazily after the fork."""
-        if "ctx" not in state:
-            from billiard.process import current_process  # noqa: PLC0415
-
-            from worker.devices import device_for_process  # noqa: PLC0415
-            from worker.jobs import WorkerContext  # noqa: PLC0415
-
-            ctx = WorkerContext.from_runtime(Runtime(config=runtime.config))
-            if ctx.device == "auto":
-                import torch  # noqa: PLC0415
-
-                ctx.device = device_for_process("auto", getattr(current_process(), "index", 0),
-                                                torch.cuda.device_count())
-            state["ctx"] = ctx
-        return state["ctx"]
-
-    @worker_process_init.connect(weak=False)
-    def _after_fork(**_: Any) -> None:
-        ctx = state.pop("ctx", None)  # never share a parent's connections
-        if ctx is not None:
-            ctx.repository.db.dispose()
-
-    def _run(task: Any, body: Any, job_id: int) -> str:
-        ctx = context()
-        try:
-            return str(body(ctx, job_id))
-        except TRANSIENT as exc:
-            raise task.retry(exc=exc, countdown=min(2 ** task.request.retries * 5, 300), max_retries=5) from exc
-        except Exception as exc:
-            log.exception("job #%d: %s failed", job_id, task.name)
-            ctx.repository.transition_job(job_id, JobState.FAILED, reason=f"{task.name}: {type(exc).__name__}: {exc}")
-            return JobState.FAILED.value
-
-    @app.task(name=ANALYSE_TASK, bind=True)
-    def analyse(self: Any, job_id: int) -> str:
-        from worker.jobs import run_analyse  # noqa: PLC0415
-
-        state_after = _run(self, run_analyse, job_id)
-        if state_after == JobState.ANALYSED.value:
-            publish_outbox(app, context().repository)  # the send step, right away
-        return state_after
-
-    @app.task(name=SEND_TASK, bind=True)
-    def send(self: Any, job_id: int) -> str:
-        from worker.jobs import run_send  # noqa: PLC0415
-
-        return _run(self, run_send, job_id)
-
-    app.triphase_context = context  # type: ignore[attr-defined]
+    app.task(base=PipelineTask, name=ANALYSE_TASK, bind=True)(analyse)
+    app.task(base=PipelineTask, name=SEND_TASK, bind=True)(send)
+    worker_process_init.connect(_after_fork, weak=False, dispatch_uid="triphase-forget-parent-contexts")
     return app
 
 
-def publish_outbox(app: Celery, repository: Any) -> int:
+def publish_outbox(app: Celery, repository: Repository) -> int:
     """Publish what the outbox holds (the sweeper, and right after an analysis)."""
-    from node.dispatch import publish_pending  # noqa: PLC0415
-
     return publish_pending(repository, lambda name, job_id, queue: app.send_task(name, args=[job_id], queue=queue))

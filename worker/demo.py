@@ -13,54 +13,99 @@ import csv
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from sqlalchemy import select
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from db.engine import Database
 from db.migrate import upgrade
-from db.queries import audit_events
+from db.queries import StudyJob, audit_events, job_predictions, job_states, study_jobs
 from db.repository import Repository
-from db.schema import Job, Prediction, Study
+from db.schema import Prediction
+from db.settings import load_section
+from models.architectures import default_registry
+from models.artifact import Artifact, save_trained
+from models.evaluation.baseline import majority_class
+from models.evaluation.metrics import accuracy_score
+from models.tasks import known_task
+from models.training import TrainingConfig, train_model
 from node.dispatch import OutboxOnly
 from node.folder_store import FolderStore
 from node.scp import DicomNode
 from node.scu import RemoteNode, SendResult, scan, send
 from node.settings import NodeSettings, PeerSettings
 from node.spool import Spool
+from worker.composite_folder import load_study_folder
 from worker.embedded import OutboxRunner
 from worker.grouping import load_rules
 from worker.jobs import WorkerContext
 from worker.results.writeback import Destination
+from worker.synth.context import StudyOptions
+from worker.synth.run import generate_run
 
 TASK = "ct-histology"
 FINISHED = {"sent", "shadowed", "skipped", "failed"}
+NO_TRUTH = "(no truth)"  # a lesion the truth file does not name: its prediction counts as wrong
+
+Say = Callable[[str], None]
+StoredObjects = Mapping[str, Sequence[tuple[str, Path, Dataset]]]  # study UID -> (modality, path, dataset)
+
+
+class DemoLesion(TypedDict):
+    lesion_id: str
+    predicted: str
+    truth: str | None
+    probabilities: dict[str, Any]
+    roi: str
+
+
+class DemoObject(TypedDict):
+    object: str  # "SR" or "SC"
+    path: str
+
+
+class DemoStudy(TypedDict):
+    """One study as demo.json and the printout show it."""
+
+    study_uid: str
+    job: int
+    state: str
+    reason: str | None
+    roles: dict[str, str | None]  # role -> series description
+    lesions: list[DemoLesion]
+    stored: list[DemoObject]
 
 
 @dataclass
 class DemoResult:
     folder: Path
     model: str
-    studies: list[dict[str, Any]] = field(default_factory=list)
+    studies: list[DemoStudy] = field(default_factory=list)
     accuracy: float | None = None
     majority_baseline: float | None = None
     elapsed_s: float = 0.0
 
 
-def _train_model(studies: Path, models_dir: Path, say: Callable[[str], None]) -> Any:
-    from models.architectures import default_registry  # noqa: PLC0415
-    from models.artifact import save_trained  # noqa: PLC0415
-    from models.tasks import known_task  # noqa: PLC0415
-    from models.training import TrainingConfig, train_model  # noqa: PLC0415
-    from worker.composite_folder import load_study_folder  # noqa: PLC0415
+def _write_studies(folder: Path, train_studies: int, demo_studies: int, seed: int) -> None:
+    def options(run_seed: int) -> StudyOptions:
+        return StudyOptions(task=TASK, seed=run_seed, difficulty=0.15, balanced=True, slices=16, matrix=64,
+                            style="mixed", extras=True)
 
+    generate_run(folder / "training", options(seed), train_studies, [])
+    generate_run(folder / "incoming", options(seed + 1), demo_studies, [])
+
+
+def _train_model(studies: Path, models_dir: Path, say: Say) -> Artifact:
     folder = load_study_folder(studies, size=64)
     config = TrainingConfig(architecture="tinycnn", mode="svm", folds=3, seed=0, random_init=True, device="cpu")
     definition = known_task(TASK)
-    assert definition is not None
+    if definition is None:
+        raise LookupError(f"unknown task {TASK}")
     model = train_model(folder.images, folder.labels, folder.patient_ids, classes=list(definition.classes),
                         config=config, registry=default_registry(), weights_dir=models_dir)
     artifact = save_trained(model, models_dir, task=TASK, channel_recipe=folder.provenance["channel_recipe"],
@@ -72,34 +117,23 @@ def _train_model(studies: Path, models_dir: Path, say: Callable[[str], None]) ->
     return artifact
 
 
-def run_demo(folder: Path, *, train_studies: int = 25, demo_studies: int = 4, seed: int = 0,
-             quiet_period_s: float = 1.5, timeout_s: float = 150.0, say: Callable[[str], None] = print) -> DemoResult:
-    from PIL import Image  # noqa: PLC0415
-    from pydicom import dcmread  # noqa: PLC0415
+def _wait_for_jobs(database: Database, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = job_states(database)
+        if len(states) >= count and all(s in FINISHED for s in states):
+            return
+        time.sleep(0.3)
 
-    from worker.synth.context import StudyOptions  # noqa: PLC0415
-    from worker.synth.run import generate_run  # noqa: PLC0415
 
-    started = time.monotonic()
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    size = dict(slices=16, matrix=64, style="mixed", extras=True)
-    say(f"1. Writing synthetic liver CT studies (pre-contrast, arterial, portal, delayed) to {folder}")
-    generate_run(folder / "training", StudyOptions(task=TASK, seed=seed, difficulty=0.15, balanced=True, **size),
-                 train_studies, [])
-    generate_run(folder / "incoming", StudyOptions(task=TASK, seed=seed + 1, difficulty=0.15, balanced=True, **size),
-                 demo_studies, [])
-    say("2. Training a demonstration model: a tiny CNN from RANDOM INITIALISATION (no ImageNet weights are used\n"
-        "   here) with an SVM on its features. It shows the pipeline; it does not reproduce the papers' accuracy.")
-    artifact = _train_model(folder / "training", folder / "models", say)
-
-    database = Database(f"sqlite:///{folder / 'triphase.db'}")
-    upgrade(database)
+def _run_loop(folder: Path, database: Database, artifact: Artifact, *, demo_studies: int, quiet_period_s: float,
+              timeout_s: float, say: Say) -> None:
+    """Node, embedded worker and stand-in PACS up; the incoming studies sent; wait for their jobs."""
     repository = Repository(database)
     pacs = FolderStore(folder / "pacs").start()
-    settings = NodeSettings(port=0, quiet_period_s=quiet_period_s, completion_poll_s=0.2, min_free_disk_mb=0,
-                            peers=(PeerSettings(name="demo-pacs", ae_title="DEMOPACS"),))
+    settings = load_section(NodeSettings, port=0, quiet_period_s=quiet_period_s, completion_poll_s=0.2,
+                            min_free_disk_mb=0,
+                            peers=(PeerSettings.model_validate({"name": "demo-pacs", "ae_title": "DEMOPACS"}),))
     node = DicomNode(settings, Spool(folder / "spool"), repository, OutboxOnly())
     context = WorkerContext(repository=repository, rules=load_rules(), spool_root=folder / "spool",
                             results_root=folder / "results",
@@ -116,57 +150,93 @@ def run_demo(folder: Path, *, train_studies: int = 25, demo_studies: int = 4, se
         files = scan(sorted((folder / "incoming").glob("study-*")), result)
         send(files, RemoteNode(settings.ae_title, "127.0.0.1", node.port), calling_ae="DEMOPACS", result=result)
         say(f"   {len(result.sent) - len(result.refused)} instances stored by the node; waiting for the analyses")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with database.session() as session:
-                states = session.scalars(select(Job.state)).all()
-            if len(states) >= demo_studies and all(s in FINISHED for s in states):
-                break
-            time.sleep(0.3)
+        _wait_for_jobs(database, demo_studies, timeout_s)
     finally:
         runner.stop()
         node.shutdown(grace_s=0)
         pacs.stop()
 
-    demo = DemoResult(folder, artifact.hash)
-    truth = {}
-    with (folder / "incoming" / "labels.csv").open() as handle:
-        for row in csv.DictReader(handle):
-            truth[(row["study_uid"], row["lesion_id"])] = row["label"]
-    png = folder / "png"
-    png.mkdir()
-    with database.session() as session:
-        rows = session.execute(select(Study.study_uid, Job.id, Job.state, Job.reason).join(Job)).all()
-        predictions = {(p.job_id, p.lesion_id): p for p in session.scalars(select(Prediction))}
-    roles_by_job = {e.job_id: (e.detail or {}).get("roles", {}) for e in audit_events(database, kind_prefix="job.")
-                    if e.detail and "roles" in e.detail}
-    stored = {}
-    for path in (folder / "pacs").rglob("*.dcm"):
+
+def _truth(labels_csv: Path) -> dict[tuple[str, str], str]:
+    """(study UID, lesion id) -> the synthetic truth's label."""
+    with labels_csv.open() as handle:
+        return {(row["study_uid"], row["lesion_id"]): row["label"] for row in csv.DictReader(handle)}
+
+
+def _stored_objects(pacs: Path) -> dict[str, list[tuple[str, Path, Dataset]]]:
+    stored: dict[str, list[tuple[str, Path, Dataset]]] = {}
+    for path in pacs.rglob("*.dcm"):
         ds = dcmread(path)
         stored.setdefault(str(ds.StudyInstanceUID), []).append((str(ds.Modality), path, ds))
-    correct = total = 0
-    for study_uid, job_id, state, reason in rows:
-        entry: dict[str, Any] = {"study_uid": study_uid, "job": job_id, "state": state, "reason": reason,
-                                 "roles": {role: (found or {}).get("description") for role, found in
-                                           roles_by_job.get(job_id, {}).items()},
-                                 "lesions": [], "stored": []}
-        for modality, path, ds in stored.get(study_uid, []):
-            entry["stored"].append({"object": "SR" if modality == "SR" else "SC", "path": str(path)})
-            if modality != "SR":
-                Image.fromarray(ds.pixel_array).save(png / f"{job_id}_SC_{ds.InstanceNumber}.png")
-        for (pjob, lesion_id), prediction in predictions.items():
-            if pjob != job_id:
-                continue
-            expected = truth.get((study_uid, lesion_id))
-            entry["lesions"].append({"lesion_id": lesion_id, "predicted": prediction.label, "truth": expected,
-                                     "probabilities": prediction.probabilities, "roi": prediction.roi_source})
-            total += 1
-            correct += int(prediction.label == expected)
-        demo.studies.append(entry)
+    return stored
+
+
+def _roles_by_job(database: Database) -> dict[int | None, dict[str, Any]]:
+    """The roles each job's analysis found (the latest audit event that names them)."""
+    return {e.job_id: e.detail.get("roles", {}) for e in audit_events(database, kind_prefix="job.")
+            if e.detail and "roles" in e.detail}
+
+
+def _study_entry(row: StudyJob, roles: Mapping[str, Any], stored: StoredObjects,
+                 predictions: Mapping[tuple[int, str], Prediction], truth: Mapping[tuple[str, str], str],
+                 png: Path) -> DemoStudy:
+    entry = DemoStudy(study_uid=row.study_uid, job=row.job_id, state=row.state, reason=row.reason,
+                      roles={role: (found or {}).get("description") for role, found in roles.items()},
+                      lesions=[], stored=[])
+    for modality, path, ds in stored.get(row.study_uid, []):
+        entry["stored"].append(DemoObject(object="SR" if modality == "SR" else "SC", path=str(path)))
+        if modality != "SR":
+            Image.fromarray(ds.pixel_array).save(png / f"{row.job_id}_SC_{ds.InstanceNumber}.png")
+    for (job_id, lesion_id), prediction in predictions.items():
+        if job_id == row.job_id:
+            entry["lesions"].append(DemoLesion(lesion_id=lesion_id, predicted=prediction.label,
+                                               truth=truth.get((row.study_uid, lesion_id)),
+                                               probabilities=prediction.probabilities, roi=prediction.roi_source))
+    return entry
+
+
+def _evaluate(demo: DemoResult, truth: Mapping[tuple[str, str], str]) -> None:
+    """Accuracy over the predicted lesions, beside always answering the truth's most frequent label."""
+    lesions = [lesion for study in demo.studies for lesion in study["lesions"]]
+    if not lesions:
+        return
+    demo.accuracy = accuracy_score([lesion["truth"] or NO_TRUTH for lesion in lesions],
+                                   [lesion["predicted"] for lesion in lesions])
     labels = list(truth.values())
-    if total:
-        demo.accuracy = correct / total
-        demo.majority_baseline = max(labels.count(label) for label in set(labels)) / len(labels)
+    demo.majority_baseline = accuracy_score(labels, [majority_class(labels)] * len(labels))
+
+
+def _collect(folder: Path, database: Database, model: str) -> DemoResult:
+    """Each study's job, roles, predictions beside the truth, and the objects the stand-in PACS holds."""
+    demo = DemoResult(folder, model)
+    truth = _truth(folder / "incoming" / "labels.csv")
+    png = folder / "png"
+    png.mkdir()
+    predictions = {(p.job_id, p.lesion_id): p for p in job_predictions(database)}
+    roles_by_job = _roles_by_job(database)
+    stored = _stored_objects(folder / "pacs")
+    demo.studies = [_study_entry(row, roles_by_job.get(row.job_id, {}), stored, predictions, truth, png)
+                    for row in study_jobs(database)]
+    _evaluate(demo, truth)
+    return demo
+
+
+def run_demo(folder: Path, *, train_studies: int = 25, demo_studies: int = 4, seed: int = 0,
+             quiet_period_s: float = 1.5, timeout_s: float = 150.0, say: Say = print) -> DemoResult:
+    started = time.monotonic()
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    say(f"1. Writing synthetic liver CT studies (pre-contrast, arterial, portal, delayed) to {folder}")
+    _write_studies(folder, train_studies, demo_studies, seed)
+    say("2. Training a demonstration model: a tiny CNN from RANDOM INITIALISATION (no ImageNet weights are used\n"
+        "   here) with an SVM on its features. It shows the pipeline; it does not reproduce the papers' accuracy.")
+    artifact = _train_model(folder / "training", folder / "models", say)
+    database = Database(f"sqlite:///{folder / 'triphase.db'}")
+    upgrade(database)
+    _run_loop(folder, database, artifact, demo_studies=demo_studies, quiet_period_s=quiet_period_s,
+              timeout_s=timeout_s, say=say)
+    demo = _collect(folder, database, artifact.hash)
     demo.elapsed_s = time.monotonic() - started
     (folder / "demo.json").write_text(json.dumps({"model": demo.model, "studies": demo.studies,
                                                   "accuracy": demo.accuracy, "elapsed_s": demo.elapsed_s},

@@ -1,28 +1,33 @@
 """The embedded runner: the outbox itself is the queue, for one machine and no broker.
 
 ``triphase demo`` (and a node run without Redis) use it: a thread takes unpublished outbox rows in
-order, marks them taken and runs the same task bodies Celery workers run. With a broker, the node
-publishes to Celery instead and this runner is not started.
+order, marks them taken and runs the same task bodies Celery workers run, through the same
+:func:`~worker.jobs.run_step`. With no broker to retry a task later, a transient failure is waited
+out here, with the task's back-off (:data:`~worker.retry.TASK_RETRIES`), before the next row.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
-from db.task_names import ANALYSE_TASK, SEND_TASK
+from sqlalchemy.exc import SQLAlchemyError
+
 from db.states import JobState
-from worker.jobs import WorkerContext, run_analyse, run_send
+from worker.jobs import TASK_BODIES, WorkerContext, run_step
+from worker.retry import TASK_RETRIES, retry_transient
 
 log = logging.getLogger(__name__)
 
-TASKS = {ANALYSE_TASK: run_analyse, SEND_TASK: run_send}
-
 
 class OutboxRunner:
-    def __init__(self, ctx: WorkerContext, *, poll_s: float = 0.2) -> None:
+    def __init__(self, ctx: WorkerContext, *, poll_s: float = 0.2,
+                 sleep: Callable[[float], object] = time.sleep) -> None:
         self.ctx = ctx
         self.poll_s = poll_s
+        self.sleep = sleep
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -35,25 +40,21 @@ class OutboxRunner:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
+    def run_task(self, task_name: str, job_id: int) -> JobState:
+        """One task to its end: retried after the task's back-off while its failure is transient."""
+        return retry_transient(lambda attempt: run_step(task_name, self.ctx, job_id, attempt),
+                               TASK_RETRIES[task_name], sleep=self.sleep)
+
     def run_pending(self) -> int:
         """Run every unpublished task once; returns how many ran."""
         ran = 0
         for outbox_id, job_id, task_name, _queue in self.ctx.repository.unpublished_outbox():
             self.ctx.repository.mark_published(outbox_id)
-            body = TASKS.get(task_name)
-            if body is None:
+            if task_name not in TASK_BODIES:
                 log.error("unknown task %s for job #%d", task_name, job_id)
                 continue
-            try:
-                state = body(self.ctx, job_id)
-                log.info("job #%d: %s -> %s", job_id, task_name, state)
-            except Exception as exc:  # noqa: BLE001 - park the job with a reason, keep running
-                log.exception("job #%d: %s failed", job_id, task_name)
-                try:
-                    self.ctx.repository.transition_job(job_id, JobState.FAILED,
-                                                       reason=f"{task_name}: {type(exc).__name__}: {exc}")
-                except Exception:  # noqa: BLE001
-                    log.exception("could not park job #%d", job_id)
+            state = self.run_task(task_name, job_id)
+            log.info("job #%d: %s -> %s", job_id, task_name, state)
             ran += 1
         return ran
 
@@ -61,5 +62,5 @@ class OutboxRunner:
         while not self._stop.wait(self.poll_s):
             try:
                 self.run_pending()
-            except Exception:  # noqa: BLE001
+            except (SQLAlchemyError, ConnectionError, TimeoutError):
                 log.exception("embedded runner: database unavailable; retrying")

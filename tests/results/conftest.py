@@ -50,7 +50,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 def pipeline_node(folder: Path, *, broker_url: str, artifact: Artifact, task: str, destination: tuple[str, int],
                   sender: str, **node_settings: object) -> Any:
     """A node process configured with a broker, a model for ``task`` and one destination."""
-    from tests.processes import NodeProcess  # noqa: PLC0415
+    from tests.processes import NodeProcess
 
     node = NodeProcess(folder, peers=[{"name": "sender", "ae_title": sender}])
     node.publish = True
@@ -66,7 +66,7 @@ def pipeline_node(folder: Path, *, broker_url: str, artifact: Artifact, task: st
 
 
 def start_worker(node: Any, log_path: Path) -> subprocess.Popen:
-    from tests.processes import TRIPHASE  # noqa: PLC0415
+    from tests.processes import TRIPHASE
 
     log = log_path.open("ab")
     return subprocess.Popen([TRIPHASE, "worker", "--concurrency", "1", "--sweep-s", "1"], env=node.env(),
@@ -84,11 +84,11 @@ def stop_worker(worker: subprocess.Popen) -> None:
 
 def wait_for_job_state(database: Any, states: set[str], timeout: float, poll_s: float = 0.05) -> str | None:
     """The first job's state once it is one of ``states`` (or whatever it is at the deadline)."""
-    import time  # noqa: PLC0415
+    import time
 
-    from sqlalchemy import select  # noqa: PLC0415
+    from sqlalchemy import select
 
-    from db.schema import Job  # noqa: PLC0415
+    from db.schema import Job
 
     deadline = time.monotonic() + timeout
     state = None

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from tests.conftest import require_tool
-from worker.analysis import StudyAnalysis, analyse_study
+from worker.analysis import AnalysisResult, analyse_study
 from worker.grouping import load_rules
 from worker.grouping.series_info import scan_studies
 from worker.results.algorithm import algorithm_for
@@ -20,7 +20,7 @@ from worker.results.sr import PRIVATE_SCHEME
 RULES = load_rules()
 
 
-def analyse_first(studies: Path, classifier, artifact, data_dir: Path) -> StudyAnalysis:  # type: ignore[no-untyped-def]
+def analyse_first(studies: Path, classifier, artifact, data_dir: Path) -> AnalysisResult:  # type: ignore[no-untyped-def]
     folder = sorted(studies.glob("study-*"))[0]
     [(uid, series)] = scan_studies([folder]).series.items()
     return analyse_study(uid, series, RULES, classifier=classifier, algorithm=algorithm_for(artifact),
@@ -49,12 +49,13 @@ def test_outputs_validate_and_round_trip(trained, task: str, tmp_path: Path) -> 
     assert sr.VerificationFlag == "UNVERIFIED" and sr.StudyInstanceUID == result.study_uid
     [group] = sr.content.get_planar_roi_measurement_groups()
     lesion = result.lesions[0]
-    assert group.tracking_identifier == lesion["lesion_id"]
+    assert group.tracking_identifier == lesion.lesion_id
     values = {m.name.meaning.replace("Probability of ", "").replace(" ", "_"): m.value
               for m in group.get_measurements()}
-    assert values == lesion["probabilities"]  # exactly, as written
+    assert values == lesion.probabilities  # exactly, as written
     [evaluation] = group.get_qualitative_evaluations()
-    assert evaluation.value.value == lesion["label"].upper() and evaluation.value.scheme_designator == PRIVATE_SCHEME
+    assert evaluation.value.value == lesion.label.upper()
+    assert evaluation.value.scheme_designator == PRIVATE_SCHEME
     assert group.finding_sites[0].value.meaning == "Liver"
     # highdicom lists the source images' scanner first and itself last; the algorithm is in between.
     assert "triphase" in [e.Manufacturer for e in sr.ContributingEquipmentSequence]
@@ -75,7 +76,7 @@ def test_identities_are_deterministic(trained, tmp_path: Path) -> None:
     assert first.sr.SOPInstanceUID == second.sr.SOPInstanceUID == sr_uid(first.study_uid, artifact.hash)
     assert first.sr.SeriesInstanceUID == second.sr.SeriesInstanceUID
     assert [s.SOPInstanceUID for s in first.scs] == [s.SOPInstanceUID for s in second.scs]
-    assert first.scs[0].SOPInstanceUID == sc_uid(first.study_uid, artifact.hash, first.lesions[0]["lesion_id"])
+    assert first.scs[0].SOPInstanceUID == sc_uid(first.study_uid, artifact.hash, first.lesions[0].lesion_id)
     assert sr_uid(first.study_uid, "another-model-version") != first.sr.SOPInstanceUID
     assert device_uid(tmp_path) == device_uid(tmp_path)
 

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import free_port
 from tests.processes import NodeProcess
 from tests.results.test_sr_sc import analyse_first
-from worker.results.writeback import Destination, send_to
+from worker.results.writeback import Destination, send_to, send_with_retries
 
 pytestmark = pytest.mark.interop
 
@@ -47,7 +47,7 @@ def test_results_land_in_the_source_study_in_orthanc(orthanc_factory, result_fil
     sc = next(i for i in instances if i["ID"] and orthanc.get(f"/instances/{i['ID']}/simplified-tags").get("Modality")
               in ("OT", "SC") and "BurnedInAnnotation" in orthanc.get(f"/instances/{i['ID']}/simplified-tags"))
     with urllib.request.urlopen(f"http://127.0.0.1:{orthanc.http_port}/instances/{sc['ID']}/preview",
-                                timeout=30) as response:  # noqa: S310 - loopback
+                                timeout=30) as response:
         assert response.headers["Content-Type"] == "image/png" and response.read()[:4] == b"\x89PNG"
     assert len(modalities) == len(instances)
     # A retry replaces, it does not duplicate.
@@ -64,8 +64,8 @@ def _no_sleep(calls: list[float]):  # type: ignore[no-untyped-def]
 def test_destination_down_is_retried_then_parked(result_files) -> None:
     _, files, _ = result_files
     delays: list[float] = []
-    outcome = send_to(Destination("pacs", "PACS", "127.0.0.1", free_port()), files, calling_ae="TRIPHASE",
-                      timeout_s=3, backoff_s=(1.0, 2.0), sleep=_no_sleep(delays))
+    outcome = send_with_retries(Destination("pacs", "PACS", "127.0.0.1", free_port()), files, calling_ae="TRIPHASE",
+                                timeout_s=3, backoff_s=(1.0, 2.0), sleep=_no_sleep(delays))
     assert outcome.state == "failed" and outcome.attempts == 3 and delays == [1.0, 2.0]
     assert "cannot reach" in (outcome.reason or "") and "gave up after 3 attempts" in (outcome.reason or "")
 
@@ -77,8 +77,8 @@ def test_destination_out_of_resources_is_retried_then_parked(result_files, tmp_p
     node.start()
     try:
         delays: list[float] = []
-        outcome = send_to(Destination("busy", "TRIPHASE", "127.0.0.1", node.port), files, calling_ae="TRIPHASE",
-                          backoff_s=(0.5,), sleep=_no_sleep(delays))
+        outcome = send_with_retries(Destination("busy", "TRIPHASE", "127.0.0.1", node.port), files,
+                                    calling_ae="TRIPHASE", backoff_s=(0.5,), sleep=_no_sleep(delays))
     finally:
         node.kill()
     assert outcome.state == "failed" and outcome.attempts == 2
@@ -90,8 +90,8 @@ def test_rejected_association_is_permanent(result_files, tmp_path: Path) -> None
     node = NodeProcess(tmp_path / "strict", peers=[{"name": "other", "ae_title": "SOMEONE"}])
     node.start()
     try:
-        outcome = send_to(Destination("strict", "TRIPHASE", "127.0.0.1", node.port), files, calling_ae="TRIPHASE",
-                          backoff_s=(0.5, 0.5), sleep=_no_sleep([]))
+        outcome = send_with_retries(Destination("strict", "TRIPHASE", "127.0.0.1", node.port), files,
+                                    calling_ae="TRIPHASE", backoff_s=(0.5, 0.5), sleep=_no_sleep([]))
     finally:
         node.kill()
     assert outcome.state == "failed" and outcome.attempts == 1 and "permanent" in (outcome.reason or "")
@@ -118,8 +118,8 @@ def test_silent_destination_times_out_and_is_parked(result_files) -> None:
     thread.start()
     started = time.monotonic()
     try:
-        outcome = send_to(Destination("mute", "MUTE", "127.0.0.1", port), files, calling_ae="TRIPHASE",
-                          timeout_s=1.0, backoff_s=(0.1,), sleep=_no_sleep([]))
+        outcome = send_with_retries(Destination("mute", "MUTE", "127.0.0.1", port), files, calling_ae="TRIPHASE",
+                                    timeout_s=1.0, backoff_s=(0.1,), sleep=_no_sleep([]))
     finally:
         stop.set()
         thread.join(timeout=5)
@@ -156,7 +156,7 @@ def test_tls_destination(result_files, tmp_path: Path) -> None:
         outcome = send_to(secure, files, calling_ae="TRIPHASE")
         assert outcome.state == "sent" and len(store.received) == len(files), outcome.reason
         untrusted = Destination("tls", "DEMOPACS", "127.0.0.1", store.port, tls=True)  # system CAs only
-        refused = send_to(untrusted, files, calling_ae="TRIPHASE", backoff_s=(), sleep=_no_sleep([]))
+        refused = send_with_retries(untrusted, files, calling_ae="TRIPHASE", backoff_s=(), sleep=_no_sleep([]))
         assert refused.state == "failed"
     finally:
         store.stop()

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,7 +23,7 @@ reads_app = typer.Typer(help="Readers' reads (reads.csv).", no_args_is_help=True
 experiment_app = typer.Typer(help="The papers' experiments on your data.", no_args_is_help=True)
 commands_app = typer.Typer()  # holds the top-level ``evaluate``
 
-TaskOption = Annotated[Optional[str], typer.Option("--task", help="restrict labels to this task's classes")]
+TaskOption = Annotated[str | None, typer.Option("--task", help="restrict labels to this task's classes")]
 ReplaceOption = Annotated[bool, typer.Option("--replace", help="replace rows already imported (same keys)")]
 
 
@@ -76,7 +76,7 @@ def _when(text: str | None, option: str) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _settings(resamples: int, seed: int):  # noqa: ANN202
+def _settings(resamples: int, seed: int):
     from models.evaluation.summary import BootstrapSettings  # noqa: PLC0415
 
     if resamples < 10:
@@ -92,10 +92,10 @@ SeedOption = Annotated[int, typer.Option("--seed", help="bootstrap and training 
 def evaluate(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="folder for report.html, report.json, metrics.csv")],
-    model: Annotated[Optional[str], typer.Option("--model", help="model version (hash prefix)")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="only this task")] = None,
-    since: Annotated[Optional[str], typer.Option("--since", help="predictions made on or after (ISO, UTC)")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="predictions made before (ISO, UTC)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="model version (hash prefix)")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="only this task")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="predictions made on or after (ISO, UTC)")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="predictions made before (ISO, UTC)")] = None,
     readers: Annotated[bool, typer.Option("--readers/--no-readers", help="compare with readers' reads")] = True,
     resamples: ResamplesOption = 1000,
     seed: SeedOption = 0,
@@ -134,7 +134,7 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 def _config(runtime: Runtime, *, arch: str, mode: str, inner_folds: int, epochs: int, seed: int, size: int | None,
-            random_init: bool, device: str | None):  # noqa: ANN202
+            random_init: bool, device: str | None):
     from models.training import MODES, TrainingConfig  # noqa: PLC0415
     from models.transforms import NO_AUGMENTATION  # noqa: PLC0415
     from worker.settings import ModelsSection  # noqa: PLC0415
@@ -159,10 +159,10 @@ OutOption = Annotated[Path, typer.Option("--out", help="folder for results.json,
 FoldsOption = Annotated[int, typer.Option("--folds", help="outer patient-level folds")]
 InnerOption = Annotated[int, typer.Option("--inner-folds", help="each training run's own CV folds")]
 EpochsOption = Annotated[int, typer.Option("--epochs")]
-SizeOption = Annotated[Optional[int], typer.Option("--input-size", help="network input size (default: the architecture's)")]
-TaskExperimentOption = Annotated[Optional[str], typer.Option("--task", help="class list of this task")]
+SizeOption = Annotated[int | None, typer.Option("--input-size", help="network input size (default: the architecture's)")]
+TaskExperimentOption = Annotated[str | None, typer.Option("--task", help="class list of this task")]
 RandomInitOption = Annotated[bool, typer.Option("--random-init", help="random weights instead of ImageNet (tests)")]
-DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda[:N]")]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda[:N]")]
 
 
 @experiment_app.command("misregistration")

@@ -26,12 +26,12 @@ from typing import cast
 import numpy as np
 from matplotlib.figure import Figure
 
+from models.architectures import default_registry
 from models.artifact import save_trained
 from models.evaluation.bootstrap import paired_difference
 from models.evaluation.metrics import encode, fast_auc_ovr
 from models.evaluation.summary import BootstrapSettings, summarise
 from models.inference import Classifier
-from models.architectures import default_registry
 from models.splits import patient_folds
 from models.tasks import known_task
 from models.training import Mode, TrainingConfig, train_model

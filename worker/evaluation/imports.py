@@ -14,10 +14,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from db.engine import Database
 from db.queries import known_studies, truth_rows
-from db.repository import DuplicateRows, Repository
+from db.repository import DuplicateRows, ReadRow, Repository, TruthRow
 from db.vocabulary import Severity
 from models.tasks import KNOWN_TASKS, known_task
 
@@ -216,17 +217,22 @@ def import_file(kind: str, path: Path, repository: Repository, *, task: str | No
                 replace: bool = False, allow_unknown_studies: bool = False) -> int:
     """Validate and import ``labels.csv`` (kind "truth") or ``reads.csv`` (kind "reads")."""
     try:
+        key: tuple[str, ...]
         if kind == "truth":
             rows = validate_truth(path, repository.db, task=task, allow_unknown_studies=allow_unknown_studies)
-            key: tuple[str, ...] = ("study_uid", "lesion_id")
-            write = repository.import_truth
+            key = ("study_uid", "lesion_id")
         elif kind == "reads":
             rows = validate_reads(path, repository.db, task=task)
-            key, write = ("reader_id", "study_uid", "lesion_id"), repository.import_reads
+            key = ("reader_id", "study_uid", "lesion_id")
         else:
             raise ValueError(f"unknown import kind {kind!r}")
         try:
-            return write([row for _, row in rows], file=str(path), replace=replace)
+            checked = [row for _, row in rows]
+            if kind == "truth":
+                return repository.import_truth([cast(TruthRow, row) for row in checked], file=str(path),
+                                               replace=replace)
+            return repository.import_reads([cast(ReadRow, row) for row in checked], file=str(path),
+                                           replace=replace)
         except DuplicateRows as exc:
             lines = _key_lines(rows, key)
             raise ImportRejectedError(path, [LineError(lines[k], f"already imported ({', '.join(k)}); "

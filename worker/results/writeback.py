@@ -1,10 +1,11 @@
 """Write-back: the SR and SC of one study go to each configured destination, all or nothing.
 
-Retries are per study, not per file: a destination that is down, busy (0xA7xx) or times out is
-tried again after a back-off, the whole set each time (deterministic UIDs make a repeat replace,
-not duplicate); a destination that refuses an object for good (0xA9xx, 0xCxxx, a rejected
-association) is not retried. Every response status is kept, per destination, for the audit.
-Shadow destinations receive nothing: their result says so.
+:func:`send_to` makes one attempt and says whether its failure is transient (the destination is
+down, busy with 0xA7xx, or timed out) or permanent (0xA9xx, 0xCxxx, a rejected association,
+unusable TLS settings); whoever calls it owns the back-off: the Celery send task retries with a
+countdown, :func:`send_with_retries` waits in between. Each attempt sends the whole set
+(deterministic UIDs make a repeat replace, not duplicate). Every response status is kept, per
+destination, for the audit. Shadow destinations receive nothing: their result says so.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from db.vocabulary import SendState
 from node.scu import FileToSend, RemoteNode, SendResult, client_tls_context, scan, send
+from worker.errors import TransientError
+from worker.retry import DESTINATION_DOWN, ONLY_ATTEMPT, Attempt, RetryPolicy, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +45,20 @@ class Destination:
         return client_tls_context(ca_file=self.tls_ca_file, cert_file=self.tls_cert_file, key_file=self.tls_key_file)
 
 
-@dataclass
-class DestinationOutcome:
+@dataclass(frozen=True)
+class SendOutcome:
+    """One destination's result; ``transient`` marks a failure that a later attempt may cure."""
+
     destination: str
-    state: str  # "sent" | "shadowed" | "failed"
+    state: SendState
     attempts: int = 0
-    statuses: dict[str, str] = field(default_factory=dict)  # file name -> status or error
+    statuses: Mapping[str, str] = field(default_factory=dict)  # file name -> status or error
     reason: str | None = None
+    transient: bool = False
 
     def as_json(self) -> dict[str, object]:
         return {"destination": self.destination, "state": self.state, "attempts": self.attempts,
-                "statuses": self.statuses, "reason": self.reason}
+                "statuses": dict(self.statuses), "reason": self.reason}
 
 
 def _transient(result: SendResult) -> bool:
@@ -70,37 +77,44 @@ def _statuses(result: SendResult) -> dict[str, str]:
 
 
 def send_to(destination: Destination, files: Sequence[Path], *, calling_ae: str, timeout_s: float = 30.0,
-            backoff_s: Sequence[float] = (2.0, 8.0, 30.0), sleep: Callable[[float], None] = time.sleep) -> DestinationOutcome:
-    """Send every file to one destination, retrying transient failures with back-off."""
+            attempt: Attempt = ONLY_ATTEMPT) -> SendOutcome:
+    """Send every file to one destination, once; on the last ``attempt`` a transient failure is final."""
     if destination.shadow:
-        return DestinationOutcome(destination.name, "shadowed", 0, {}, "shadow destination: nothing sent")
-    outcome = DestinationOutcome(destination.name, "failed")
+        return SendOutcome(destination.name, SendState.SHADOWED, 0, {}, "shadow destination: nothing sent")
     remote = RemoteNode(destination.ae_title, destination.host, destination.port)
     try:
         tls = destination.tls_context()
     except (OSError, ssl.SSLError) as exc:
-        outcome.reason = f"{destination.name}: TLS configuration unusable: {exc} (permanent; not retried)"
+        return SendOutcome(destination.name, SendState.FAILED,
+                           reason=f"{destination.name}: TLS configuration unusable: {exc} (permanent; not retried)")
+    result = SendResult()
+    items: list[FileToSend] = scan(files, result)
+    send(items, remote, calling_ae=calling_ae, timeout_s=timeout_s, result=result, tls=tls)
+    statuses = _statuses(result)
+    if result.skipped:
+        return SendOutcome(destination.name, SendState.FAILED, attempt.number, statuses,
+                           f"output files unreadable: {result.skipped[0][1]}")
+    if result.ok and len(result.sent) == len(files):
+        return SendOutcome(destination.name, SendState.SENT, attempt.number, statuses)
+    problems = [f"{p.name}: 0x{s:04X}" for p, s in result.refused] + [f"{p.name}: {w}" for p, w in result.failed]
+    reason = f"{destination.name} ({remote}): " + "; ".join(problems[:3])
+    if not _transient(result):
+        return SendOutcome(destination.name, SendState.FAILED, attempt.number, statuses,
+                           f"{reason} (permanent; not retried)")
+    if attempt.last:
+        reason = f"{reason} (gave up after {attempt.number} attempts)"
+    return SendOutcome(destination.name, SendState.FAILED, attempt.number, statuses, reason, transient=True)
+
+
+def send_with_retries(destination: Destination, files: Sequence[Path], *, calling_ae: str, timeout_s: float = 30.0,
+                      backoff_s: Sequence[float] = DESTINATION_DOWN.delays_s,
+                      sleep: Callable[[float], object] = time.sleep) -> SendOutcome:
+    """:func:`send_to` outside a task: wait ``backoff_s`` between attempts while failures are transient."""
+
+    def once(attempt: Attempt) -> SendOutcome:
+        outcome = send_to(destination, files, calling_ae=calling_ae, timeout_s=timeout_s, attempt=attempt)
+        if outcome.transient and not attempt.last:
+            raise TransientError(outcome.reason or destination.name)
         return outcome
-    delays = [0.0, *backoff_s]
-    for attempt, delay in enumerate(delays, start=1):
-        if delay:
-            sleep(delay)
-        result = SendResult()
-        items: list[FileToSend] = scan(files, result)
-        send(items, remote, calling_ae=calling_ae, timeout_s=timeout_s, result=result, tls=tls)
-        outcome.attempts = attempt
-        outcome.statuses = _statuses(result)
-        if result.skipped:
-            outcome.reason = f"output files unreadable: {result.skipped[0][1]}"
-            return outcome
-        if result.ok and len(result.sent) == len(files):
-            outcome.state, outcome.reason = "sent", None
-            return outcome
-        problems = [f"{p.name}: 0x{s:04X}" for p, s in result.refused] + [f"{p.name}: {w}" for p, w in result.failed]
-        outcome.reason = f"{destination.name} ({remote}): " + "; ".join(problems[:3])
-        if not _transient(result):
-            outcome.reason += " (permanent; not retried)"
-            return outcome
-        log.warning("write-back to %s failed (attempt %d of %d), will retry", destination.name, attempt, len(delays))
-    outcome.reason = f"{outcome.reason} (gave up after {outcome.attempts} attempts)"
-    return outcome
+
+    return retry_transient(once, RetryPolicy(tuple(backoff_s)), sleep=sleep)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -42,12 +42,12 @@ def synth(
                                           help="largest breath-hold offset of the liver (mm)")] = 10.0,
     max_lesions: Annotated[int, typer.Option("--max-lesions", min=1, max=5, help="lesions per study, at most")
                            ] = 1,
-    single_series: Annotated[Optional[bool], typer.Option(
+    single_series: Annotated[bool | None, typer.Option(
         "--single-series/--separate-series",
         help="dynamic phases in one series split by AcquisitionNumber (default: the style's habit)")] = None,
     extras: Annotated[bool, typer.Option("--extras/--no-extras",
                                          help="localizer, reformat, ADC map and dose screen series")] = True,
-    readers: Annotated[Optional[str], typer.Option(
+    readers: Annotated[str | None, typer.Option(
         "--readers", help="simulated readers group:count:accuracy[,...] (default: the paper's figures; "
                           "'' for none)")] = None,
 ) -> None:

@@ -13,9 +13,11 @@ import importlib
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
+import tomli_w
 import typer
 from typer.core import TyperCommand, TyperGroup
 
@@ -201,32 +203,18 @@ def config_show(ctx: typer.Context,
     typer.echo(_to_toml(data))
 
 
-def _toml_value(value: Any) -> str:
-    return json.dumps(value)
+def _to_toml(data: Mapping[str, object]) -> str:
+    """TOML for display. TOML has no null, so settings left unset are left out."""
+    return tomli_w.dumps(_set_values(data)).rstrip("\n")
 
 
-def _to_toml(data: dict[str, Any]) -> str:
-    """Small TOML writer for display (the standard library reads TOML but does not write it)."""
-    lines: list[str] = []
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    for key, value in data.items():
-        if value is not None and not isinstance(value, dict):
-            lines.append(f"{key} = {_toml_value(value)}")
-    for name, table in tables.items():
-        lines.append(f"\n[{name}]")
-        arrays = {k: v for k, v in table.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
-        for key, value in table.items():
-            if key in arrays:
-                continue
-            if isinstance(value, dict):
-                inline = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
-                lines.append(f"{key} = {{ {inline} }}")
-            elif value is None:
-                lines.append(f"# {key} is unset")
-            else:
-                lines.append(f"{key} = {_toml_value(value)}")
-        for key, items in arrays.items():
-            for item in items:
-                lines.append(f"\n[[{name}.{key}]]")
-                lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items() if v is not None)
-    return "\n".join(lines)
+def _set_values(table: Mapping[str, object]) -> dict[str, object]:
+    return {key: _set_value(value) for key, value in table.items() if value is not None}
+
+
+def _set_value(value: object) -> object:
+    if isinstance(value, Mapping):
+        return _set_values(value)
+    if isinstance(value, list):
+        return [_set_value(item) for item in value]
+    return value

@@ -28,6 +28,7 @@ from node.spool import Spool
 
 log = logging.getLogger(__name__)
 
+
 class SendProblem(TypedDict, total=False):
     """A file that was not stored: refused with a status, or failed or skipped with a reason."""
 

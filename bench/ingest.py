@@ -132,7 +132,8 @@ def main() -> None:
         "figures": figures, "ratios": ratios,
     }
     for name, fig in figures.items():
-        print(f"{name:9s} {fig['instances_per_s']:7.1f} instances/s {fig['mb_per_s']:7.1f} MB/s  (median of {args.repeat})")
+        print(f"{name:9s} {fig['instances_per_s']:7.1f} instances/s {fig['mb_per_s']:7.1f} MB/s  "
+              f"(median of {args.repeat})")
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = write_result(f"ingest-{stamp}-{report['database']}", report)

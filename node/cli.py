@@ -1,8 +1,7 @@
 """Commands of the DICOM edge: ``node``, ``echo``, ``send``, ``studies``.
 
-None of these import torch or need a server beyond the database (SQLite by default). The DICOM
-stack (pydicom, pynetdicom) and Celery load inside the commands that use them, so ``--help`` and
-``studies`` stay quick.
+None of these import torch or need a server beyond the database (SQLite by default): this module
+imports only node/ and db/, which never import the machine-learning stack.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypedDict
+from typing import Annotated, TypedDict
 
 import typer
 from rich.console import Console
@@ -22,15 +21,13 @@ from db.private import private_dir
 from db.queries import list_studies
 from db.repository import Repository
 from db.runtime import Runtime
+from node import publisher, recovery, scp, scu
 from node.dispatch import JobDispatcher, OutboxOnly
+from node.scu import RemoteNode
 from node.settings import BrokerSettings, NodeSettings
 from node.spool import Spool
 
-if TYPE_CHECKING:
-    from node.scu import RemoteNode
-
 log = logging.getLogger(__name__)
-
 
 
 class SendProblem(TypedDict, total=False):
@@ -52,16 +49,13 @@ class SendSummary(TypedDict):
     problems: list[SendProblem]
 
 
-app = typer.Typer()
 studies_app = typer.Typer(help="Received studies.", invoke_without_command=True)
-app.add_typer(studies_app, name="studies")
 
 
 def _node_settings(runtime: Runtime, **overrides: object) -> NodeSettings:
     return runtime.section(NodeSettings, **overrides)
 
 
-@app.command("node")
 def run_node(
     ctx: typer.Context,
     port: Annotated[int | None, typer.Option(help="listen port (overrides node.port)")] = None,
@@ -74,8 +68,6 @@ def run_node(
                                           "without it they wait in the outbox for a worker's sweeper")] = True,
 ) -> None:
     """Run the DICOM node: receive studies (C-ECHO, C-STORE) until SIGTERM or Ctrl-C."""
-    from node import publisher, recovery, scp  # noqa: PLC0415 - the DICOM stack and Celery, for this command only
-
     runtime: Runtime = ctx.obj
     settings = _node_settings(runtime, port=port, bind=bind, ae_title=ae_title, promiscuous=promiscuous)
     private_dir(runtime.general.data_dir)
@@ -107,28 +99,23 @@ def run_node(
     node.shutdown()
 
 
-def _remote(text: str, runtime: Runtime) -> RemoteNode:
+def remote_node(text: str, runtime: Runtime) -> RemoteNode:
     """AET@HOST:PORT, or the name of a configured peer that has a host and a port."""
-    from node.scu import RemoteNode  # noqa: PLC0415 - the DICOM stack, for the commands that talk DICOM
-
     try:
         return RemoteNode.resolve(text, _node_settings(runtime).peers)
     except LookupError as exc:
         raise typer.BadParameter(str(exc)) from None
 
 
-@app.command()
 def echo(
     ctx: typer.Context,
     remote: Annotated[str, typer.Argument(help="AET@HOST:PORT or a configured peer name")],
     timeout: Annotated[float, typer.Option(help="seconds")] = 10.0,
 ) -> None:
     """C-ECHO a remote DICOM node (is it there, and does it accept us?)."""
-    from node import scu  # noqa: PLC0415 - the DICOM stack, for this command only
-
     runtime: Runtime = ctx.obj
     settings = _node_settings(runtime)
-    target = _remote(remote, runtime)
+    target = remote_node(remote, runtime)
     status = scu.echo(target, calling_ae=settings.ae_title, timeout_s=timeout)
     if status != 0:
         typer.echo(f"C-ECHO to {target}: status 0x{status:04X}", err=True)
@@ -136,7 +123,6 @@ def echo(
     typer.echo(f"C-ECHO to {target}: success")
 
 
-@app.command()
 def send(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="files or folders (searched recursively)", exists=True)],
@@ -145,11 +131,9 @@ def send(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
 ) -> None:
     """C-STORE DICOM files; exits 1 if any instance was not stored."""
-    from node import scu  # noqa: PLC0415 - the DICOM stack, for this command only
-
     runtime: Runtime = ctx.obj
     settings = _node_settings(runtime)
-    target = _remote(to, runtime)
+    target = remote_node(to, runtime)
     result = scu.SendResult()
     files = scu.scan(paths, result)
     scu.send(files, target, calling_ae=settings.ae_title, timeout_s=timeout, result=result)

@@ -1,34 +1,127 @@
-"""The ``triphase`` command: one entry point, each package contributing its own commands.
+"""The ``triphase`` command: one entry point, one table of commands, each loaded when it runs.
 
-Heavy libraries (torch, scikit-learn, highdicom, matplotlib) are imported inside command bodies,
-so ``triphase --help`` and the node's commands stay fast and need no ML stack.
+Each package keeps its commands in its own ``cli.py`` and imports what it needs at the top. This
+module names them in :data:`COMMANDS` with their one-line help, so ``triphase --help`` lists every
+command without importing any of them, and ``triphase node`` never loads torch, scikit-learn,
+highdicom or matplotlib (pynetdicom's ``__main__._APPS`` works the same way).
 Exit codes: 0 done, 1 failed, 2 usage or configuration error; errors are one line unless --debug.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
+import tomli_w
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from db import cli as db_cli
 from db.private import restrict_new_files
 from db.runtime import Runtime
-from db.settings import MASK, ConfigError, ConfigFile, DbSettings, GeneralSettings, is_secret_name, mask_url
-from node import cli as node_cli
+from db.settings import (
+    MASK,
+    ConfigError,
+    ConfigFile,
+    DbSettings,
+    GeneralSettings,
+    SectionSettings,
+    is_secret_name,
+    mask_url,
+)
 from node.settings import BrokerSettings, NodeSettings
-from worker import analyze_cli, batch_cli, composite_cli, demo_cli, jobs_cli, model_commands, worker_cli
-from worker.evaluation import cli as evaluation_cli
-from worker.grouping import cli as grouping_cli
 from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
-from worker.synth import cli as synth_cli
+from worker.web.settings import WebSettings
 
-SECTIONS: tuple[type, ...] = (GeneralSettings, DbSettings, NodeSettings, BrokerSettings, WorkerSettings,
-                              GroupingSettings, ModelsSection)
+if TYPE_CHECKING:
+    # typer vendors click; its groups take and return these types.
+    from typer._click import Command, Context
+
+SECTIONS: tuple[type[SectionSettings], ...] = (GeneralSettings, DbSettings, NodeSettings, BrokerSettings,
+                                               WorkerSettings, GroupingSettings, ModelsSection, WebSettings)
+
+
+class CommandEntry(NamedTuple):
+    """Where a command lives: a module, its attribute (a command function or a ``typer.Typer`` group)."""
+
+    module: str
+    attribute: str
+    help: str
+
+
+COMMANDS: dict[str, CommandEntry] = {
+    "node": CommandEntry("node.cli", "run_node",
+                         "Run the DICOM node: receive studies (C-ECHO, C-STORE) until SIGTERM or Ctrl-C."),
+    "echo": CommandEntry("node.cli", "echo", "C-ECHO a remote DICOM node (is it there, and does it accept us?)."),
+    "send": CommandEntry("node.cli", "send", "C-STORE DICOM files; exits 1 if any instance was not stored."),
+    "synth": CommandEntry("worker.synth.cli", "synth", "Write synthetic multi-phase liver studies (DICOM + SEG) "
+                          "with labels.csv and reads.csv."),
+    "groups": CommandEntry("worker.grouping.cli", "groups",
+                           "Show which series plays which role (or why it was excluded), per study."),
+    "composite": CommandEntry("worker.compositing.cli", "composite", "Group, align and composite each study; "
+                              "one PNG + JSON per lesion, for people to look at."),
+    "analyze": CommandEntry("worker.results.cli", "analyze", "Group, composite, classify and write a TID 1500 SR "
+                            "+ Secondary Capture per study."),
+    "resend": CommandEntry("worker.results.cli", "resend", "Queue a sent, failed or analysed job's results for "
+                           "sending again (same UIDs: replaces, never duplicates)."),
+    "demo": CommandEntry("worker.orchestration.cli", "demo", "Run the whole loop on synthetic studies: receive, "
+                         "group, composite, classify, SR + SC, evaluate."),
+    "worker": CommandEntry("worker.orchestration.cli", "worker", "Run analysis and write-back tasks from the "
+                           "broker (Redis); republish what the broker lost."),
+    "train": CommandEntry("worker.training.cli", "train", "Cross-validate a model on prepared composites, fit it "
+                          "on all of them, and store the artifact."),
+    "predict": CommandEntry("worker.training.cli", "predict", "Classify composites with a model artifact (a quick "
+                            "check; the worker does this per study)."),
+    "evaluate": CommandEntry("worker.evaluation.cli", "evaluate", "Metrics of the stored predictions against the "
+                             "ground truth, with 95% CIs, baseline and readers."),
+    "studies": CommandEntry("node.cli", "studies_app", "Received studies."),
+    "db": CommandEntry("db.cli", "app", "The audit database."),
+    "batch": CommandEntry("worker.orchestration.cli", "batch_app", "Retrospective batches."),
+    "weights": CommandEntry("worker.training.cli", "weights_app", "Pretrained ImageNet weights (offline)."),
+    "models": CommandEntry("worker.training.cli", "models_app", "Trained model artifacts."),
+    "truth": CommandEntry("worker.evaluation.cli", "truth_app", "Ground truth (labels.csv)."),
+    "reads": CommandEntry("worker.evaluation.cli", "reads_app", "Readers' reads (reads.csv)."),
+    "experiment": CommandEntry("worker.evaluation.cli", "experiment_app", "The papers' experiments on your data."),
+    "web": CommandEntry("worker.web.cli", "web", "Studies, jobs, failures, models and evaluation reports in a "
+                        "browser (read-only without the token)."),
+}
+
+
+def load_command(name: str) -> Command:
+    """Import the module of command ``name`` and build its click command (a group for a ``typer.Typer``)."""
+    entry = COMMANDS[name]
+    target = getattr(importlib.import_module(entry.module), entry.attribute)
+    if isinstance(target, typer.Typer):
+        command: Command = typer.main.get_group(target)
+    else:
+        single = typer.Typer(add_completion=False)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """Lists :data:`COMMANDS` from the table and imports a command's module only when it is resolved.
+
+    Help listings (``triphase --help``) see stand-ins that carry the table's name and help; running a
+    command or asking for its own ``--help`` goes through :meth:`resolve_command`, which loads it.
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        stand_ins = {name: TyperCommand(name, help=entry.help) for name, entry in COMMANDS.items()}
+        self.commands = stand_ins | dict(self.commands)
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in COMMANDS:
+            command = load_command(name)
+        return name, command, rest
 
 
 class TriphaseApp(typer.Typer):
@@ -54,6 +147,7 @@ app = TriphaseApp(
     name="triphase",
     help="A DICOM node for multi-phase liver CT/MRI lesion classification "
     "(research use; not for diagnostic use until validated).",
+    cls=LazyGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -71,7 +165,7 @@ def main(
     config_file = ConfigFile.locate(config)
     runtime = Runtime(config=config_file, debug=debug)
     for section in SECTIONS:  # a mistake anywhere in the file is reported before any work starts
-        runtime.section(section)  # type: ignore[type-var]
+        runtime.section(section)
     level = "DEBUG" if debug else runtime.general.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -84,22 +178,6 @@ def main(
     ctx.obj = runtime
     ctx.call_on_close(runtime.close)
 
-
-for command in node_cli.app.registered_commands:
-    app.registered_commands.append(command)
-for group in node_cli.app.registered_groups:
-    app.registered_groups.append(group)
-app.add_typer(db_cli.app, name="db")
-app.add_typer(batch_cli.app, name="batch")
-app.registered_commands.extend(synth_cli.app.registered_commands)
-app.registered_commands.extend(grouping_cli.app.registered_commands)
-app.registered_commands.extend(composite_cli.app.registered_commands)
-app.registered_commands.extend(analyze_cli.app.registered_commands)
-app.registered_commands.extend(jobs_cli.app.registered_commands)
-app.registered_commands.extend(demo_cli.app.registered_commands)
-app.registered_commands.extend(worker_cli.app.registered_commands)
-model_commands.register(app)  # weights, models, train, predict
-evaluation_cli.register(app)  # truth, reads, evaluate, experiment
 
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -120,18 +198,18 @@ def _masked(section: str | None, values: dict[str, Any]) -> dict[str, Any]:
     return masked
 
 
-def effective_configuration(runtime: Runtime) -> dict[str, Any]:
+def effective_configuration(runtime: Runtime) -> dict[str, object]:
     """Every section as the program sees it (file + environment + defaults), secrets masked."""
-    out: dict[str, Any] = {}
+    top: dict[str, object] = {}
+    tables: dict[str, dict[str, object]] = {}
     for cls in SECTIONS:
-        settings = runtime.section(cls)  # type: ignore[type-var]
-        values = _masked(cls.section, settings.model_dump(mode="json"))  # type: ignore[attr-defined]
-        if cls.section is None:  # type: ignore[attr-defined]
-            out.update(values)
+        values = _masked(cls.section, runtime.section(cls).model_dump(mode="json"))
+        if cls.section is None:
+            top.update(values)
         else:
-            out[cls.section] = values  # type: ignore[attr-defined]
-    out["db"]["effective_url"] = mask_url(runtime.section(DbSettings).effective_url(runtime.general))
-    return out
+            tables[cls.section] = values
+    tables["db"]["effective_url"] = mask_url(runtime.section(DbSettings).effective_url(runtime.general))
+    return top | tables
 
 
 @config_app.command("show")
@@ -148,32 +226,18 @@ def config_show(ctx: typer.Context,
     typer.echo(_to_toml(data))
 
 
-def _toml_value(value: Any) -> str:
-    return json.dumps(value)
+def _to_toml(data: Mapping[str, object]) -> str:
+    """TOML for display. TOML has no null, so settings left unset are left out."""
+    return tomli_w.dumps(_set_values(data)).rstrip("\n")
 
 
-def _to_toml(data: dict[str, Any]) -> str:
-    """Small TOML writer for display (the standard library reads TOML but does not write it)."""
-    lines: list[str] = []
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    for key, value in data.items():
-        if value is not None and not isinstance(value, dict):
-            lines.append(f"{key} = {_toml_value(value)}")
-    for name, table in tables.items():
-        lines.append(f"\n[{name}]")
-        arrays = {k: v for k, v in table.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
-        for key, value in table.items():
-            if key in arrays:
-                continue
-            if isinstance(value, dict):
-                inline = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
-                lines.append(f"{key} = {{ {inline} }}")
-            elif value is None:
-                lines.append(f"# {key} is unset")
-            else:
-                lines.append(f"{key} = {_toml_value(value)}")
-        for key, items in arrays.items():
-            for item in items:
-                lines.append(f"\n[[{name}.{key}]]")
-                lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items() if v is not None)
-    return "\n".join(lines)
+def _set_values(table: Mapping[str, object]) -> dict[str, object]:
+    return {key: _set_value(value) for key, value in table.items() if value is not None}
+
+
+def _set_value(value: object) -> object:
+    if isinstance(value, Mapping):
+        return _set_values(value)
+    if isinstance(value, list):
+        return [_set_value(item) for item in value]
+    return value

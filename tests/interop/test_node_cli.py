@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,21 @@ def test_data_is_private_to_the_service_account(node_process: NodeProcess) -> No
     assert len(files) >= 2
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def _set(value: object) -> object:
+    """``value`` without its nulls: TOML has none, so unset settings are left out of it."""
+    if isinstance(value, dict):
+        return {k: _set(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_set(v) for v in value]
+    return value
+
+
+def test_config_show_prints_the_same_configuration_as_toml(node_process: NodeProcess) -> None:
+    node_process.write_config()
+    as_toml = node_process.cli("config", "show")
+    as_json = node_process.cli("config", "show", "--json")
+    assert as_toml.returncode == 0, as_toml.stderr
+    assert as_toml.stdout.startswith(f"# configuration file: {node_process.config_path}\n")
+    assert tomllib.loads(as_toml.stdout) == _set(json.loads(as_json.stdout))

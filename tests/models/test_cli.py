@@ -19,7 +19,7 @@ from models.registry import Registry, WeightsEntry
 from tests.models.conftest import CLASSES
 from tests.models.synthetic import make_composites
 from tests.models.test_weights import write_tiny_checkpoint
-from worker.cli import app
+from worker.cli import COMMANDS, app, load_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,7 +97,7 @@ def test_weights_list_and_import(env: dict[str, str], tmp_path: Path, monkeypatc
     registry = Registry()
     for spec in default_registry():
         registry.register(replace(spec, weights=WeightsEntry(source.name)) if spec.name == "tinycnn" else spec)
-    monkeypatch.setattr("models.architectures.default_registry", lambda: registry)
+    monkeypatch.setattr("worker.training.cli.default_registry", lambda: registry)
     result = invoke("weights", "import", str(source))
     assert result.exit_code == 0, result.output
     checkpoints = Path(env["TORCH_HOME"], "hub", "checkpoints")
@@ -129,3 +129,21 @@ def test_errors_are_one_line_with_the_documented_exit_codes(env: dict[str, str],
 def test_the_cli_starts_without_torch() -> None:
     code = "import sys, worker.cli; assert 'torch' not in sys.modules and 'sklearn' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+
+
+def test_help_lists_every_command_without_importing_one() -> None:
+    modules = sorted({entry.module for entry in COMMANDS.values()})
+    code = ("import sys\nfrom worker.cli import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
+            f"loaded = [m for m in {modules!r} if m in sys.modules]\nassert not loaded, loaded")
+    run = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200"), timeout=60)
+    assert run.returncode == 0, run.stderr
+    for name, entry in COMMANDS.items():
+        assert f" {name} " in run.stdout and entry.help in run.stdout
+
+
+def test_the_table_says_what_each_command_says() -> None:
+    for name, entry in COMMANDS.items():
+        command = load_command(name)
+        assert command.name == name
+        assert (command.help or "").split("\n\n")[0].strip() == entry.help, name

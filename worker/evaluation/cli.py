@@ -1,8 +1,4 @@
-"""``triphase truth import``, ``reads import``, ``evaluate`` and ``experiment ...``.
-
-Imports of numpy's heavy neighbours (scikit-learn, matplotlib, torch) happen inside the command
-bodies, so ``triphase --help`` stays light.
-"""
+"""``triphase truth import``, ``reads import``, ``evaluate`` and ``experiment ...``."""
 
 from __future__ import annotations
 
@@ -14,34 +10,40 @@ from typing import Annotated
 
 import typer
 
+from db.repository import Repository
 from db.runtime import Runtime
+from models.architectures import default_registry
+from models.evaluation.summary import BootstrapSettings
+from models.training import TrainingConfig
+from models.transforms import NO_AUGMENTATION
+from worker.evaluation.experiments import (
+    architectures_experiment,
+    load_data,
+    misregistration_experiment,
+    write_experiment,
+)
+from worker.evaluation.imports import ImportRejectedError, import_file
+from worker.evaluation.render import write_report
+from worker.evaluation.report import evaluate as run_evaluation
+from worker.settings import ModelsSection
+from worker.training.cli import parse_mode, weights_dir
 
 log = logging.getLogger(__name__)
 
 truth_app = typer.Typer(help="Ground truth (labels.csv).", no_args_is_help=True)
 reads_app = typer.Typer(help="Readers' reads (reads.csv).", no_args_is_help=True)
 experiment_app = typer.Typer(help="The papers' experiments on your data.", no_args_is_help=True)
-commands_app = typer.Typer()  # holds the top-level ``evaluate``
 
 TaskOption = Annotated[str | None, typer.Option("--task", help="restrict labels to this task's classes")]
 ReplaceOption = Annotated[bool, typer.Option("--replace", help="replace rows already imported (same keys)")]
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``truth``, ``reads`` and ``experiment`` groups and the top-level ``evaluate`` to ``app``."""
-    app.add_typer(truth_app, name="truth")
-    app.add_typer(reads_app, name="reads")
-    app.add_typer(experiment_app, name="experiment")
-    app.registered_commands.extend(commands_app.registered_commands)
-
-
-def _import(ctx: typer.Context, kind: str, file: Path, **options: object) -> None:
-    from db.repository import Repository  # noqa: PLC0415
-    from worker.evaluation.imports import ImportRejectedError, import_file  # noqa: PLC0415
-
+def _import(ctx: typer.Context, kind: str, file: Path, *, task: str | None, replace: bool,
+            allow_unknown_studies: bool = False) -> None:
     runtime: Runtime = ctx.obj
     try:
-        count = import_file(kind, file, Repository(runtime.database()), **options)  # type: ignore[arg-type]
+        count = import_file(kind, file, Repository(runtime.database()), task=task, replace=replace,
+                            allow_unknown_studies=allow_unknown_studies)
     except ImportRejectedError as exc:
         for error in exc.errors:
             typer.echo(f"{file}: {error}", err=True)
@@ -76,9 +78,7 @@ def _when(text: str | None, option: str) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _settings(resamples: int, seed: int):
-    from models.evaluation.summary import BootstrapSettings  # noqa: PLC0415
-
+def _settings(resamples: int, seed: int) -> BootstrapSettings:
     if resamples < 10:
         raise typer.BadParameter("at least 10", param_hint="--resamples")
     return BootstrapSettings(n_resamples=resamples, seed=seed)
@@ -88,7 +88,6 @@ ResamplesOption = Annotated[int, typer.Option("--resamples", help="bootstrap res
 SeedOption = Annotated[int, typer.Option("--seed", help="bootstrap and training seed")]
 
 
-@commands_app.command("evaluate")
 def evaluate(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="folder for report.html, report.json, metrics.csv")],
@@ -102,11 +101,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print report.json on stdout")] = False,
 ) -> None:
     """Metrics of the stored predictions against the ground truth, with 95% CIs, baseline and readers."""
-    from worker.evaluation.render import write_report  # noqa: PLC0415
-    from worker.evaluation.report import evaluate as run  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
-    document = run(runtime.database(), model=model, task=task, since=_when(since, "--since"),
+    document = run_evaluation(runtime.database(), model=model, task=task, since=_when(since, "--since"),
                    until=_when(until, "--until"), readers=readers, settings=_settings(resamples, seed))
     paths = write_report(document, out)
     if as_json:
@@ -134,23 +130,10 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 def _config(runtime: Runtime, *, arch: str, mode: str, inner_folds: int, epochs: int, seed: int, size: int | None,
-            random_init: bool, device: str | None):
-    from models.training import MODES, TrainingConfig  # noqa: PLC0415
-    from models.transforms import NO_AUGMENTATION  # noqa: PLC0415
-    from worker.settings import ModelsSection  # noqa: PLC0415
-
-    if mode not in MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(MODES)}", param_hint="--mode")
-    return TrainingConfig(architecture=arch, mode=mode, folds=inner_folds, epochs=epochs, seed=seed,  # type: ignore[arg-type]
+            random_init: bool, device: str | None) -> TrainingConfig:
+    return TrainingConfig(architecture=arch, mode=parse_mode(mode), folds=inner_folds, epochs=epochs, seed=seed,
                           input_size=size, random_init=random_init, augmentation=NO_AUGMENTATION,
                           device=device or runtime.section(ModelsSection).device, batch_size=16, patience=3)
-
-
-def _weights_dir(runtime: Runtime) -> Path:
-    from models.weights import resolve_weights_dir  # noqa: PLC0415
-    from worker.settings import ModelsSection  # noqa: PLC0415
-
-    return resolve_weights_dir(runtime.section(ModelsSection).weights_dir)
 
 
 DataArgument = Annotated[Path, typer.Argument(exists=True, file_okay=False,
@@ -159,7 +142,8 @@ OutOption = Annotated[Path, typer.Option("--out", help="folder for results.json,
 FoldsOption = Annotated[int, typer.Option("--folds", help="outer patient-level folds")]
 InnerOption = Annotated[int, typer.Option("--inner-folds", help="each training run's own CV folds")]
 EpochsOption = Annotated[int, typer.Option("--epochs")]
-SizeOption = Annotated[int | None, typer.Option("--input-size", help="network input size (default: the architecture's)")]
+SizeOption = Annotated[int | None, typer.Option("--input-size",
+                                                help="network input size (default: the architecture's)")]
 TaskExperimentOption = Annotated[str | None, typer.Option("--task", help="class list of this task")]
 RandomInitOption = Annotated[bool, typer.Option("--random-init", help="random weights instead of ImageNet (tests)")]
 DeviceOption = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda[:N]")]
@@ -179,9 +163,6 @@ def experiment_misregistration(
     resamples: ResamplesOption = 1000, seed: SeedOption = 0,
 ) -> None:
     """Train and evaluate with one channel deliberately misregistered, per transform and degree."""
-    from models.architectures import default_registry  # noqa: PLC0415
-    from worker.evaluation.experiments import load_data, misregistration_experiment, write_experiment  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     degrees = {name: _floats(text, f"--{name}") for name, text in
                (("shift", shift), ("rotate", rotate), ("skew", skew)) if text.strip()}
@@ -191,7 +172,7 @@ def experiment_misregistration(
                      size=input_size, random_init=random_init, device=device)
     size = input_size or default_registry().get(arch).input_size
     result = misregistration_experiment(load_data(data, size=size, task=task), degrees=degrees, channel=channel,
-                                        config=config, folds=folds, weights_dir=_weights_dir(runtime),
+                                        config=config, folds=folds, weights_dir=weights_dir(runtime),
                                         settings=_settings(resamples, seed))
     paths = write_experiment(result, out)
     for row in result["rows"]:
@@ -210,9 +191,6 @@ def experiment_architectures(
     resamples: ResamplesOption = 1000, seed: SeedOption = 0,
 ) -> None:
     """Several CNNs (and the SVM variant) side by side under the same patient-level folds."""
-    from models.architectures import default_registry  # noqa: PLC0415
-    from worker.evaluation.experiments import architectures_experiment, load_data, write_experiment  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     registry = default_registry()
     variants = []
@@ -228,7 +206,7 @@ def experiment_architectures(
                      seed=seed, size=input_size, random_init=random_init, device=device)
     size = input_size or max(registry.get(name).input_size for name, _ in variants)
     result = architectures_experiment(load_data(data, size=size, task=task), variants=variants, config=config,
-                                      folds=folds, weights_dir=_weights_dir(runtime),
+                                      folds=folds, weights_dir=weights_dir(runtime),
                                       settings=_settings(resamples, seed))
     paths = write_experiment(result, out)
     for row in result["rows"]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from worker.grouping.rules import Rules, TaskRules
 from worker.grouping.series_info import SeriesInfo
@@ -158,9 +159,6 @@ def best_untimed(cands: list[Candidate], roles: list[str], scoring: Scoring) -> 
     """Distinct series for the roles told apart by physics, maximising the total score."""
     if not roles or not cands:
         return 0.0, {}
-    # scipy.optimize takes a second to import and this module is on the command line's start-up path.
-    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415
-
     scored = {(r, k): scoring.usable(scoring(r, c)) for r in roles for k, c in enumerate(cands)}
     matrix = np.full((len(roles), len(cands)), UNMATCHABLE)
     for (r, k), value in scored.items():

@@ -9,12 +9,10 @@ from typing import Annotated
 import typer
 
 from db.runtime import Runtime
+from worker.grouping import group_paths, load_rules
 from worker.settings import GroupingSettings
 
-app = typer.Typer()
 
-
-@app.command()
 def groups(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="study folders or files", exists=True)],
@@ -24,8 +22,6 @@ def groups(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Show which series plays which role (or why it was excluded), per study."""
-    from worker.grouping import group_paths, load_rules  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     rules = load_rules(rules_file or runtime.section(GroupingSettings).rules)
     results = group_paths(paths, rules, task)

@@ -26,6 +26,7 @@ from worker.grouping.assignment import (
     candidates_from,
     injection_hypotheses,
 )
+from worker.grouping.image_check import peak_enhancement
 from worker.grouping.rules import Rules, TaskRules
 from worker.grouping.series_info import SeriesInfo
 from worker.grouping.splitting import split_phases
@@ -139,9 +140,6 @@ def _exclude_and_split(series: Sequence[SeriesInfo], rules: Rules, task: TaskRul
 def _enhancement(cands: list[Candidate], task: TaskRules) -> dict[int, float]:
     if not any(task.role[r].image_check for r in task.roles):
         return {}
-    # Reading pixels needs scipy.ndimage, too slow to import on the command line's start-up path.
-    from worker.grouping.image_check import peak_enhancement  # noqa: PLC0415
-
     return peak_enhancement([c.series for c in cands if c.series.modality == "CT"])
 
 

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from enum import Enum
+import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-app = typer.Typer(add_completion=False)
+from worker.synth.context import StudyOptions
+from worker.synth.run import generate_run
+from worker.synth.tasks import parse_difficulty
+from worker.synth.truth import DEFAULT_READERS, parse_readers
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     ct = "ct-histology"
     mri = "mri-ehcc"
 
 
-class Style(str, Enum):
+class Style(StrEnum):
     ge = "ge"
     siemens = "siemens"
     canon = "canon"
@@ -24,7 +29,6 @@ class Style(str, Enum):
     mixed = "mixed"
 
 
-@app.command("synth")
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="folder to write (one sub-folder per study)")],
     task: Annotated[Task, typer.Option("--task", help="which examination and classes")],
@@ -56,15 +60,6 @@ def synth(
     Every patient is fictitious (SYNTH^PATIENTnnnn) and every file is the same for the same seed
     and options.
     """
-    import logging
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from worker.synth.context import StudyOptions
-    from worker.synth.run import generate_run
-    from worker.synth.tasks import parse_difficulty
-    from worker.synth.truth import DEFAULT_READERS, parse_readers
-
     try:
         groups = parse_readers(DEFAULT_READERS[task.value] if readers is None else readers)
         level = parse_difficulty(difficulty)

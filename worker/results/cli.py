@@ -1,4 +1,4 @@
-"""``triphase analyze``: the whole pipeline on study folders, offline (no servers)."""
+"""``triphase analyze`` (the whole pipeline on study folders, offline) and ``triphase resend``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ from typing import Annotated
 
 import typer
 
+from db.repository import Repository
 from db.runtime import Runtime
+from models.architectures import default_registry
+from models.artifact import resolve_artifact
+from models.inference import Classifier
+from worker.analysis import analyse_study
+from worker.grouping import load_rules
+from worker.grouping.series_info import scan_studies
+from worker.results.algorithm import algorithm_for
+from worker.results.identity import device_uid
 from worker.settings import GroupingSettings, ModelsSection
 
-app = typer.Typer()
 
-
-@app.command()
 def analyze(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="study folders or files", exists=True)],
@@ -25,15 +31,6 @@ def analyze(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
 ) -> None:
     """Group, composite, classify and write a TID 1500 SR + Secondary Capture per study."""
-    from models.architectures import default_registry  # noqa: PLC0415
-    from models.artifact import resolve_artifact  # noqa: PLC0415
-    from models.inference import Classifier  # noqa: PLC0415
-    from worker.analysis import analyse_study  # noqa: PLC0415
-    from worker.grouping import load_rules  # noqa: PLC0415
-    from worker.grouping.series_info import scan_studies  # noqa: PLC0415
-    from worker.results.algorithm import algorithm_for  # noqa: PLC0415
-    from worker.results.identity import device_uid  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     rules = load_rules(runtime.section(GroupingSettings).rules)
     artifact = resolve_artifact(model, runtime.general.models_dir)
@@ -74,3 +71,11 @@ def analyze(
         typer.echo(json.dumps(summaries, indent=2, ensure_ascii=False))
     else:
         typer.echo(f"results in {out} (model {artifact.short_hash}; not for diagnostic use)")
+
+
+def resend(ctx: typer.Context, job_id: Annotated[int, typer.Argument(help="job number (see triphase studies)")]
+           ) -> None:
+    """Queue a sent, failed or analysed job's results for sending again (same UIDs: replaces, never duplicates)."""
+    runtime: Runtime = ctx.obj
+    Repository(runtime.database()).requeue_send(job_id)
+    typer.echo(f"job #{job_id} queued for sending again")

@@ -1,7 +1,6 @@
 """``triphase weights``, ``train``, ``models`` and ``predict``: the model commands.
 
-Thin: they read configuration and files, then call models/ (which reads neither). torch and
-scikit-learn are imported inside the command bodies so that the rest of the CLI starts without them.
+Thin: they read configuration and files, then call models/ (which reads neither).
 """
 
 from __future__ import annotations
@@ -10,47 +9,58 @@ import json
 import logging
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, TypedDict, TypeGuard
 
+import numpy as np
 import typer
+from PIL import Image
+from rich.console import Console
+from rich.json import JSON
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from db.runtime import Runtime
-from worker.settings import ModelsSection
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
-    from models.artifact import Artifact
-    from models.training import TrainedModel
+from models.architectures import default_registry
+from models.artifact import Artifact, list_artifacts, resolve_artifact, save_trained
+from models.evaluation.metrics import LabelSummary
+from models.inference import Classifier, Prediction
+from models.tasks import TaskDefinition, known_task
+from models.training import MODES, Mode, TrainedModel, TrainingConfig, train_model
+from models.transforms import NO_AUGMENTATION, Augmentation
+from models.weights import import_weights, list_weights, resolve_weights_dir
+from worker.composite_folder import CompositeFolder, load_composite_folder, load_study_folder, read_image
+from worker.settings import GroupingSettings, ModelsSection
 
 log = logging.getLogger(__name__)
 
 weights_app = typer.Typer(help="Pretrained ImageNet weights (offline).", no_args_is_help=True)
 models_app = typer.Typer(help="Trained model artifacts.", no_args_is_help=True)
-commands_app = typer.Typer()  # holds the top-level commands ``train`` and ``predict``
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output only")]
 
 
-def _weights_dir(runtime: Runtime) -> Path:
-    from models.weights import resolve_weights_dir  # noqa: PLC0415
-
+def weights_dir(runtime: Runtime) -> Path:
+    """The folder of pretrained weights: ``[models] weights_dir``, else torchvision's own cache."""
     return resolve_weights_dir(runtime.section(ModelsSection).weights_dir)
+
+
+def _is_mode(text: str) -> TypeGuard[Mode]:
+    return text in MODES
+
+
+def parse_mode(text: str) -> Mode:
+    """The ``--mode`` option: one of the training modes, or a usage error."""
+    if not _is_mode(text):
+        raise typer.BadParameter(f"must be one of {', '.join(MODES)}", param_hint="--mode")
+    return text
 
 
 def _device(runtime: Runtime, override: str | None) -> str:
     return override or runtime.section(ModelsSection).device
 
 
-def _echo_json(data: Any) -> None:
+def _echo_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``weights`` and ``models`` groups and the top-level ``train`` and ``predict`` to ``app``."""
-    app.add_typer(weights_app, name="weights")
-    app.add_typer(models_app, name="models")
-    app.registered_commands.extend(commands_app.registered_commands)
 
 
 # --- weights -------------------------------------------------------------------------------------
@@ -59,10 +69,7 @@ def register(app: typer.Typer) -> None:
 def weights_list(ctx: typer.Context, as_json: JsonFlag = False,
                  verify: Annotated[bool, typer.Option("--verify", help="check each file's sha256")] = False) -> None:
     """Show each architecture's expected weights file and whether it is in place."""
-    from models.architectures import default_registry  # noqa: PLC0415
-    from models.weights import list_weights  # noqa: PLC0415
-
-    folder = _weights_dir(ctx.obj)
+    folder = weights_dir(ctx.obj)
     rows = list_weights(default_registry(), folder, verify=verify)
     if as_json:
         _echo_json({"weights_dir": str(folder), "weights": [
@@ -70,15 +77,14 @@ def weights_list(ctx: typer.Context, as_json: JsonFlag = False,
              "path": str(r.path) if r.path else None, "size_bytes": r.size_bytes, "verified": r.verified}
             for r in rows]})
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
     table = Table(title=f"weights in {folder}")
     for column in ("architecture", "file", "present", "size MB", "sha256 ok"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r.architecture, r.file_name or "(none: random init only)", "yes" if r.present else ("-" if r.file_name is None else "MISSING"),
-                      f"{r.size_bytes / 1e6:.0f}" if r.size_bytes else "", {True: "yes", False: "NO", None: ""}[r.verified])
+        present = "yes" if r.present else ("-" if r.file_name is None else "MISSING")
+        table.add_row(r.architecture, r.file_name or "(none: random init only)", present,
+                      f"{r.size_bytes / 1e6:.0f}" if r.size_bytes else "",
+                      {True: "yes", False: "NO", None: ""}[r.verified])
     Console().print(table)
 
 
@@ -87,10 +93,7 @@ def weights_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
                    arch: Annotated[str | None, typer.Option("--arch", help="the architecture it is for "
                                                             "(default: recognised by its sha256)")] = None) -> None:
     """Copy a checkpoint into the weights folder under torchvision's file name, after checking its hash."""
-    from models.architectures import default_registry  # noqa: PLC0415
-    from models.weights import import_weights  # noqa: PLC0415
-
-    spec, target = import_weights(file, default_registry(), _weights_dir(ctx.obj), architecture=arch)
+    spec, target = import_weights(file, default_registry(), weights_dir(ctx.obj), architecture=arch)
     typer.echo(f"{spec.name}: {target}")
 
 
@@ -100,12 +103,9 @@ class _RichProgress(AbstractContextManager["_RichProgress"]):
     """Renders models/' (label, completed, total) progress callbacks as rich bars on stderr."""
 
     def __init__(self) -> None:
-        from rich.console import Console  # noqa: PLC0415
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
-
-        self.progress: Progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                           TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-        self.tasks: dict[str, Any] = {}
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+        self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> _RichProgress:
         self.progress.start()
@@ -124,7 +124,39 @@ def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-@commands_app.command("train")
+def _task_classes(task: str, classes: str | None) -> tuple[TaskDefinition | None, list[str]]:
+    """The built-in task's definition (if any) and the class list: ``--classes``, else the task's."""
+    definition = known_task(task)
+    class_list = _split(classes) or (list(definition.classes) if definition else None)
+    if class_list is None:
+        raise typer.BadParameter(f"{task!r} is not a built-in task: give --classes", param_hint="--task")
+    return definition, class_list
+
+
+def _training_folder(data: Path, runtime: Runtime, *, size: int, recipe: str | None) -> CompositeFolder:
+    """Prepared composites (composites.csv), or composites built from DICOM studies (labels.csv)."""
+    if (data / "composites.csv").is_file():
+        return load_composite_folder(data)
+    if not (data / "labels.csv").is_file():
+        raise typer.BadParameter("needs labels.csv (DICOM studies) or composites.csv (prepared composites)",
+                                 param_hint="DATA")
+    folder = load_study_folder(data, size=size, rules_path=runtime.section(GroupingSettings).rules,
+                               channel_recipe=_split(recipe))
+    if folder.provenance.get("skipped"):
+        typer.secho(f"{len(folder.provenance['skipped'])} studies or lesions left out (see the log)",
+                    err=True, fg="yellow")
+    return folder
+
+
+def _channel_recipe(recipe: str | None, folder: CompositeFolder, definition: TaskDefinition | None) -> list[str]:
+    """R,G,B roles: ``--recipe``, else the folder's, else the task's."""
+    channel_recipe = (_split(recipe) or folder.provenance.get("channel_recipe")
+                      or (list(definition.channel_recipe) if definition else None))
+    if not channel_recipe or len(channel_recipe) != 3:
+        raise typer.BadParameter("give three roles (R,G,B)", param_hint="--recipe")
+    return channel_recipe
+
+
 def train(
     ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="folder of DICOM studies with labels.csv, or of prepared "
@@ -153,63 +185,36 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Cross-validate a model on prepared composites, fit it on all of them, and store the artifact."""
-    from models.architectures import default_registry  # noqa: PLC0415
-    from models.artifact import save_trained  # noqa: PLC0415
-    from models.tasks import known_task  # noqa: PLC0415
-    from models.training import MODES, TrainingConfig, train_model  # noqa: PLC0415
-    from models.transforms import NO_AUGMENTATION, Augmentation  # noqa: PLC0415
-    from worker.composite_folder import load_composite_folder, load_study_folder  # noqa: PLC0415
-    from worker.settings import GroupingSettings  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
-    if mode not in MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(MODES)}", param_hint="--mode")
-    definition = known_task(task)
-    class_list = _split(classes) or (list(definition.classes) if definition else None)
-    if class_list is None:
-        raise typer.BadParameter(f"{task!r} is not a built-in task: give --classes", param_hint="--task")
+    training_mode = parse_mode(mode)
+    definition, class_list = _task_classes(task, classes)
     registry = default_registry()
     if arch not in registry:
         raise typer.BadParameter(f"unknown architecture; known: {', '.join(registry.names())}", param_hint="--arch")
-    if (data / "composites.csv").is_file():
-        folder = load_composite_folder(data)
-    elif (data / "labels.csv").is_file():
-        folder = load_study_folder(data, size=input_size or registry.get(arch).input_size,
-                                   rules_path=runtime.section(GroupingSettings).rules, channel_recipe=_split(recipe))
-        if folder.provenance.get("skipped"):
-            typer.secho(f"{len(folder.provenance['skipped'])} studies or lesions left out (see the log)",
-                        err=True, fg="yellow")
-    else:
-        raise typer.BadParameter("needs labels.csv (DICOM studies) or composites.csv (prepared composites)",
-                                 param_hint="DATA")
-    channel_recipe = (_split(recipe) or folder.provenance.get("channel_recipe")
-                      or (list(definition.channel_recipe) if definition else None))
-    if not channel_recipe or len(channel_recipe) != 3:
-        raise typer.BadParameter("give three roles (R,G,B)", param_hint="--recipe")
+    folder = _training_folder(data, runtime, size=input_size or registry.get(arch).input_size, recipe=recipe)
+    channel_recipe = _channel_recipe(recipe, folder, definition)
     if random_init:
         typer.secho("WARNING: --random-init: training from random weights, not ImageNet; the manifest says so.",
                     err=True, fg="yellow")
-    config = TrainingConfig(architecture=arch, mode=mode, folds=folds, epochs=epochs,  # type: ignore[arg-type]
+    config = TrainingConfig(architecture=arch, mode=training_mode, folds=folds, epochs=epochs,
                             batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
                             input_size=input_size, augmentation=Augmentation() if augment else NO_AUGMENTATION,
                             class_weighting=class_weighting, random_init=random_init,
                             device=_device(runtime, device), abstention_threshold=abstain_below)
     with _RichProgress() as progress:
         trained = train_model(folder.images, folder.labels, folder.patient_ids, classes=class_list, config=config,
-                              registry=registry, weights_dir=_weights_dir(runtime), progress=progress)
+                              registry=registry, weights_dir=weights_dir(runtime), progress=progress)
     windowing = folder.provenance.get("windowing") or {"source": f"prepared composites in {data.name}",
                                                        "note": "windowing done before training, not described"}
     artifact = save_trained(trained, runtime.general.models_dir, task=task, channel_recipe=channel_recipe,
                             windowing=windowing)
     if as_json:
-        _echo_json(_summary(artifact) | {"cv": artifact.manifest["cv"]})
+        _echo_json({**_summary(artifact), "cv": artifact.manifest["cv"]})
         return
     _print_training(trained, artifact)
 
 
 def _print_training(trained: TrainedModel, artifact: Artifact) -> None:
-    from rich.console import Console  # noqa: PLC0415
-
     console = Console()
     cv = trained.cv
     console.print(f"[bold]model {artifact.hash[:12]}[/bold] {trained.spec.name} {trained.config.mode} "
@@ -223,7 +228,22 @@ def _print_training(trained: TrainedModel, artifact: Artifact) -> None:
 
 # --- models --------------------------------------------------------------------------------------
 
-def _summary(artifact: Artifact) -> dict[str, Any]:
+class ModelSummary(TypedDict):
+    """One artifact in ``triphase models list --json`` (and ``train --json``, with its ``cv``)."""
+
+    hash: str
+    path: str
+    task: str
+    architecture: str
+    mode: str
+    classes: list[str]
+    created_at: str
+    weights_origin: str
+    cv_mean: LabelSummary
+    majority_baseline: LabelSummary
+
+
+def _summary(artifact: Artifact) -> ModelSummary:
     m = artifact.manifest
     return {"hash": artifact.hash, "path": str(artifact.path), "task": m["task"], "architecture": m["architecture"],
             "mode": m["mode"], "classes": m["classes"], "created_at": m["created_at"],
@@ -234,16 +254,11 @@ def _summary(artifact: Artifact) -> dict[str, Any]:
 @models_app.command("list")
 def models_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List the model artifacts in <data_dir>/models, newest first."""
-    from models.artifact import list_artifacts  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     artifacts = list_artifacts(runtime.general.models_dir)
     if as_json:
         _echo_json([_summary(a) for a in artifacts])
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
     table = Table(title=f"models in {runtime.general.models_dir}")
     for column in ("hash", "task", "architecture", "mode", "weights", "CV macro-F1", "baseline", "created"):
         table.add_column(column)
@@ -258,16 +273,11 @@ def models_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def models_show(ctx: typer.Context, model: Annotated[str, typer.Argument(help="artifact folder or hash prefix")],
                 as_json: JsonFlag = False) -> None:
     """Verify an artifact's hash and print its manifest."""
-    from models.artifact import resolve_artifact  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     artifact = resolve_artifact(model, runtime.general.models_dir)
     if as_json:
         _echo_json({"hash": artifact.hash, "path": str(artifact.path), "manifest": artifact.manifest})
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.json import JSON  # noqa: PLC0415
-
     console = Console()
     console.print(f"[bold]model {artifact.hash}[/bold] (hash verified) at {artifact.path}")
     for warning in artifact.manifest.get("warnings", []):
@@ -277,7 +287,16 @@ def models_show(ctx: typer.Context, model: Annotated[str, typer.Argument(help="a
 
 # --- predict -------------------------------------------------------------------------------------
 
-@commands_app.command("predict")
+class PredictionRow(TypedDict):
+    """One image in ``triphase predict --json``."""
+
+    image: str
+    label: str
+    top_class: str
+    probabilities: dict[str, float]
+    heatmap: str | None
+
+
 def predict(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="artifact folder or hash prefix")],
@@ -291,21 +310,15 @@ def predict(
     as_json: JsonFlag = False,
 ) -> None:
     """Classify composites with a model artifact (a quick check; the worker does this per study)."""
-    from models.architectures import default_registry  # noqa: PLC0415
-    from models.artifact import resolve_artifact  # noqa: PLC0415
-    from models.inference import Classifier  # noqa: PLC0415
-    from worker.composite_folder import read_image  # noqa: PLC0415
-
     runtime: Runtime = ctx.obj
     artifact = resolve_artifact(model, runtime.general.models_dir)
     classifier = Classifier(artifact, registry=default_registry(), device=_device(runtime, device))
     arrays = [read_image(path) for path in images]
     predictions = classifier.predict(arrays, tta=tta, abstain_below=abstain_below, explain=heatmap_dir is not None)
-    heatmaps: list[str | None] = [None] * len(images)
-    if heatmap_dir is not None:
-        heatmaps = [str(_write_heatmap(heatmap_dir, path, p.heatmap)) for path, p in zip(images, predictions, strict=True)]
-    rows = [{"image": str(path), "label": p.label, "top_class": p.top_class, "probabilities": p.probabilities,
-             "heatmap": heatmap} for path, p, heatmap in zip(images, predictions, heatmaps, strict=True)]
+    heatmaps = _write_heatmaps(heatmap_dir, images, predictions)
+    rows: list[PredictionRow] = [
+        {"image": str(path), "label": p.label, "top_class": p.top_class, "probabilities": p.probabilities,
+         "heatmap": heatmap} for path, p, heatmap in zip(images, predictions, heatmaps, strict=True)]
     if as_json:
         _echo_json({"model": artifact.hash, "task": artifact.manifest["task"], "predictions": rows})
         return
@@ -314,11 +327,17 @@ def predict(
         typer.echo(f"{row['image']}: {row['label']}  ({probs})")
 
 
-def _write_heatmap(folder: Path, image: Path, heatmap: Any) -> Path:
-    import numpy as np  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
-
+def _write_heatmaps(folder: Path | None, images: list[Path], predictions: list[Prediction]) -> list[str | None]:
+    """One PNG per image with a heatmap, in ``folder``; the paths written (None where nothing was)."""
+    if folder is None:
+        return [None] * len(images)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{image.stem}.heatmap.png"
-    Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), mode="L").save(target)
-    return target
+    written: list[str | None] = []
+    for image, prediction in zip(images, predictions, strict=True):
+        if prediction.heatmap is None:
+            written.append(None)
+            continue
+        target = folder / f"{image.stem}.heatmap.png"
+        Image.fromarray((np.clip(prediction.heatmap, 0, 1) * 255).astype(np.uint8), mode="L").save(target)
+        written.append(str(target))
+    return written

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
+from PIL import Image
 
 from db.runtime import Runtime
+from worker.grouping import load_rules
 from worker.settings import GroupingSettings
+from worker.study_composites import Fallback, build_composites
 
-app = typer.Typer()
 
-
-@app.command()
 def composite(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="study folders or files", exists=True)],
@@ -28,11 +28,6 @@ def composite(
     rules_file: Annotated[Path | None, typer.Option("--rules", help="grouping rules file (TOML)")] = None,
 ) -> None:
     """Group, align and composite each study; one PNG + JSON per lesion, for people to look at."""
-    from PIL import Image  # noqa: PLC0415
-
-    from worker.grouping import load_rules  # noqa: PLC0415
-    from worker.study_composites import Fallback, build_composites  # noqa: PLC0415
-
     if fallback not in ("centre", "skip"):
         raise typer.BadParameter("--fallback is 'centre' or 'skip'")
     runtime: Runtime = ctx.obj

@@ -1,0 +1,1 @@
+"""The commands that run the pipeline as a whole: the worker, the demo and retrospective batches."""

@@ -1,0 +1,1 @@
+"""The model commands (weights, train, models, predict); the training itself is in models/."""

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs Python dependencies, the real DICOM peers
 # (Debian's dcmtk, dicom3tools, orthanc) and headless Chromium (the web console's browser tests)
-# when missing, starts PostgreSQL and Redis when they are not running, then runs pytest. Extra
-# arguments go to pytest.
+# when missing, starts PostgreSQL and Redis when they are not running, runs ruff and mypy, then
+# pytest. Extra arguments go to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -37,6 +37,12 @@ done
 
 VENV=$(bash "$ROOT/deploy/bootstrap.sh" | tail -n 1)
 cd "$ROOT"
+
+# Static checks first: the lint rules and types are part of the suite (configuration in pyproject.toml).
+echo "run.sh: ruff" >&2
+"$VENV/bin/ruff" check --no-cache node worker models db tests bench
+echo "run.sh: mypy" >&2
+"$VENV/bin/mypy" --cache-dir "$VENV/.mypy-cache"
 set +e
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
 rc=$?

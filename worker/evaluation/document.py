@@ -12,6 +12,8 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
+from worker.evaluation.reader_comparison import ReaderComparison
+
 Summary = dict[str, Any]
 """The metric summary of :func:`models.evaluation.summary.summarise` (estimates with intervals)."""
 
@@ -21,20 +23,7 @@ class StateCounts(TypedDict):
     reasons: dict[str, int]
 
 
-# "class" is a keyword: these two use the functional form.
-DelongEntry = TypedDict("DelongEntry", {
-    "class": str,
-    "one_vs_rest": bool,
-    "skipped": NotRequired[str],
-    "auc_model": NotRequired["float | None"],
-    "auc_readers": NotRequired["float | None"],
-    "difference": NotRequired["float | None"],
-    "z": NotRequired["float | None"],
-    "p_value": NotRequired["float | None"],
-    "positives": NotRequired[int],
-    "negatives": NotRequired[int],
-})
-
+# "class" is a keyword: the functional form.
 MajorityBaseline = TypedDict("MajorityBaseline", {"class": str, "summary": Summary})
 
 
@@ -43,7 +32,6 @@ class ReaderGroup(TypedDict):
     reads: int
     summary: Summary
     model_on_same_cases: Summary
-    delong: list[DelongEntry]
 
 
 class ReaderEntry(TypedDict):
@@ -66,6 +54,7 @@ class ModelSection(TypedDict):
     summary: Summary | None
     majority_baseline: NotRequired[MajorityBaseline]
     readers: NotRequired[ReadersSection]
+    reader_comparison: NotRequired[list[ReaderComparison]]
 
 
 class Filters(TypedDict):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from worker.evaluation.document import DelongEntry, ModelSection, ReadersSection, Report, Summary
+from worker.evaluation.document import ModelSection, ReadersSection, Report, Summary
+from worker.evaluation.reader_comparison import ReaderComparison
 
 DIGITS = 4
 CsvRow = list[str | float | int | None]
@@ -115,35 +116,22 @@ def _metrics_table(summary: Summary, key: str) -> str:
     return f"<p>{summary['lesions']} lesions of {summary['patients']} patients.</p><table>{''.join(rows)}</table>"
 
 
-DELONG_COLUMNS = ("auc_model", "auc_readers", "difference", "z", "p_value")
+COMPARISON_COLUMNS = ("model", "readers", "difference", "p_value", "p_adjusted")
 
 
-def _delong_values(entry: DelongEntry) -> dict[str, float | None]:
-    """The test's numbers by column, for the columns the entry has (none when it was skipped)."""
-    values: dict[str, float | None] = {}
-    if "auc_model" in entry:
-        values["auc_model"] = entry["auc_model"]
-    if "auc_readers" in entry:
-        values["auc_readers"] = entry["auc_readers"]
-    if "difference" in entry:
-        values["difference"] = entry["difference"]
-    if "z" in entry:
-        values["z"] = entry["z"]
-    if "p_value" in entry:
-        values["p_value"] = entry["p_value"]
-    return values
-
-
-def _delong_table(entries: list[DelongEntry], key: str) -> str:
-    rows = ["<tr><th>positive class</th>" + "".join(f"<th>{c}</th>" for c in DELONG_COLUMNS) + "</tr>"]
+def _comparison_table(entries: list[ReaderComparison], key: str) -> str:
+    """The model against each reader group (MRMC) and each reader (accuracy), Holm-adjusted."""
+    head = ("<tr><th>group</th><th>reader</th><th>class</th><th>metric</th><th>model</th><th>readers</th>"
+            "<th>difference</th><th>95% low</th><th>95% high</th><th>p</th><th>p (Holm)</th><th>method</th></tr>")
+    rows = [head]
     for k, entry in enumerate(entries):
-        if "skipped" in entry:
-            rows.append(f"<tr><td>{html.escape(entry['class'])}</td>"
-                        f"<td colspan='5'>{html.escape(entry['skipped'])}</td></tr>")
-            continue
-        values = _delong_values(entry)
-        rows.append(f"<tr><td>{html.escape(entry['class'])}</td>"
-                    + "".join(_cell(values[c], f"{key}/{k}/{c}") for c in DELONG_COLUMNS) + "</tr>")
+        path = f"{key}/{k}"
+        cells = [_cell(entry[c], f"{path}/{c}") for c in COMPARISON_COLUMNS[:3]]
+        cells += [_cell(entry["ci95"][0], f"{path}/ci95/0"), _cell(entry["ci95"][1], f"{path}/ci95/1")]
+        cells += [_cell(entry[c], f"{path}/{c}") for c in COMPARISON_COLUMNS[3:]]
+        text = [entry["reader_group"], entry["reader"] or "all", entry["class"] or "", entry["metric"]]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(t)}</td>" for t in text) + "".join(cells)
+                    + f"<td>{html.escape(entry['method'])}</td></tr>")
     return f"<table>{''.join(rows)}</table>"
 
 
@@ -175,6 +163,13 @@ def _model_html(section: ModelSection, key: str) -> list[str]:
     readers = section.get("readers")
     if readers:
         out.extend(_readers_html(readers, key))
+    comparison = section.get("reader_comparison")
+    if comparison:
+        out.append("<h3>Model against readers</h3><p>Difference = model minus readers. Reader groups: "
+                   "multi-reader multi-case analysis of each reader's own figure of merit on the lesions "
+                   "all of the group read (never an averaged reader). Readers: accuracy on the lesions each "
+                   "read. p-values Holm-adjusted within each of the two families.</p>")
+        out.append(_comparison_table(comparison, f"{key}/reader_comparison"))
     return out
 
 
@@ -186,8 +181,6 @@ def _readers_html(readers: ReadersSection, key: str) -> list[str]:
         out.append(_metrics_table(info["summary"], f"{gkey}/summary"))
         out.append("<p>The model on the same lesions:</p>")
         out.append(_metrics_table(info["model_on_same_cases"], f"{gkey}/model_on_same_cases"))
-        out.append("<p>DeLong's test, model vs this group's mean score:</p>")
-        out.append(_delong_table(info["delong"], f"{gkey}/delong"))
     for reader_id, entry in readers["readers"].items():
         out.append(f"<h4>Reader {html.escape(reader_id)} ({html.escape(entry['group'])})</h4>")
         out.append(_metrics_table(entry["summary"], f"{key}/readers/readers/{reader_id}/summary"))
@@ -197,7 +190,8 @@ def _readers_html(readers: ReadersSection, key: str) -> list[str]:
 def render_html(document: Report) -> str:
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>triphase evaluation</title>",
            f"<style>{STYLE}</style></head><body><h1>triphase evaluation</h1>",
-           "<p>Research use only. Intervals: 95% percentile bootstrap over patients "
+           "<p>Produced by an algorithm; research use only, not for diagnostic use. Intervals: 95% percentile "
+           "bootstrap over patients "
            f"({document['bootstrap']['n_resamples']} resamples, seed {document['bootstrap']['seed']}). "
            f"{html.escape(document['label_metrics_note'])}.</p>"]
     for state, info in document["skipped_studies"].items():
@@ -220,9 +214,6 @@ def _reader_rows(model: str, readers: ReadersSection) -> Iterator[CsvRow]:
     for group, info in readers["groups"].items():
         yield from _metric_rows(model, f"group:{group}", info["summary"])
         yield from _metric_rows(model, f"model_on_cases_of:{group}", info["model_on_same_cases"])
-        for entry in info["delong"]:
-            for column, value in _delong_values(entry).items():
-                yield [model, f"delong:{group}", column, entry["class"], value, "", "", "", "", ""]
     for reader_id, reader in readers["readers"].items():
         yield from _metric_rows(model, f"reader:{reader_id}", reader["summary"])
 
@@ -238,6 +229,10 @@ def _csv_rows(document: Report) -> Iterator[CsvRow]:
         readers = section.get("readers")
         if readers:
             yield from _reader_rows(model, readers)
+        for entry in section.get("reader_comparison", []):
+            subject = f"comparison:{entry['reader_group']}:{entry['reader'] or 'all'}"
+            yield [model, subject, f"{entry['metric']}_difference", entry["class"] or "", entry["difference"],
+                   entry["ci95"][0], entry["ci95"][1], "", entry["lesions"], entry["patients"]]
 
 
 CSV_HEADER = ["model", "subject", "metric", "class", "estimate", "low", "high", "resamples", "lesions", "patients"]

@@ -129,8 +129,8 @@ def _fom(metric: Metric, positive: np.ndarray, model_score: np.ndarray, reader_v
         if p.all() or not p.any():
             return np.full(2 * readers, np.nan)
         if metric is Metric.AUC:
-            model = _auc(p, model_score[rows])
-            return np.concatenate([np.full(readers, model), [_auc(p, v) for v in reader_values[:, rows]]])
+            auc = _auc(p, model_score[rows])
+            return np.concatenate([np.full(readers, auc), [_auc(p, v) for v in reader_values[:, rows]]])
         calls = reader_values[:, rows].astype(bool)
         sensitivity, specificity = calls[:, p].mean(axis=1), (~calls[:, ~p]).mean(axis=1)
         if metric is Metric.SENSITIVITY:
@@ -201,6 +201,10 @@ def mid_p_mcnemar(model_right: np.ndarray, reader_right: np.ndarray) -> tuple[fl
     return exact, float(min(1.0, 2 * binom.cdf(low, b + c, 0.5) - binom.pmf(low, b + c, 0.5)))
 
 
+def _mean_of(hits: np.ndarray) -> Callable[[np.ndarray], float]:
+    return lambda rows: float(hits[rows].mean())
+
+
 def _reader_entries(cases: ModelCases, reads: dict[tuple[str, str], list[Read]],
                     settings: BootstrapSettings) -> list[ReaderComparison]:
     index = {key: i for i, key in enumerate(cases.keys())}
@@ -215,8 +219,7 @@ def _reader_entries(cases: ModelCases, reads: dict[tuple[str, str], list[Read]],
         reader_hits = np.array([by_row[r].label == cases.y_true[r] for r in rows])
         model_right = model_hits[rows]
         _, p_mid = mid_p_mcnemar(model_right, reader_hits)
-        test = paired_difference(lambda i, m=model_right: float(m[i].mean()),
-                                 lambda i, h=reader_hits: float(h[i].mean()), cases.patient_ids[rows],
+        test = paired_difference(_mean_of(model_right), _mean_of(reader_hits), cases.patient_ids[rows],
                                  n_resamples=settings.n_resamples, confidence=settings.confidence, seed=settings.seed)
         out.append({"reader_group": group, "reader": reader, "class": None, "method": Method.MCNEMAR.value,
                     "metric": Metric.ACCURACY.value, "model": float(model_right.mean()),

@@ -116,9 +116,6 @@ def _metrics_table(summary: Summary, key: str) -> str:
     return f"<p>{summary['lesions']} lesions of {summary['patients']} patients.</p><table>{''.join(rows)}</table>"
 
 
-COMPARISON_COLUMNS = ("model", "readers", "difference", "p_value", "p_adjusted")
-
-
 def _comparison_table(entries: list[ReaderComparison], key: str) -> str:
     """The model against each reader group (MRMC) and each reader (accuracy), Holm-adjusted."""
     head = ("<tr><th>group</th><th>reader</th><th>class</th><th>metric</th><th>model</th><th>readers</th>"
@@ -126,9 +123,10 @@ def _comparison_table(entries: list[ReaderComparison], key: str) -> str:
     rows = [head]
     for k, entry in enumerate(entries):
         path = f"{key}/{k}"
-        cells = [_cell(entry[c], f"{path}/{c}") for c in COMPARISON_COLUMNS[:3]]
-        cells += [_cell(entry["ci95"][0], f"{path}/ci95/0"), _cell(entry["ci95"][1], f"{path}/ci95/1")]
-        cells += [_cell(entry[c], f"{path}/{c}") for c in COMPARISON_COLUMNS[3:]]
+        values = (("model", entry["model"]), ("readers", entry["readers"]), ("difference", entry["difference"]),
+                  ("ci95/0", entry["ci95"][0]), ("ci95/1", entry["ci95"][1]), ("p_value", entry["p_value"]),
+                  ("p_adjusted", entry["p_adjusted"]))
+        cells = [_cell(value, f"{path}/{name}") for name, value in values]
         text = [entry["reader_group"], entry["reader"] or "all", entry["class"] or "", entry["metric"]]
         rows.append("<tr>" + "".join(f"<td>{html.escape(t)}</td>" for t in text) + "".join(cells)
                     + f"<td>{html.escape(entry['method'])}</td></tr>")

@@ -75,22 +75,26 @@ class Report(TypedDict):
 
 
 ExperimentRow = dict[str, "str | float | None"]
-"""One table row: the setting (transform, degree, channel; or architecture, mode), then each metric's
-estimate, ``_low`` and ``_high`` (and, for misregistration, the paired tests against registered)."""
+"""One table row, an arm: its name and setting (transform, degree; or architecture, mode), then each
+metric's mean over seeds, ``_low``, ``_high`` and ``_seed_sd``, and, except for the reference, the
+paired comparison with the reference (``_difference``, ``_difference_low``/``_high``, ``_p``, ``_p_holm``)."""
 
 
 class ExperimentResult(TypedDict):
     experiment: str  # "misregistration" or "architectures"
     folds: int
+    seeds: list[int]
     config: dict[str, object]
     bootstrap: dict[str, object]
+    reference: str
+    test: str
     rows: list[ExperimentRow]
     lesions: int
     patients: int
     channel: NotRequired[int]
-    test: NotRequired[str]
-    registered: NotRequired[ExperimentRow]
-    probabilities: NotRequired[dict[str, list[list[float]]]]
+    moved_role: NotRequired[str]
+    units: NotRequired[dict[str, str]]
+    probabilities: NotRequired[dict[str, list[list[list[float]]]]]
 
 
 def json_ready(value: object) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from worker.evaluation.document import ModelSection, ReadersSection, Report, Summary
+from worker.evaluation.document import ExperimentResult, ExperimentRow, ModelSection, ReadersSection, Report, Summary
 from worker.evaluation.reader_comparison import ReaderComparison
 
 DIGITS = 4
@@ -231,6 +231,86 @@ def _csv_rows(document: Report) -> Iterator[CsvRow]:
             subject = f"comparison:{entry['reader_group']}:{entry['reader'] or 'all'}"
             yield [model, subject, f"{entry['metric']}_difference", entry["class"] or "", entry["difference"],
                    entry["ci95"][0], entry["ci95"][1], "", entry["lesions"], entry["patients"]]
+
+
+EXPERIMENT_COLUMNS = ("accuracy", "roc_auc", "hand_till", "balanced_accuracy", "macro_f1", "cohen_kappa")
+
+
+def _experiment_rows(result: ExperimentResult) -> str:
+    head = "<tr><th>arm</th>" + "".join(f"<th>{c}</th><th>95% CI</th><th>seed SD</th>" for c in EXPERIMENT_COLUMNS)
+    head += "".join(f"<th>{c} vs {html.escape(result['reference'])}</th><th>95% CI</th><th>p (Holm)</th>"
+                    for c in ("accuracy", "roc_auc")) + "</tr>"
+    rows = [head]
+    for k, row in enumerate(result["rows"]):
+        cells = [f"<td>{html.escape(str(row['arm']))}</td>"]
+        for name in EXPERIMENT_COLUMNS:
+            cells += [_cell(_float(row.get(name)), f"rows/{k}/{name}"),
+                      _cell(_float(row.get(f"{name}_low")), f"rows/{k}/{name}_low")
+                      + _cell(_float(row.get(f"{name}_high")), f"rows/{k}/{name}_high"),
+                      _cell(_float(row.get(f"{name}_seed_sd")), f"rows/{k}/{name}_seed_sd")]
+        for name in ("accuracy", "roc_auc"):
+            cells += [_cell(_float(row.get(f"{name}_difference")), f"rows/{k}/{name}_difference"),
+                      _cell(_float(row.get(f"{name}_difference_low")), f"rows/{k}/{name}_difference_low")
+                      + _cell(_float(row.get(f"{name}_difference_high")), f"rows/{k}/{name}_difference_high"),
+                      _cell(_float(row.get(f"{name}_p_holm")), f"rows/{k}/{name}_p_holm")]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>{''.join(rows)}</table>"
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _number(row: ExperimentRow, key: str) -> float:
+    value = row.get(key)
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def _accuracy_bars(rows: Sequence[ExperimentRow]) -> tuple[list[float], list[list[float]]]:
+    """Accuracy of each row and its error bars (below, above) for the 95% interval."""
+    y = [_number(r, "accuracy") for r in rows]
+    errors = [[_number(r, "accuracy") - _number(r, "accuracy_low") for r in rows],
+              [_number(r, "accuracy_high") - _number(r, "accuracy") for r in rows]]
+    return y, errors
+
+
+def plot_experiment(result: ExperimentResult) -> Figure:
+    """Accuracy with its interval per arm (drawn without pyplot: no global figure state)."""
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
+    rows = result["rows"]
+    if result["experiment"] == "misregistration":
+        for row, style in zip((r for r in rows if r["transform"] == "none"), ("k--", "r:"), strict=False):
+            axis.axhline(_number(row, "accuracy"), color=style[0], linestyle=style[1:], label=str(row["arm"]))
+        for transform in dict.fromkeys(str(r["transform"]) for r in rows if r["transform"] != "none"):
+            mine = [r for r in rows if r["transform"] == transform]
+            y, errors = _accuracy_bars(mine)
+            axis.errorbar([_number(r, "degree") for r in mine], y, yerr=errors, marker="o", capsize=3,
+                          label=f"{transform} ({result.get('units', {}).get(transform, '')})")
+        axis.set(xlabel="degree (mm for shifts, degrees otherwise)", ylabel="accuracy, mean over seeds (95% CI)",
+                 title="Misregistration")
+        axis.legend(fontsize=7)
+    else:
+        names = [f"{r['architecture']}\n{r['mode']}" for r in rows]
+        y, errors = _accuracy_bars(rows)
+        axis.bar(range(len(rows)), y, yerr=errors, capsize=3)
+        axis.set_xticks(range(len(rows)), names, fontsize=7)
+        axis.set(ylabel="accuracy, mean over seeds (95% CI)", title="Architectures")
+    return figure
+
+
+def render_experiment_html(result: ExperimentResult) -> str:
+    """An experiment's page: what was done, the table (each number tagged with its JSON path), the plot."""
+    units = "; ".join(f"{k}: {v}" for k, v in result.get("units", {}).items())
+    return "\n".join([
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>triphase experiment</title>",
+        f"<style>{STYLE}</style></head><body><h1>Experiment: {html.escape(result['experiment'])}</h1>",
+        "<p>Produced by an algorithm; research use only, not for diagnostic use.</p>",
+        f"<p>{result['lesions']} lesions of {result['patients']} patients; {result['folds']} outer patient-level "
+        f"folds; seeds {', '.join(map(str, result['seeds']))}; reference arm {html.escape(result['reference'])}. "
+        f"{html.escape(result['test'])}.{(' Units: ' + html.escape(units) + '.') if units else ''}</p>",
+        _experiment_rows(result), "<div class='plots'>" + _png(plot_experiment(result)) + "</div>",
+        "</body></html>"])
 
 
 CSV_HEADER = ["model", "subject", "metric", "class", "estimate", "low", "high", "resamples", "lesions", "patients"]

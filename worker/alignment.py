@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import shift as shift_array
 
 from worker.volumes import Volume, resample_onto
 
@@ -154,3 +155,16 @@ def align(reference: Volume, moving: Volume, box: Box | None, *, register: bool,
     aligned = resample_onto(moving, reference, shift_mm=-shift_mm)
     x, y, z = (float(v) for v in shift_mm)
     return aligned, Motion(shift_vox, (x, y, z), score)
+
+
+def displaced(voxels: np.ndarray, spacing: tuple[float, float, float], shift_mm: tuple[float, float, float]
+              ) -> np.ndarray:
+    """A volume on the reference grid moved by ``shift_mm`` (along its slice, row and column axes),
+    linearly interpolated, the uncovered border filled with the nearest tissue (not zeros).
+
+    For experiments that misregister a phase deliberately: the shift is in millimetres of the
+    patient, whatever the lesion's size or the network's input size.
+    """
+    voxel_shift = [float(mm) / float(s) for mm, s in zip(shift_mm, spacing, strict=True)]
+    moved: np.ndarray = shift_array(np.asarray(voxels, dtype=np.float32), voxel_shift, order=1, mode="nearest")
+    return moved

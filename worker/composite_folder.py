@@ -17,7 +17,7 @@ from PIL import Image
 
 from models.compositing import DEFAULT_RECIPES, ChannelRecipe
 from worker.grouping import load_rules
-from worker.study_composites import build_composites
+from worker.study_composites import Displacement, build_composites
 
 REQUIRED_COLUMNS = ("patient_id", "study_uid", "lesion_id", "label", "path")
 log = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ def load_composite_folder(root: Path) -> CompositeFolder:
 
 
 def load_study_folder(root: Path, *, size: int, rules_path: Path | None = None,
-                      channel_recipe: list[str] | None = None) -> CompositeFolder:
+                      channel_recipe: list[str] | None = None, register: bool = True,
+                      displace: Displacement | None = None) -> CompositeFolder:
     """Composites built from a folder of DICOM studies plus ``labels.csv``, by the inference path.
 
     Lesions are matched to their labels by (study UID, lesion id); studies that cannot be
@@ -96,7 +97,7 @@ def load_study_folder(root: Path, *, size: int, rules_path: Path | None = None,
     if channel_recipe:
         red, green, blue = channel_recipe
         recipe = ChannelRecipe(channels=(red, green, blue))
-    results = build_composites([root], rules, size=size, recipe=recipe)
+    results = build_composites([root], rules, size=size, recipe=recipe, register=register, displace=displace)
     images, labels, patients, rows = [], [], [], []
     skipped: dict[str, str] = {}
     used_recipe = None

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from models.compositing import DEFAULT_RECIPES, ChannelRecipe, Composite, crop_box, make_composite
-from worker.alignment import Motion, align, box_around
+from worker.alignment import Motion, align, box_around, displaced
 from worker.grouping import Grouping, Outcome, Rules
 from worker.grouping.matching import group_study
 from worker.grouping.series_info import SeriesInfo, scan_studies
@@ -113,9 +113,13 @@ def _nearest_source_image(grouping: Grouping, role: str, point_mm: np.ndarray) -
     return nearest.sop_instance_uid
 
 
+Displacement = dict[str, tuple[float, float, float]]
+"""Experiments only: role -> (slice, row, column) shift in mm applied on the reference grid after alignment."""
+
+
 def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Volume], grouping: Grouping,
                        recipe: ChannelRecipe, modality: str, size: int, register: bool,
-                       neighbours: int) -> list[LesionComposite]:
+                       neighbours: int, displace: Displacement | None = None) -> list[LesionComposite]:
     """The composite of the lesion's largest axial slice (and ``neighbours`` slices each side)."""
     extent = np.subtract(lesion.box_max_mm, lesion.box_min_mm)
     half_mm = max(float(extent.max()) / 2 * (1 + recipe.margin), recipe.min_crop_mm / 2)
@@ -130,6 +134,8 @@ def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Vol
             aligned[role], motion[role] = reference.voxels, None
         else:
             aligned[role], motion[role] = align(reference, volumes[role], box, register=register)
+        if displace and role in displace:
+            aligned[role] = displaced(aligned[role], reference.spacing, displace[role])
     centre = reference.to_index(np.asarray(lesion.centre_mm)[None, :])[0]
     spacing = reference.spacing
     crop = crop_box(reference.shape[1:], (centre[1], centre[2]), (half_mm / spacing[1], half_mm / spacing[2]))
@@ -160,7 +166,8 @@ def find_lesions(series: list[SeriesInfo], grouping: Grouping) -> list[Lesion]:
 
 def composites_for_study(study_uid: str, series: list[SeriesInfo], rules: Rules, *,
                          recipe: ChannelRecipe | None = None, size: int = 224, register: bool = True,
-                         fallback: Fallback = "centre", neighbours: int = 0) -> StudyComposites:
+                         fallback: Fallback = "centre", neighbours: int = 0,
+                         displace: Displacement | None = None) -> StudyComposites:
     grouping = group_study(study_uid, series, rules)
     task = grouping.task
     recipe = recipe or DEFAULT_RECIPES.get(task or "", DEFAULT_RECIPES["ct-histology"])
@@ -191,7 +198,7 @@ def composites_for_study(study_uid: str, series: list[SeriesInfo], rules: Rules,
         modality = _series_of(grouping, reference_role).modality
         for lesion in lesions:
             result.composites.extend(_lesion_composites(lesion, reference, volumes, grouping, recipe, modality,
-                                                        size, register, neighbours))
+                                                        size, register, neighbours, displace))
     except NoCompositesError as exc:
         result.skipped = str(exc)
     return result
@@ -199,9 +206,9 @@ def composites_for_study(study_uid: str, series: list[SeriesInfo], rules: Rules,
 
 def build_composites(paths: Iterable[Path], rules: Rules, *, recipe: ChannelRecipe | None = None, size: int = 224,
                      register: bool = True, fallback: Fallback = "centre",
-                     neighbours: int = 0) -> dict[str, StudyComposites]:
+                     neighbours: int = 0, displace: Displacement | None = None) -> dict[str, StudyComposites]:
     """Composites for every study found under ``paths`` (headers are read once)."""
     scan = scan_studies(paths)
     return {uid: composites_for_study(uid, series, rules, recipe=recipe, size=size, register=register,
-                                      fallback=fallback, neighbours=neighbours)
+                                      fallback=fallback, neighbours=neighbours, displace=displace)
             for uid, series in sorted(scan.series.items())}

@@ -14,6 +14,13 @@ counts as perfect:
 - Balanced accuracy is the mean recall over classes present in ``y_true`` (scikit-learn's rule).
 - One-vs-rest ROC-AUC of a class absent from ``y_true`` (or present everywhere) is NaN; the macro
   AUC averages the defined ones.
+- Hand & Till's multi-class AUC M (Hand DJ, Till RJ, Machine Learning 2001;45:171-186) averages
+  the pairwise AUCs of the pairs of classes present in ``y_true``; unlike the one-vs-rest macro it
+  does not depend on the class prevalences. scikit-learn's ``multi_class="ovo"`` is the same M.
+- Quadratic-weighted kappa is defined on an ordered scale (:func:`grade_scale`): the HCC grades in
+  the task's class order. A class off the scale (``non_hcc_cc``: not an HCC grade) has no distance
+  to a grade, so lesions whose truth or prediction is off the scale are left out of the weighted
+  kappa (and counted); the unweighted kappa keeps them.
 """
 
 from __future__ import annotations
@@ -81,6 +88,15 @@ def check_scores(y_true: ArrayLike, y_score: ArrayLike, labels: Sequence[str]) -
     if unknown:
         raise ValueError(f"y_true holds labels outside {list(labels)}: {sorted(map(str, unknown))}")
     return true, score
+
+
+NOT_GRADED = frozenset({"non_hcc_cc"})
+"""Classes of the tasks that are not a step on the ordered grade scale."""
+
+
+def grade_scale(task_classes: Sequence[str]) -> list[str]:
+    """The ordered scale of a task: its classes in the task's order, without those not graded."""
+    return [c for c in task_classes if c not in NOT_GRADED]
 
 
 # --- point metrics (scikit-learn) ---------------------------------------------------------------
@@ -160,6 +176,29 @@ def cohen_kappa_score(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[
     if _chance_agreement(cm) >= 1.0:
         return float("nan")
     return float(sk.cohen_kappa_score(true, pred, labels=labels))
+
+
+def quadratic_kappa(y_true: ArrayLike, y_pred: ArrayLike, *, scale: Sequence[str]) -> tuple[float, int]:
+    """Quadratic-weighted kappa on the ordered ``scale`` and the number of lesions it used (those
+    whose truth and prediction are both on the scale); NaN when undefined."""
+    true, pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    on_scale = np.isin(true, list(scale)) & np.isin(pred, list(scale))
+    used = int(on_scale.sum())
+    if used == 0 or len(set(true[on_scale].tolist()) | set(pred[on_scale].tolist())) < 2:
+        return float("nan"), used
+    return float(sk.cohen_kappa_score(true[on_scale], pred[on_scale], labels=list(scale), weights="quadratic")), used
+
+
+def hand_till_auc(y_true: ArrayLike, y_score: ArrayLike, *, labels: Sequence[str]) -> float:
+    """Hand & Till's M over the pairs of classes present in y_true (scikit-learn's one-vs-one
+    macro AUC when every class is present); NaN with fewer than two classes present."""
+    true, score = check_scores(y_true, y_score, labels)
+    present = [k for k, label in enumerate(labels) if np.any(true == label)]
+    if len(present) == len(labels) and len(labels) > 2 and np.allclose(score.sum(axis=1), 1.0):
+        order = np.argsort(np.asarray(labels, dtype=object))  # scikit-learn wants sorted labels
+        return float(sk.roc_auc_score(true, score[:, order], multi_class="ovo",
+                                      labels=[labels[k] for k in order]))
+    return fast_hand_till(encode(true, labels), score)
 
 
 def roc_auc_ovr(y_true: ArrayLike, y_score: ArrayLike, *, labels: Sequence[str]) -> np.ndarray:
@@ -279,6 +318,45 @@ def fast_auc_ovr(true_codes: np.ndarray, score: np.ndarray) -> np.ndarray:
         if 0 < n_pos < n:
             out[c] = (ranks[positive, c].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos))
     return out
+
+
+def fast_hand_till(true_codes: np.ndarray, score: np.ndarray) -> float:
+    """Hand & Till's M from class codes: the mean over present class pairs (i, j) of
+    [A(i|j) + A(j|i)] / 2, each A a Mann-Whitney AUC on the two classes' lesions only."""
+    present = [c for c in range(score.shape[1]) if np.any(true_codes == c)]
+    if len(present) < 2:
+        return float("nan")
+    pairs = []
+    for a_index, a in enumerate(present):
+        for b in present[a_index + 1:]:
+            rows = (true_codes == a) | (true_codes == b)
+            is_a = true_codes[rows] == a
+            n_a, n_b = int(is_a.sum()), int((~is_a).sum())
+            ranks_a, ranks_b = rankdata(score[rows, a]), rankdata(score[rows, b])
+            auc_a = (ranks_a[is_a].sum() - n_a * (n_a + 1) / 2) / (n_a * n_b)
+            auc_b = (ranks_b[~is_a].sum() - n_b * (n_b + 1) / 2) / (n_a * n_b)
+            pairs.append((auc_a + auc_b) / 2)
+    return float(np.mean(pairs))
+
+
+def fast_quadratic_kappa(true_codes: np.ndarray, pred_codes: np.ndarray, scale_codes: np.ndarray) -> float:
+    """Quadratic-weighted kappa from codes, on the lesions whose truth and prediction are on the
+    scale (``scale_codes``: class codes in grade order)."""
+    position = np.full(max(int(true_codes.max(initial=0)), int(pred_codes.max(initial=0)), int(scale_codes.max())) + 2,
+                       -1)
+    position[scale_codes] = np.arange(scale_codes.size)
+    t, p = position[true_codes], position[np.where(pred_codes < 0, -1, pred_codes)]
+    keep = (t >= 0) & (p >= 0) & (pred_codes >= 0)
+    size = scale_codes.size
+    observed = np.bincount(t[keep] * size + p[keep], minlength=size * size).reshape(size, size).astype(np.float64)
+    total = observed.sum()
+    if total == 0:
+        return float("nan")
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / total
+    grid = np.arange(size)
+    weights = (grid[:, None] - grid[None, :]) ** 2
+    disagreement = float((weights * expected).sum())
+    return 1.0 - float((weights * observed).sum()) / disagreement if disagreement > 0 else float("nan")
 
 
 @dataclass(frozen=True)

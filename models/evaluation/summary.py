@@ -4,6 +4,14 @@ Point estimates come from scikit-learn (:mod:`models.evaluation.metrics`); the i
 numpy fast path on the same resamples, so a report of thousands of resamples stays quick. ROC
 bands are the pointwise percentile interval of the true positive rate on a fixed grid of false
 positive rates.
+
+Intervals are percentile intervals over 2,000 patient resamples. BCa is not used: its
+acceleration would need a patient-level jackknife of every metric, and for AUCs of classes with a
+handful of patients the bias correction is itself unstable; the percentile interval is stated.
+Multi-class AUC is given twice under ``auc``: the one-vs-rest macro average (``macro_ovr``, the
+same as ``roc_auc``) and Hand & Till's M (``hand_till``); kappa twice under ``kappa``: unweighted
+(``cohen_kappa``) and quadratic-weighted on the grade scale. ``resamples_lacking_class`` counts
+the resamples in which a class was not drawn, where the macro averages change their definition.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ FPR_GRID = np.linspace(0.0, 1.0, 51)
 
 @dataclass(frozen=True)
 class BootstrapSettings:
-    n_resamples: int = 1000
+    n_resamples: int = 2000
     confidence: float = 0.95
     seed: int = 0
 
@@ -52,36 +60,28 @@ def _label_values(codes: m.CodeMetrics) -> dict[str, float | np.ndarray]:
 
 
 def _statistic(true_codes: np.ndarray, pred_codes: np.ndarray, scores: np.ndarray | None,
-               n_classes: int) -> Statistic:
+               n_classes: int, scale_codes: np.ndarray | None) -> Statistic:
     def statistic(indices: np.ndarray) -> dict[str, float | np.ndarray]:
         t = true_codes[indices]
         values = _label_values(m.metrics_from_codes(t, pred_codes[indices], n_classes))
+        if scale_codes is not None:
+            values["kappa_quadratic"] = m.fast_quadratic_kappa(t, pred_codes[indices], scale_codes)
         if scores is not None:
             s = scores[indices]
             auc = m.fast_auc_ovr(t, s)
             values["roc_auc_ovr"] = auc
             defined = auc[~np.isnan(auc)]
             values["roc_auc"] = auc[1] if n_classes == 2 else (defined.mean() if defined.size else np.nan)
+            values["hand_till"] = m.fast_hand_till(t, s)
             for c in range(n_classes):
                 values[f"tpr_{c}"] = tpr_at(FPR_GRID, t == c, s[:, c])
         return values
     return statistic
 
 
-def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray,
-              patient_ids: Sequence[str] | np.ndarray, *, labels: Sequence[str],
-              y_score: np.ndarray | None = None, settings: BootstrapSettings = BootstrapSettings(),
-              curves: bool = True) -> dict[str, Any]:
-    """Metrics with intervals, confusion matrix, ROC curves with bands and the reliability table."""
-    labels = list(labels)
-    true, pred, labels = m.check_targets(y_true, y_pred, labels)
-    patients = np.asarray(patient_ids, dtype=object)
-    if patients.shape != true.shape:
-        raise ValueError(f"patient_ids must match y_true's length {true.size}, got {patients.shape}")
-    scores = None if y_score is None else m.check_scores(true, y_score, labels)[1]
-    true_codes, pred_codes = m.encode(true, labels), m.encode(pred, labels)
-    intervals = bootstrap(_statistic(true_codes, pred_codes, scores, len(labels)), patients,
-                          n_resamples=settings.n_resamples, confidence=settings.confidence, seed=settings.seed)
+def _point(true: np.ndarray, pred: np.ndarray, labels: list[str], scores: np.ndarray | None,
+           scale: list[str] | None) -> dict[str, float | np.ndarray]:
+    """The point estimates, from scikit-learn."""
     point: dict[str, float | np.ndarray] = {
         "accuracy": m.accuracy_score(true, pred, labels=labels),
         "balanced_accuracy": m.balanced_accuracy_score(true, pred, labels=labels),
@@ -91,33 +91,88 @@ def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.nda
         "precision": m.precision_per_class(true, pred, labels=labels),
         "f1": m.f1_per_class(true, pred, labels=labels),
     }
+    if scale is not None:
+        point["kappa_quadratic"] = m.quadratic_kappa(true, pred, scale=scale)[0]
     if scores is not None:
         point["roc_auc"] = m.roc_auc_score(true, scores, labels=labels)
         point["roc_auc_ovr"] = m.roc_auc_ovr(true, scores, labels=labels)
-    out_metrics: dict[str, IntervalJson | dict[str, IntervalJson]] = {}
+        point["hand_till"] = m.hand_till_auc(true, scores, labels=labels)
+    return point
+
+
+GROUPED = {"roc_auc": ("auc", "macro_ovr"), "hand_till": ("auc", "hand_till"),
+           "cohen_kappa": ("kappa", "unweighted"), "kappa_quadratic": ("kappa", "quadratic")}
+"""Metrics also shown side by side under one name: ``auc.macro_ovr`` / ``auc.hand_till``, ``kappa.*``."""
+
+
+def _intervals_json(point: dict[str, float | np.ndarray], intervals: dict[str, Interval | list[Interval]],
+                    labels: list[str]) -> dict[str, IntervalJson | dict[str, IntervalJson]]:
+    out: dict[str, IntervalJson | dict[str, IntervalJson]] = {}
+    grouped: dict[str, dict[str, IntervalJson]] = {}
     for name, value in point.items():
         interval = intervals[name]
         if isinstance(interval, Interval):
-            out_metrics[name] = Interval(float(value), interval.low, interval.high, interval.resamples).as_json()
+            entry = Interval(float(value), interval.low, interval.high, interval.resamples).as_json()
+            if name in GROUPED:
+                group, key = GROUPED[name]
+                grouped.setdefault(group, {})[key] = entry
+            if name not in ("hand_till", "kappa_quadratic"):
+                out[name] = entry
         else:
-            out_metrics[name] = {label: Interval(float(v), i.low, i.high, i.resamples).as_json()
-                                 for label, v, i in zip(labels, np.asarray(value), interval, strict=True)}
+            out[name] = {label: Interval(float(v), i.low, i.high, i.resamples).as_json()
+                         for label, v, i in zip(labels, np.asarray(value), interval, strict=True)}
+    return out | grouped
+
+
+def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray,
+              patient_ids: Sequence[str] | np.ndarray, *, labels: Sequence[str],
+              y_score: np.ndarray | None = None, settings: BootstrapSettings = BootstrapSettings(),
+              curves: bool = True, scale: Sequence[str] | None = None) -> dict[str, Any]:
+    """Metrics with intervals, confusion matrix, ROC curves with bands and the reliability table.
+
+    ``scale``: the ordered grades for the quadratic-weighted kappa (:func:`metrics.grade_scale`);
+    without it that kappa is not computed (an arbitrary class order has no distances).
+    """
+    labels = list(labels)
+    true, pred, labels = m.check_targets(y_true, y_pred, labels)
+    patients = np.asarray(patient_ids, dtype=object)
+    if patients.shape != true.shape:
+        raise ValueError(f"patient_ids must match y_true's length {true.size}, got {patients.shape}")
+    scores = None if y_score is None else m.check_scores(true, y_score, labels)[1]
+    grades = None if scale is None else [c for c in scale if c in labels]
+    true_codes, pred_codes = m.encode(true, labels), m.encode(pred, labels)
+    scale_codes = None if grades is None else m.encode(grades, labels)
+    intervals = bootstrap(_statistic(true_codes, pred_codes, scores, len(labels), scale_codes), patients,
+                          n_resamples=settings.n_resamples, confidence=settings.confidence, seed=settings.seed)
+    point = _point(true, pred, labels, scores, grades)
+    recall = intervals["recall"]
+    assert isinstance(recall, list)
     result: dict[str, Any] = {
         "lesions": int(true.size), "patients": int(len(set(patients.tolist()))),
         "support": {label: int(np.sum(true == label)) for label in labels},
+        "resamples_lacking_class": {label: settings.n_resamples - r.resamples for label, r in zip(labels, recall,
+                                                                                                 strict=True)},
         "outside_classes": int(np.sum(pred_codes < 0)),
-        "metrics": out_metrics,
+        "metrics": _intervals_json(point, intervals, labels),
         "confusion_matrix": {"labels": labels, "matrix": m.confusion_matrix(true, pred, labels=labels).tolist()},
     }
+    if grades is not None:
+        result["kappa_scale"] = {"order": grades,
+                                 "lesions": m.quadratic_kappa(true, pred, scale=grades)[1],
+                                 "rule": "lesions whose truth or prediction is off the grade scale are left out"}
     if scores is not None and curves:
-        roc = {}
-        for c, label in enumerate(labels):
-            bands = intervals[f"tpr_{c}"]
-            assert isinstance(bands, list)
-            if np.isnan(np.asarray(point["roc_auc_ovr"])[c]):
-                continue
-            roc[label] = {"fpr": FPR_GRID.tolist(), "tpr": [b.estimate for b in bands],
-                          "tpr_low": [b.low for b in bands], "tpr_high": [b.high for b in bands]}
-        result["roc"] = roc
-        result["reliability"] = m.reliability_curve(true, scores, labels=labels)
+        result |= _curves(intervals, point, labels, true, scores)
     return result
+
+
+def _curves(intervals: dict[str, Interval | list[Interval]], point: dict[str, float | np.ndarray],
+            labels: list[str], true: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    roc = {}
+    for c, label in enumerate(labels):
+        bands = intervals[f"tpr_{c}"]
+        assert isinstance(bands, list)
+        if np.isnan(np.asarray(point["roc_auc_ovr"])[c]):
+            continue
+        roc[label] = {"fpr": FPR_GRID.tolist(), "tpr": [b.estimate for b in bands],
+                      "tpr_low": [b.low for b in bands], "tpr_high": [b.high for b in bands]}
+    return {"roc": roc, "reliability": m.reliability_curve(true, scores, labels=labels)}

@@ -139,3 +139,64 @@ def test_majority_baseline() -> None:
     tie = np.array(["b", "a", "b", "a"], dtype=object)
     assert majority_predictions(tie)[0] == "a"  # ties: first in sorted order, reproducible
     assert majority_predictions(tie, y_reference=["b", "b", "a"])[0] == "b"
+
+
+HISTOLOGY = ["early_hcc", "well_hcc", "moderate_hcc", "poor_hcc", "non_hcc_cc"]
+
+
+def _histology(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 5, n)
+    logits = rng.normal(size=(n, 5))
+    logits[np.arange(n), codes] += 1.2
+    logits[np.arange(n), np.clip(codes + 1, 0, 3)] += 0.5  # confusions with the next grade
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.asarray(HISTOLOGY, dtype=object)
+    return labels[codes], labels[probabilities.argmax(axis=1)], probabilities
+
+
+def test_hand_till_auc_is_scikit_learns_one_vs_one() -> None:
+    from sklearn.metrics import roc_auc_score as sk_auc
+
+    y, _, p = _histology(300, seed=1)
+    order = np.argsort(HISTOLOGY)
+    expected = sk_auc(y, p[:, order], multi_class="ovo", labels=sorted(HISTOLOGY))
+    assert m.hand_till_auc(y, p, labels=HISTOLOGY) == pytest.approx(expected)
+    assert m.fast_hand_till(m.encode(y, HISTOLOGY), p) == pytest.approx(expected)
+    assert m.hand_till_auc(y, p, labels=HISTOLOGY) != pytest.approx(m.roc_auc_score(y, p, labels=HISTOLOGY))
+
+
+def test_quadratic_kappa_on_the_grade_scale_is_scikit_learns() -> None:
+    from sklearn.metrics import cohen_kappa_score
+
+    y, pred, _ = _histology(300, seed=2)
+    scale = m.grade_scale(HISTOLOGY)
+    assert scale == ["early_hcc", "well_hcc", "moderate_hcc", "poor_hcc"]  # non_hcc_cc is not a grade
+    keep = np.isin(y, scale) & np.isin(pred, scale)
+    expected = cohen_kappa_score(y[keep], pred[keep], labels=scale, weights="quadratic")
+    kappa, used = m.quadratic_kappa(y, pred, scale=scale)
+    assert used == int(keep.sum()) < y.size and kappa == pytest.approx(expected)
+    fast = m.fast_quadratic_kappa(m.encode(y, HISTOLOGY), m.encode(pred, HISTOLOGY), m.encode(scale, HISTOLOGY))
+    assert fast == pytest.approx(expected)
+    assert kappa != pytest.approx(cohen_kappa_score(y[keep], pred[keep]))
+
+
+def test_summary_names_both_aucs_both_kappas_and_missing_classes() -> None:
+    from models.evaluation.summary import BootstrapSettings, summarise
+
+    y, pred, p = _histology(120, seed=3)
+    y[:2] = "early_hcc"
+    y[2:] = np.where(y[2:] == "early_hcc", "well_hcc", y[2:])  # early HCC: 2 lesions, often not drawn
+    ids = np.array([f"P{i // 2}" for i in range(y.size)], dtype=object)
+    summary = summarise(y, pred, ids, labels=HISTOLOGY, y_score=p, settings=BootstrapSettings(n_resamples=200),
+                        scale=m.grade_scale(HISTOLOGY), curves=False)
+    metrics = summary["metrics"]
+    assert metrics["auc"]["macro_ovr"] == metrics["roc_auc"]
+    assert metrics["auc"]["hand_till"]["estimate"] == pytest.approx(m.hand_till_auc(y, p, labels=HISTOLOGY))
+    assert metrics["kappa"]["unweighted"] == metrics["cohen_kappa"]
+    assert metrics["kappa"]["quadratic"]["estimate"] == pytest.approx(
+        m.quadratic_kappa(y, pred, scale=m.grade_scale(HISTOLOGY))[0])
+    assert summary["kappa_scale"]["order"][0] == "early_hcc"
+    assert 20 < summary["resamples_lacking_class"]["early_hcc"] < 100  # (1 - 1/60)^60 ~ 0.37 of 200
+    assert summary["resamples_lacking_class"]["well_hcc"] == 0
+    assert summary["support"]["early_hcc"] == 2

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from db.engine import Database
 from db.migrate import upgrade
 from db.repository import Repository
 from models.evaluation import metrics as m
-from models.evaluation.delong import delong_test
 from models.evaluation.summary import BootstrapSettings
 from tests.evaluation.conftest import CLASSES, MODEL, add_study, analyse
+from worker.evaluation.cases import ModelCases
 from worker.evaluation.imports import import_file
 from worker.evaluation.render import fmt, write_report
 from worker.evaluation.report import evaluate
@@ -61,6 +62,29 @@ def pointer(document: object, path: str) -> object:
     return document
 
 
+def check_reader_comparison(comparison: list, cases: ModelCases, reads_csv: Path) -> None:
+    # The model against R1 (group "general", one reader) on AUC of the positive class, from the reads
+    # on disk and scikit-learn: the readers' figure is R1's own AUC, never an averaged reader's.
+    [general] = [e for e in comparison if e["reader_group"] == "general" and e["reader"] is None]
+    order = {key: k for k, key in enumerate(cases.keys())}
+    reads = [r for r in csv.DictReader(reads_csv.open()) if r["reader_id"] == "R1"]
+    rows = np.array([order[(r["study_uid"], r["lesion_id"])] for r in reads])
+    positive_score = np.array([float(r["confidence"]) if r["label"] == "progressed_hcc" else 1 - float(r["confidence"])
+                               for r in reads])
+    truth = cases.y_true[rows] == "progressed_hcc"
+    assert general["metric"] == "auc" and general["class"] == "progressed_hcc"
+    assert general["readers"] == pytest.approx(roc_auc_score(truth, positive_score))
+    assert general["model"] == pytest.approx(roc_auc_score(truth, cases.scores[rows, 1]))
+    assert general["difference"] == pytest.approx(general["model"] - general["readers"])
+    [abdominal] = [e for e in comparison if e["reader_group"] == "abdominal" and e["reader"] is None]
+    assert abdominal["per_reader"].keys() == {"R2", "R3"} and "Hillis" in abdominal["method"]
+    accuracy = [e for e in comparison if e["metric"] == "accuracy"]
+    assert [e["reader"] for e in accuracy] == ["R2", "R3", "R1"]
+    for entry in comparison:
+        assert 0 <= entry["p_value"] <= entry["p_adjusted"] <= 1
+        assert entry["ci95"][0] <= entry["difference"] <= entry["ci95"][1]
+
+
 def test_report_numbers_html_and_csv(repository: Repository, database: Database, populated: Callable[..., dict],
                                      tmp_path: Path) -> None:
     files = populated()
@@ -88,16 +112,7 @@ def test_report_numbers_html_and_csv(repository: Repository, database: Database,
     groups = section["readers"]["groups"]
     assert set(groups) == {"general", "abdominal"} and groups["abdominal"]["readers"] == ["R2", "R3"]
     assert groups["abdominal"]["reads"] == 2 * files["lesions"]
-    [delong] = groups["general"]["delong"]
-    assert delong["class"] == "progressed_hcc" and 0 <= delong["p_value"] <= 1
-    # R1 read every lesion, in the same order as the truth rows were written (study by study).
-    order = {key: k for k, key in enumerate(cases.keys())}
-    reads = [r for r in csv.DictReader(files["reads"].open()) if r["reader_id"] == "R1"]
-    rows = np.array([order[(r["study_uid"], r["lesion_id"])] for r in reads])
-    positive_score = np.array([float(r["confidence"]) if r["label"] == "progressed_hcc" else 1 - float(r["confidence"])
-                               for r in reads])
-    expected = delong_test(cases.y_true[rows] == "progressed_hcc", cases.scores[rows, 1], positive_score)
-    assert delong["z"] == pytest.approx(expected.z) and delong["auc_readers"] == pytest.approx(expected.auc_b)
+    check_reader_comparison(section["reader_comparison"], cases, files["reads"])
 
     paths = write_report(document, tmp_path / "report")
     assert json.loads(paths["json"].read_text()) == document
@@ -113,7 +128,7 @@ def test_report_numbers_html_and_csv(repository: Repository, database: Database,
     accuracy = next(r for r in table if r["subject"] == "model" and r["metric"] == "accuracy")
     assert float(accuracy["estimate"]) == summary["metrics"]["accuracy"]["estimate"]
     assert {r["subject"] for r in table} >= {"model", "majority_baseline", "group:general", "reader:R2",
-                                            "model_on_cases_of:abdominal", "delong:general"}
+                                            "model_on_cases_of:abdominal", "comparison:general:all"}
 
 
 def test_filters_latest_prediction_and_left_out(repository: Repository, database: Database, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +16,9 @@ from db.runtime import Runtime
 from models.architectures import default_registry
 from models.evaluation.summary import BootstrapSettings
 from models.training import TrainingConfig
-from models.transforms import NO_AUGMENTATION
+from models.transforms import NO_AUGMENTATION, Augmentation
 from worker.evaluation.experiments import (
+    Design,
     architectures_experiment,
     load_data,
     misregistration_experiment,
@@ -79,6 +81,7 @@ def _when(text: str | None, option: str) -> dt.datetime | None:
 
 
 def _settings(resamples: int, seed: int) -> BootstrapSettings:
+
     if resamples < 10:
         raise typer.BadParameter("at least 10", param_hint="--resamples")
     return BootstrapSettings(n_resamples=resamples, seed=seed)
@@ -129,11 +132,31 @@ def _floats(text: str, option: str) -> list[float]:
         raise typer.BadParameter("comma-separated numbers, e.g. 0,2,4", param_hint=option) from None
 
 
-def _config(runtime: Runtime, *, arch: str, mode: str, inner_folds: int, epochs: int, seed: int, size: int | None,
-            random_init: bool, device: str | None) -> TrainingConfig:
-    return TrainingConfig(architecture=arch, mode=parse_mode(mode), folds=inner_folds, epochs=epochs, seed=seed,
-                          input_size=size, random_init=random_init, augmentation=NO_AUGMENTATION,
-                          device=device or runtime.section(ModelsSection).device, batch_size=16, patience=3)
+def _config(runtime: Runtime, *, arch: str, mode: str, inner_folds: int, epochs: int, size: int | None,
+            random_init: bool, device: str | None, recipe: RecipeOptions) -> TrainingConfig:
+    """The recipe of ``triphase train`` (its defaults and its options), with the experiment's architecture."""
+
+    return TrainingConfig(architecture=arch, mode=parse_mode(mode), folds=inner_folds, epochs=epochs,
+                          input_size=size, random_init=random_init,
+                          augmentation=Augmentation() if recipe.augment else NO_AUGMENTATION,
+                          device=device or runtime.section(ModelsSection).device, batch_size=recipe.batch_size,
+                          patience=recipe.patience, learning_rate=recipe.learning_rate)
+
+
+def _design(runtime: Runtime, config: TrainingConfig, *, folds: int, seeds: str, resamples: int, seed: int) -> Design:
+
+    chosen = tuple(int(v) for v in _floats(seeds, "--seeds"))
+    if not chosen:
+        raise typer.BadParameter("at least one seed", param_hint="--seeds")
+    return Design(config, folds, chosen, weights_dir(runtime), _settings(resamples, seed))
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    batch_size: int
+    patience: int
+    learning_rate: float | None
+    augment: bool
 
 
 DataArgument = Annotated[Path, typer.Argument(exists=True, file_okay=False,
@@ -147,6 +170,11 @@ SizeOption = Annotated[int | None, typer.Option("--input-size",
 TaskExperimentOption = Annotated[str | None, typer.Option("--task", help="class list of this task")]
 RandomInitOption = Annotated[bool, typer.Option("--random-init", help="random weights instead of ImageNet (tests)")]
 DeviceOption = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda[:N]")]
+SeedsOption = Annotated[str, typer.Option("--seeds", help="training and fold seeds, each a repetition")]
+BatchOption = Annotated[int, typer.Option("--batch-size", min=2, help="as train")]
+PatienceOption = Annotated[int, typer.Option("--patience", min=1, help="as train")]
+RateOption = Annotated[float | None, typer.Option("--lr", help="as train")]
+AugmentOption = Annotated[bool, typer.Option("--augment/--no-augment", help="as train")]
 
 
 @experiment_app.command("misregistration")
@@ -154,31 +182,39 @@ def experiment_misregistration(
     ctx: typer.Context, data: DataArgument, out: OutOption,
     arch: Annotated[str, typer.Option("--arch")] = "vgg16",
     mode: Annotated[str, typer.Option("--mode", help="finetune | linear | svm")] = "finetune",
-    shift: Annotated[str, typer.Option("--shift", help="pixel shifts, e.g. 0,2,4,8")] = "0,2,4,8",
+    shift: Annotated[str, typer.Option("--shift", help="shifts in mm on the patient grid, e.g. 0,2,4,8")] = "0,2,4,8",
     rotate: Annotated[str, typer.Option("--rotate", help="rotations in degrees")] = "0,2,5,10",
     skew: Annotated[str, typer.Option("--skew", help="skews in degrees")] = "0,2,5,10",
     channel: Annotated[int, typer.Option("--channel", help="the channel moved (0=R, 1=G, 2=B)")] = 0,
+    unregistered: Annotated[bool, typer.Option("--no-register/--registered-only",
+                                               help="add the unregistered arm (the paper's question)")] = True,
     folds: FoldsOption = 5, inner_folds: InnerOption = 3, epochs: EpochsOption = 30, task: TaskExperimentOption = None,
     input_size: SizeOption = None, random_init: RandomInitOption = False, device: DeviceOption = None,
-    resamples: ResamplesOption = 1000, seed: SeedOption = 0,
+    resamples: ResamplesOption = 2000, seed: SeedOption = 0, seeds: SeedsOption = "0,1,2",
+    batch_size: BatchOption = 32, patience: PatienceOption = 5, learning_rate: RateOption = None,
+    augment: AugmentOption = True,
 ) -> None:
-    """Train and evaluate with one channel deliberately misregistered, per transform and degree."""
+    """Train and evaluate registered, unregistered and deliberately misregistered composites."""
+
     runtime: Runtime = ctx.obj
     degrees = {name: _floats(text, f"--{name}") for name, text in
                (("shift", shift), ("rotate", rotate), ("skew", skew)) if text.strip()}
     if channel not in (0, 1, 2):
         raise typer.BadParameter("0, 1 or 2", param_hint="--channel")
-    config = _config(runtime, arch=arch, mode=mode, inner_folds=inner_folds, epochs=epochs, seed=seed,
-                     size=input_size, random_init=random_init, device=device)
+    config = _config(runtime, arch=arch, mode=mode, inner_folds=inner_folds, epochs=epochs, size=input_size,
+                     random_init=random_init, device=device,
+                     recipe=RecipeOptions(batch_size, patience, learning_rate, augment))
     size = input_size or default_registry().get(arch).input_size
     result = misregistration_experiment(load_data(data, size=size, task=task), degrees=degrees, channel=channel,
-                                        config=config, folds=folds, weights_dir=weights_dir(runtime),
-                                        settings=_settings(resamples, seed))
+                                        design=_design(runtime, config, folds=folds, seeds=seeds,
+                                                       resamples=resamples, seed=seed), unregistered=unregistered)
     paths = write_experiment(result, out)
     for row in result["rows"]:
-        typer.echo(f"{row['transform']:>6} {row['degree']:>6g}: accuracy {row['accuracy']:.3f} "
-                   f"(vs registered {row['accuracy_vs_registered']:+.3f}, p {row['accuracy_vs_registered_p']:.3f})")
-    typer.echo(f"table: {paths['csv']}")
+        versus = row.get("accuracy_difference")
+        holm = row.get("accuracy_p_holm")
+        tail = "" if versus is None else f" (vs {result['reference']} {versus:+.3f}, Holm p {holm})"
+        typer.echo(f"{row['arm']:>14}: accuracy {row['accuracy']:.3f}{tail}")
+    typer.echo(f"report: {paths['html']}")
 
 
 @experiment_app.command("architectures")
@@ -186,11 +222,16 @@ def experiment_architectures(
     ctx: typer.Context, data: DataArgument, out: OutOption,
     archs: Annotated[str, typer.Option("--archs", help="comma-separated; ARCH:svm for the SVM variant")] =
     "alexnet,vgg16,vgg19,googlenet,inception_v3,resnet50,resnet101,vgg16:svm",
+    reference: Annotated[str | None, typer.Option("--reference", help="ARCH[:mode] the others are compared "
+                                                  "with (default: the first)")] = None,
     folds: FoldsOption = 5, inner_folds: InnerOption = 3, epochs: EpochsOption = 30, task: TaskExperimentOption = None,
     input_size: SizeOption = None, random_init: RandomInitOption = False, device: DeviceOption = None,
-    resamples: ResamplesOption = 1000, seed: SeedOption = 0,
+    resamples: ResamplesOption = 2000, seed: SeedOption = 0, seeds: SeedsOption = "0,1,2",
+    batch_size: BatchOption = 32, patience: PatienceOption = 5, learning_rate: RateOption = None,
+    augment: AugmentOption = True,
 ) -> None:
-    """Several CNNs (and the SVM variant) side by side under the same patient-level folds."""
+    """Several CNNs (and the SVM variant) under the same patient-level folds, each against a reference."""
+
     runtime: Runtime = ctx.obj
     registry = default_registry()
     variants = []
@@ -202,14 +243,19 @@ def experiment_architectures(
         variants.append((name, mode or "finetune"))
     if not variants:
         raise typer.BadParameter("name at least one architecture", param_hint="--archs")
+    name, _, mode = (reference or "").partition(":")
+    wanted = (name, mode or "finetune") if reference else variants[0]
+    if wanted not in variants:
+        raise typer.BadParameter("must be one of --archs", param_hint="--reference")
     config = _config(runtime, arch=variants[0][0], mode=variants[0][1], inner_folds=inner_folds, epochs=epochs,
-                     seed=seed, size=input_size, random_init=random_init, device=device)
+                     size=input_size, random_init=random_init, device=device,
+                     recipe=RecipeOptions(batch_size, patience, learning_rate, augment))
     size = input_size or max(registry.get(name).input_size for name, _ in variants)
-    result = architectures_experiment(load_data(data, size=size, task=task), variants=variants, config=config,
-                                      folds=folds, weights_dir=weights_dir(runtime),
-                                      settings=_settings(resamples, seed))
+    result = architectures_experiment(load_data(data, size=size, task=task), variants=variants,
+                                      design=_design(runtime, config, folds=folds, seeds=seeds, resamples=resamples,
+                                                     seed=seed), reference=variants.index(wanted))
     paths = write_experiment(result, out)
     for row in result["rows"]:
-        typer.echo(f"{row['architecture']:>14} {row['mode']:>8}: accuracy {row['accuracy']:.3f} "
+        typer.echo(f"{row['arm']:>20}: accuracy {row['accuracy']:.3f} "
                    f"[{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]")
-    typer.echo(f"table: {paths['csv']}")
+    typer.echo(f"report: {paths['html']}")

@@ -12,6 +12,8 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
+from worker.evaluation.reader_comparison import ReaderComparison
+
 Summary = dict[str, Any]
 """The metric summary of :func:`models.evaluation.summary.summarise` (estimates with intervals)."""
 
@@ -21,20 +23,7 @@ class StateCounts(TypedDict):
     reasons: dict[str, int]
 
 
-# "class" is a keyword: these two use the functional form.
-DelongEntry = TypedDict("DelongEntry", {
-    "class": str,
-    "one_vs_rest": bool,
-    "skipped": NotRequired[str],
-    "auc_model": NotRequired["float | None"],
-    "auc_readers": NotRequired["float | None"],
-    "difference": NotRequired["float | None"],
-    "z": NotRequired["float | None"],
-    "p_value": NotRequired["float | None"],
-    "positives": NotRequired[int],
-    "negatives": NotRequired[int],
-})
-
+# "class" is a keyword: the functional form.
 MajorityBaseline = TypedDict("MajorityBaseline", {"class": str, "summary": Summary})
 
 
@@ -43,7 +32,6 @@ class ReaderGroup(TypedDict):
     reads: int
     summary: Summary
     model_on_same_cases: Summary
-    delong: list[DelongEntry]
 
 
 class ReaderEntry(TypedDict):
@@ -66,6 +54,7 @@ class ModelSection(TypedDict):
     summary: Summary | None
     majority_baseline: NotRequired[MajorityBaseline]
     readers: NotRequired[ReadersSection]
+    reader_comparison: NotRequired[list[ReaderComparison]]
 
 
 class Filters(TypedDict):
@@ -86,22 +75,26 @@ class Report(TypedDict):
 
 
 ExperimentRow = dict[str, "str | float | None"]
-"""One table row: the setting (transform, degree, channel; or architecture, mode), then each metric's
-estimate, ``_low`` and ``_high`` (and, for misregistration, the paired tests against registered)."""
+"""One table row, an arm: its name and setting (transform, degree; or architecture, mode), then each
+metric's mean over seeds, ``_low``, ``_high`` and ``_seed_sd``, and, except for the reference, the
+paired comparison with the reference (``_difference``, ``_difference_low``/``_high``, ``_p``, ``_p_holm``)."""
 
 
 class ExperimentResult(TypedDict):
     experiment: str  # "misregistration" or "architectures"
     folds: int
+    seeds: list[int]
     config: dict[str, object]
     bootstrap: dict[str, object]
+    reference: str
+    test: str
     rows: list[ExperimentRow]
     lesions: int
     patients: int
     channel: NotRequired[int]
-    test: NotRequired[str]
-    registered: NotRequired[ExperimentRow]
-    probabilities: NotRequired[dict[str, list[list[float]]]]
+    moved_role: NotRequired[str]
+    units: NotRequired[dict[str, str]]
+    probabilities: NotRequired[dict[str, list[list[list[float]]]]]
 
 
 def json_ready(value: object) -> Any:

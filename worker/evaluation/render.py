@@ -17,7 +17,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from worker.evaluation.document import DelongEntry, ModelSection, ReadersSection, Report, Summary
+from worker.evaluation.document import ExperimentResult, ExperimentRow, ModelSection, ReadersSection, Report, Summary
+from worker.evaluation.reader_comparison import ReaderComparison
 
 DIGITS = 4
 CsvRow = list[str | float | int | None]
@@ -115,35 +116,20 @@ def _metrics_table(summary: Summary, key: str) -> str:
     return f"<p>{summary['lesions']} lesions of {summary['patients']} patients.</p><table>{''.join(rows)}</table>"
 
 
-DELONG_COLUMNS = ("auc_model", "auc_readers", "difference", "z", "p_value")
-
-
-def _delong_values(entry: DelongEntry) -> dict[str, float | None]:
-    """The test's numbers by column, for the columns the entry has (none when it was skipped)."""
-    values: dict[str, float | None] = {}
-    if "auc_model" in entry:
-        values["auc_model"] = entry["auc_model"]
-    if "auc_readers" in entry:
-        values["auc_readers"] = entry["auc_readers"]
-    if "difference" in entry:
-        values["difference"] = entry["difference"]
-    if "z" in entry:
-        values["z"] = entry["z"]
-    if "p_value" in entry:
-        values["p_value"] = entry["p_value"]
-    return values
-
-
-def _delong_table(entries: list[DelongEntry], key: str) -> str:
-    rows = ["<tr><th>positive class</th>" + "".join(f"<th>{c}</th>" for c in DELONG_COLUMNS) + "</tr>"]
+def _comparison_table(entries: list[ReaderComparison], key: str) -> str:
+    """The model against each reader group (MRMC) and each reader (accuracy), Holm-adjusted."""
+    head = ("<tr><th>group</th><th>reader</th><th>class</th><th>metric</th><th>model</th><th>readers</th>"
+            "<th>difference</th><th>95% low</th><th>95% high</th><th>p</th><th>p (Holm)</th><th>method</th></tr>")
+    rows = [head]
     for k, entry in enumerate(entries):
-        if "skipped" in entry:
-            rows.append(f"<tr><td>{html.escape(entry['class'])}</td>"
-                        f"<td colspan='5'>{html.escape(entry['skipped'])}</td></tr>")
-            continue
-        values = _delong_values(entry)
-        rows.append(f"<tr><td>{html.escape(entry['class'])}</td>"
-                    + "".join(_cell(values[c], f"{key}/{k}/{c}") for c in DELONG_COLUMNS) + "</tr>")
+        path = f"{key}/{k}"
+        values = (("model", entry["model"]), ("readers", entry["readers"]), ("difference", entry["difference"]),
+                  ("ci95/0", entry["ci95"][0]), ("ci95/1", entry["ci95"][1]), ("p_value", entry["p_value"]),
+                  ("p_adjusted", entry["p_adjusted"]))
+        cells = [_cell(value, f"{path}/{name}") for name, value in values]
+        text = [entry["reader_group"], entry["reader"] or "all", entry["class"] or "", entry["metric"]]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(t)}</td>" for t in text) + "".join(cells)
+                    + f"<td>{html.escape(entry['method'])}</td></tr>")
     return f"<table>{''.join(rows)}</table>"
 
 
@@ -175,6 +161,13 @@ def _model_html(section: ModelSection, key: str) -> list[str]:
     readers = section.get("readers")
     if readers:
         out.extend(_readers_html(readers, key))
+    comparison = section.get("reader_comparison")
+    if comparison:
+        out.append("<h3>Model against readers</h3><p>Difference = model minus readers. Reader groups: "
+                   "multi-reader multi-case analysis of each reader's own figure of merit on the lesions "
+                   "all of the group read (never an averaged reader). Readers: accuracy on the lesions each "
+                   "read. p-values Holm-adjusted within each of the two families.</p>")
+        out.append(_comparison_table(comparison, f"{key}/reader_comparison"))
     return out
 
 
@@ -186,8 +179,6 @@ def _readers_html(readers: ReadersSection, key: str) -> list[str]:
         out.append(_metrics_table(info["summary"], f"{gkey}/summary"))
         out.append("<p>The model on the same lesions:</p>")
         out.append(_metrics_table(info["model_on_same_cases"], f"{gkey}/model_on_same_cases"))
-        out.append("<p>DeLong's test, model vs this group's mean score:</p>")
-        out.append(_delong_table(info["delong"], f"{gkey}/delong"))
     for reader_id, entry in readers["readers"].items():
         out.append(f"<h4>Reader {html.escape(reader_id)} ({html.escape(entry['group'])})</h4>")
         out.append(_metrics_table(entry["summary"], f"{key}/readers/readers/{reader_id}/summary"))
@@ -197,7 +188,8 @@ def _readers_html(readers: ReadersSection, key: str) -> list[str]:
 def render_html(document: Report) -> str:
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>triphase evaluation</title>",
            f"<style>{STYLE}</style></head><body><h1>triphase evaluation</h1>",
-           "<p>Research use only. Intervals: 95% percentile bootstrap over patients "
+           "<p>Produced by an algorithm; research use only, not for diagnostic use. Intervals: 95% percentile "
+           "bootstrap over patients "
            f"({document['bootstrap']['n_resamples']} resamples, seed {document['bootstrap']['seed']}). "
            f"{html.escape(document['label_metrics_note'])}.</p>"]
     for state, info in document["skipped_studies"].items():
@@ -220,9 +212,6 @@ def _reader_rows(model: str, readers: ReadersSection) -> Iterator[CsvRow]:
     for group, info in readers["groups"].items():
         yield from _metric_rows(model, f"group:{group}", info["summary"])
         yield from _metric_rows(model, f"model_on_cases_of:{group}", info["model_on_same_cases"])
-        for entry in info["delong"]:
-            for column, value in _delong_values(entry).items():
-                yield [model, f"delong:{group}", column, entry["class"], value, "", "", "", "", ""]
     for reader_id, reader in readers["readers"].items():
         yield from _metric_rows(model, f"reader:{reader_id}", reader["summary"])
 
@@ -238,6 +227,90 @@ def _csv_rows(document: Report) -> Iterator[CsvRow]:
         readers = section.get("readers")
         if readers:
             yield from _reader_rows(model, readers)
+        for entry in section.get("reader_comparison", []):
+            subject = f"comparison:{entry['reader_group']}:{entry['reader'] or 'all'}"
+            yield [model, subject, f"{entry['metric']}_difference", entry["class"] or "", entry["difference"],
+                   entry["ci95"][0], entry["ci95"][1], "", entry["lesions"], entry["patients"]]
+
+
+EXPERIMENT_COLUMNS = ("accuracy", "roc_auc", "hand_till", "balanced_accuracy", "macro_f1", "cohen_kappa")
+
+
+def _experiment_rows(result: ExperimentResult) -> str:
+    head = "<tr><th>arm</th>" + "".join(f"<th>{c}</th><th>95% CI</th><th>seed SD</th>" for c in EXPERIMENT_COLUMNS)
+    head += "".join(f"<th>{c} vs {html.escape(result['reference'])}</th><th>95% CI</th><th>p (Holm)</th>"
+                    for c in ("accuracy", "roc_auc")) + "</tr>"
+    rows = [head]
+    for k, row in enumerate(result["rows"]):
+        cells = [f"<td>{html.escape(str(row['arm']))}</td>"]
+        for name in EXPERIMENT_COLUMNS:
+            cells += [_cell(_float(row.get(name)), f"rows/{k}/{name}"),
+                      _cell(_float(row.get(f"{name}_low")), f"rows/{k}/{name}_low")
+                      + _cell(_float(row.get(f"{name}_high")), f"rows/{k}/{name}_high"),
+                      _cell(_float(row.get(f"{name}_seed_sd")), f"rows/{k}/{name}_seed_sd")]
+        for name in ("accuracy", "roc_auc"):
+            cells += [_cell(_float(row.get(f"{name}_difference")), f"rows/{k}/{name}_difference"),
+                      _cell(_float(row.get(f"{name}_difference_low")), f"rows/{k}/{name}_difference_low")
+                      + _cell(_float(row.get(f"{name}_difference_high")), f"rows/{k}/{name}_difference_high"),
+                      _cell(_float(row.get(f"{name}_p_holm")), f"rows/{k}/{name}_p_holm")]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>{''.join(rows)}</table>"
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _number(row: ExperimentRow, key: str) -> float:
+    value = row.get(key)
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def _accuracy_bars(rows: Sequence[ExperimentRow]) -> tuple[list[float], list[list[float]]]:
+    """Accuracy of each row and its error bars (below, above) for the 95% interval."""
+    y = [_number(r, "accuracy") for r in rows]
+    errors = [[_number(r, "accuracy") - _number(r, "accuracy_low") for r in rows],
+              [_number(r, "accuracy_high") - _number(r, "accuracy") for r in rows]]
+    return y, errors
+
+
+def plot_experiment(result: ExperimentResult) -> Figure:
+    """Accuracy with its interval per arm (drawn without pyplot: no global figure state)."""
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
+    rows = result["rows"]
+    if result["experiment"] == "misregistration":
+        for row, style in zip((r for r in rows if r["transform"] == "none"), ("k--", "r:"), strict=False):
+            axis.axhline(_number(row, "accuracy"), color=style[0], linestyle=style[1:], label=str(row["arm"]))
+        for transform in dict.fromkeys(str(r["transform"]) for r in rows if r["transform"] != "none"):
+            mine = [r for r in rows if r["transform"] == transform]
+            y, errors = _accuracy_bars(mine)
+            axis.errorbar([_number(r, "degree") for r in mine], y, yerr=errors, marker="o", capsize=3,
+                          label=f"{transform} ({result.get('units', {}).get(transform, '')})")
+        axis.set(xlabel="degree (mm for shifts, degrees otherwise)", ylabel="accuracy, mean over seeds (95% CI)",
+                 title="Misregistration")
+        axis.legend(fontsize=7)
+    else:
+        names = [f"{r['architecture']}\n{r['mode']}" for r in rows]
+        y, errors = _accuracy_bars(rows)
+        axis.bar(range(len(rows)), y, yerr=errors, capsize=3)
+        axis.set_xticks(range(len(rows)), names, fontsize=7)
+        axis.set(ylabel="accuracy, mean over seeds (95% CI)", title="Architectures")
+    return figure
+
+
+def render_experiment_html(result: ExperimentResult) -> str:
+    """An experiment's page: what was done, the table (each number tagged with its JSON path), the plot."""
+    units = "; ".join(f"{k}: {v}" for k, v in result.get("units", {}).items())
+    return "\n".join([
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>triphase experiment</title>",
+        f"<style>{STYLE}</style></head><body><h1>Experiment: {html.escape(result['experiment'])}</h1>",
+        "<p>Produced by an algorithm; research use only, not for diagnostic use.</p>",
+        f"<p>{result['lesions']} lesions of {result['patients']} patients; {result['folds']} outer patient-level "
+        f"folds; seeds {', '.join(map(str, result['seeds']))}; reference arm {html.escape(result['reference'])}. "
+        f"{html.escape(result['test'])}.{(' Units: ' + html.escape(units) + '.') if units else ''}</p>",
+        _experiment_rows(result), "<div class='plots'>" + _png(plot_experiment(result)) + "</div>",
+        "</body></html>"])
 
 
 CSV_HEADER = ["model", "subject", "metric", "class", "estimate", "low", "high", "resamples", "lesions", "patients"]

@@ -2,8 +2,9 @@
 
 The JSON is the single source; the HTML and CSV are renderings of it, so they cannot disagree.
 Readers are compared with the model on the same cases: for each reader group, the model's metrics
-restricted to the lesions that group read, and DeLong's test of the AUC difference (binary tasks:
-the positive class; several classes: one-vs-rest per class).
+restricted to the lesions that group read, and ``reader_comparison``: a multi-reader multi-case
+analysis of the model against each group and a paired accuracy test against each reader
+(:mod:`worker.evaluation.reader_comparison`). The readers are never averaged into one score.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import numpy as np
 from db.engine import Database
 from db.queries import job_outcomes
 from models.evaluation.baseline import majority_predictions, majority_scores
-from models.evaluation.delong import delong_test
+from models.evaluation.metrics import grade_scale
 from models.evaluation.summary import BootstrapSettings, summarise
+from models.tasks import known_task
 from worker.evaluation.cases import ModelCases, Read, load_cases, load_reads, reader_scores
 from worker.evaluation.document import (
-    DelongEntry,
     ModelSection,
     ReaderEntry,
     ReaderGroup,
@@ -30,6 +31,7 @@ from worker.evaluation.document import (
     StateCounts,
     json_ready,
 )
+from worker.evaluation.reader_comparison import compare_readers
 
 INDETERMINATE = "indeterminate"
 DEFAULT_BOOTSTRAP = BootstrapSettings()
@@ -42,26 +44,6 @@ def skipped_studies(database: Database, *, since: dt.datetime | None,
     for _, state, reason in job_outcomes(database, since=since, until=until):
         counts[state][reason or "no reason recorded"] += 1
     return {state: {"studies": sum(c.values()), "reasons": dict(c.most_common())} for state, c in counts.items()}
-
-
-def _delong(cases: ModelCases, rows: np.ndarray, reader_score: np.ndarray) -> list[DelongEntry]:
-    """Model vs readers' mean score on the same lesions, per positive class."""
-    classes = cases.classes
-    positives = [classes[1]] if len(classes) == 2 else classes
-    out: list[DelongEntry] = []
-    for label in positives:
-        c = classes.index(label)
-        positive = cases.y_true[rows] == label
-        entry: DelongEntry = {"class": label, "one_vs_rest": len(classes) > 2}
-        if positive.all() or not positive.any():
-            entry["skipped"] = "the cases hold only one side of this class"
-        else:
-            result = delong_test(positive, cases.scores[rows, c], reader_score[:, c])
-            entry.update({"auc_model": result.auc_a, "auc_readers": result.auc_b, "difference": result.difference,
-                          "z": result.z, "p_value": result.p_value, "positives": result.n_positive,
-                          "negatives": result.n_negative})
-        out.append(entry)
-    return out
 
 
 def reader_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]],
@@ -79,14 +61,10 @@ def reader_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]],
                                   cases.patient_ids[rows], labels=cases.classes, y_score=scores,
                                   settings=settings, curves=False)
         lesions = np.unique(rows)
-        sums = np.zeros((len(cases), len(cases.classes)))
-        np.add.at(sums, rows, scores)
-        mean_score = sums[lesions] / np.bincount(rows, minlength=len(cases))[lesions, None]
         model_same = summarise(cases.y_true[lesions], cases.y_pred[lesions], cases.patient_ids[lesions],
                                labels=cases.classes, y_score=cases.scores[lesions], settings=settings, curves=False)
         groups[group] = {"readers": sorted({r.reader_id for _, r in mine}), "reads": len(mine),
-                         "summary": group_summary, "model_on_same_cases": model_same,
-                         "delong": _delong(cases, lesions, mean_score)}
+                         "summary": group_summary, "model_on_same_cases": model_same}
         for reader_id in sorted({r.reader_id for _, r in mine}):
             own = [(i, r) for i, r in mine if r.reader_id == reader_id]
             rows_r = np.array([i for i, _ in own])
@@ -97,7 +75,8 @@ def reader_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]],
                 settings=settings, curves=False)}
     return {"groups": groups, "readers": readers,
             "score_rule": "a read scores its confidence on the called class and shares the rest equally; "
-                          "no confidence = 1. A group's score of a lesion is its readers' mean."}
+                          "no confidence = 1. A group's summary pools its reads; reader_comparison keeps "
+                          "each reader's own figure of merit."}
 
 
 def model_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]] | None,
@@ -107,8 +86,9 @@ def model_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]] | 
                                "indeterminate": int(np.sum(cases.y_pred == INDETERMINATE)), "summary": None}
     if len(cases) == 0:
         return section
+    scale = grade_scale(cases.classes) if known_task(cases.task) is not None else None
     section["summary"] = summarise(cases.y_true, cases.y_pred, cases.patient_ids, labels=cases.classes,
-                                   y_score=cases.scores, settings=settings)
+                                   y_score=cases.scores, settings=settings, scale=scale)
     baseline = majority_predictions(cases.y_true)
     section["majority_baseline"] = {
         "class": str(baseline[0]),
@@ -117,6 +97,7 @@ def model_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]] | 
                              curves=False)}
     if reads is not None:
         section["readers"] = reader_section(cases, reads, settings)
+        section["reader_comparison"] = compare_readers(cases, reads, settings)
     return section
 
 
@@ -130,7 +111,7 @@ def evaluate(database: Database, *, model: str | None = None, task: str | None =
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "filters": {"model": model, "task": task, "since": since.isoformat() if since else None,
                     "until": until.isoformat() if until else None, "readers": readers},
-        "bootstrap": asdict(settings) | {"unit": "patient", "interval": "percentile"},
+        "bootstrap": asdict(settings) | {"unit": "patient", "interval": "percentile (not BCa)"},
         "label_metrics_note": "an indeterminate (abstained) prediction counts as wrong for accuracy and as a "
                               "miss for recall; it is not in the confusion matrix or kappa",
         "skipped_studies": skipped_studies(database, since=since, until=until),

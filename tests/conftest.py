@@ -8,6 +8,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -25,7 +26,18 @@ def require_tool(path_or_name: str) -> str:
     found = shutil.which(path_or_name) or (path_or_name if os.access(path_or_name, os.X_OK) else None)
     if found:
         return found
-    message = f"{path_or_name} is not installed (tests/run.sh installs it)"
+    missing(f"{path_or_name} is not installed (tests/run.sh installs it)")
+
+
+def require_file(path: Path, what: str) -> Path:
+    """A file a test needs (a server plugin, a fetched web app); missing in CI fails, else skips."""
+    if path.is_file():
+        return path
+    missing(f"{what} is missing: {path} (tests/run.sh installs it)")
+
+
+def missing(message: str) -> NoReturn:
+    """Something a test needs is absent: in CI that fails the run, elsewhere the test is skipped."""
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)

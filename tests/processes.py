@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port, require_tool
+from tests.conftest import free_port, require_file, require_tool
 
 TRIPHASE = str(Path(sys.executable).with_name("triphase"))
+#: Debian's orthanc-dicomweb package (QIDO-RS, WADO-RS, STOW-RS under /dicom-web/).
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
 def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
@@ -111,6 +113,7 @@ class Orthanc:
     aet: str = "ORTHANC"
     http_port: int = field(default_factory=free_port)
     dicom_port: int = field(default_factory=free_port)
+    dicomweb: bool = False  # load the DICOMweb plugin, serving under /dicom-web/
     proc: subprocess.Popen | None = None
 
     def start(self) -> Orthanc:
@@ -125,6 +128,9 @@ class Orthanc:
             "SaveJobs": False, "StableAge": 2, "Plugins": [], "HttpServerEnabled": True,
             "DicomScuTimeout": 30, "DicomAssociationCloseDelay": 0,
         }
+        if self.dicomweb:
+            plugin = require_file(DICOMWEB_PLUGIN, "Orthanc's DICOMweb plugin (orthanc-dicomweb)")
+            config |= {"Plugins": [str(plugin)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config))
         env = dict(os.environ, TCP_NODELAY="1")

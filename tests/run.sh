@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs Python dependencies, the real DICOM peers
-# (Debian's dcmtk, dicom3tools, orthanc) and headless Chromium (the web console's browser tests)
+# (Debian's dcmtk, dicom3tools, orthanc with its DICOMweb plugin), headless Chromium with its
+# WebDriver (the web console's and the OHIF viewer's browser tests) and OHIF's built viewer (npm)
 # when missing, starts PostgreSQL and Redis when they are not running, runs ruff and mypy, then
 # pytest. Extra arguments go to pytest.
 set -euo pipefail
@@ -11,7 +12,10 @@ need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
@@ -36,6 +40,9 @@ for _ in $(seq 1 30); do
 done
 
 VENV=$(bash "$ROOT/deploy/bootstrap.sh" | tail -n 1)
+# OHIF's built viewer for tests/viewer, cached outside the repository (fetched once). Offline and
+# outside CI the viewer test skips; in CI it fails (tests/conftest.py).
+bash "$ROOT/tests/viewer/fetch_ohif.sh" >/dev/null || echo "run.sh: could not fetch OHIF" >&2
 cd "$ROOT"
 
 # Static checks first: the lint rules and types are part of the suite (configuration in pyproject.toml).

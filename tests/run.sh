@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs Python dependencies, the real DICOM peers
-# (Debian's dcmtk, dicom3tools, orthanc) and headless Chromium (the web console's browser tests)
+# (Debian's dcmtk, dicom3tools, orthanc), the Secondary Capture's font (fonts-dejavu-core) and
+# headless Chromium (the web console's browser tests)
 # when missing, starts PostgreSQL and Redis when they are not running, then runs pytest. Extra
 # arguments go to pytest.
 set -euo pipefail
@@ -10,6 +11,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs Python dependencies, the real DICOM peers
-# (Debian's dcmtk, dicom3tools, orthanc with its DICOMweb plugin), headless Chromium with its
-# WebDriver (the web console's and the OHIF viewer's browser tests) and OHIF's built viewer (npm)
-# when missing, starts PostgreSQL and Redis when they are not running, runs ruff and mypy, then
-# pytest. Extra arguments go to pytest.
+# (Debian's dcmtk, dicom3tools, orthanc with its DICOMweb plugin), the Secondary Capture's font
+# (fonts-dejavu-core), headless Chromium with its WebDriver (the web console's and the OHIF viewer's
+# browser tests) and OHIF's built viewer (npm) when missing, starts PostgreSQL and Redis when they
+# are not running, runs ruff and mypy, then pytest. Extra arguments go to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -11,6 +11,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

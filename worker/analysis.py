@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.pixels.processing import apply_modality_lut
 
 from db.records import LesionPrediction
 from db.vocabulary import AnalysisOutcome
@@ -23,7 +24,9 @@ from models.inference import Classifier, Prediction
 from worker.grouping import Grouping, Rules
 from worker.grouping.series_info import ImageInfo, SeriesInfo
 from worker.results.algorithm import AlgorithmInfo
-from worker.results.sc import CapturedLesion, build_sc
+from worker.results.key_image import CapturedLesion, ReferenceView, reading_window
+from worker.results.outline import lesion_outline
+from worker.results.sc import build_sc
 from worker.results.sr import LesionResult, build_sr
 from worker.study_composites import LesionComposite, StudyComposites, composites_for_study
 
@@ -94,35 +97,30 @@ def _depth(image: ImageInfo) -> float | None:
     return float(np.dot(normal, np.asarray(image.position)))
 
 
-def _region_on_reference(item: LesionComposite, study: StudyComposites) -> tuple[Dataset, np.ndarray]:
-    """The crop rectangle as a closed (column, row) polyline on the reference slice's image."""
+def _reference_image(item: LesionComposite, study: StudyComposites) -> ImageInfo:
+    """The reference role's image at the composite's slice: the one the SC shows and the SR's region is on."""
     reference = _matched_series(study.grouping, study.reference_role)
+    chosen = next((i for i in reference.images if i.sop_instance_uid == item.reference_image), None)
+    if chosen is not None:
+        return chosen
     placed = [(depth, image) for image in reference.images if (depth := _depth(image)) is not None]
     images = [image for _, image in sorted(placed, key=lambda pair: pair[0])]
-    image = images[min(item.slice_index, len(images) - 1)]
-    (r0, r1), (c0, c1) = item.crop
-    polyline = np.array([[c0, r0], [c1, r0], [c1, r1], [c0, r1], [c0, r0]], dtype=float)
-    return dcmread(image.path, stop_before_pixels=True), polyline
+    return images[min(item.slice_index, len(images) - 1)]
 
 
-def _lesion_box_in_composite(item: LesionComposite, study: StudyComposites,
-                             size: int) -> tuple[float, float, float, float] | None:
-    """Where the annotated lesion lies inside the composite, in composite pixels."""
-    if item.lesion.source.value.startswith("fallback"):
-        return None
-    reference = _matched_series(study.grouping, study.reference_role)
-    (r0, r1), (c0, c1) = item.crop
-    corners = np.array([item.lesion.box_min_mm, item.lesion.box_max_mm])
-    first = next((i for i in reference.images if i.pixel_spacing and i.orientation and i.position), None)
-    if first is None or first.pixel_spacing is None or first.orientation is None or first.position is None:
-        return None
-    origin, orientation = np.asarray(first.position), np.asarray(first.orientation)
-    spacing = first.pixel_spacing
-    cols = (corners - origin) @ orientation[:3] / spacing[1]
-    rows = (corners - origin) @ orientation[3:] / spacing[0]
-    scale_r, scale_c = size / max(r1 - r0, 1), size / max(c1 - c0, 1)
-    return ((rows.min() - r0) * scale_r, (cols.min() - c0) * scale_c,
-            (rows.max() - r0) * scale_r, (cols.max() - c0) * scale_c)
+def _reference_view(item: LesionComposite, study: StudyComposites) -> tuple[ReferenceView, Dataset]:
+    """The reference slice in modality values with the lesion's outline on it, and its header (no pixels)."""
+    image = dcmread(_reference_image(item, study).path)
+    pixels = np.asarray(apply_modality_lut(image.pixel_array, image), dtype=np.float32)
+    del image.PixelData
+    modality = _matched_series(study.grouping, study.reference_role).modality
+    number = image.get("InstanceNumber")
+    view = ReferenceView(pixels=pixels, window=reading_window(modality), role=study.reference_role,
+                         pixel_spacing=(float(image.PixelSpacing[0]), float(image.PixelSpacing[1])),
+                         outline=lesion_outline(item.lesion, image), crop=item.crop,
+                         orientation=tuple(float(v) for v in image.ImageOrientationPatient),
+                         caption="" if number is None else f"image {number}")
+    return view, image
 
 
 def _roles_used(grouping: Grouping, channels: tuple[str, str, str]) -> str:
@@ -177,18 +175,22 @@ def analyse_study(study_uid: str, series: list[SeriesInfo], rules: Rules, *, cla
     evidence: dict[str, Dataset] = {}
     scs: list[Dataset] = []
     for number, (item, prediction) in enumerate(zip(study.composites, predictions, strict=True), start=1):
+        channel_sources = []
         for role, sop_uid in item.source_images.items():
-            if sop_uid and sop_uid not in evidence and grouping.roles.get(role) is not None:
-                evidence[sop_uid] = _header(_matched_series(grouping, role), sop_uid)
-        region_image, polyline = _region_on_reference(item, study)
+            if sop_uid and grouping.roles.get(role) is not None:
+                if sop_uid not in evidence:
+                    evidence[sop_uid] = _header(_matched_series(grouping, role), sop_uid)
+                channel_sources.append(evidence[sop_uid])
+        view, region_image = _reference_view(item, study)
         evidence.setdefault(str(region_image.SOPInstanceUID), region_image)
         lesion_results.append(LesionResult(item.lesion.lesion_id, prediction.label, prediction.probabilities,
-                                           item.lesion.source.value, region_image, polyline,
+                                           item.lesion.source.value, region_image, view.outline.polyline,
                                            _roles_used(grouping, recipe.channels)))
         captured = CapturedLesion(item.lesion.lesion_id, prediction.label, prediction.probabilities,
                                   item.lesion.source.value, item.composite.rgb, prediction.heatmap,
-                                  _lesion_box_in_composite(item, study, size), recipe.channels)
-        scs.append(build_sc(study_uid, captured, region_image, algorithm=algorithm, instance_number=number))
+                                  recipe.channels, view)
+        scs.append(build_sc(study_uid, captured, region_image, algorithm=algorithm, instance_number=number,
+                            channel_sources=channel_sources))
     sr = build_sr(study_uid, lesion_results, list(evidence.values()), algorithm=algorithm, device_uid=device_uid)
     return AnalysisResult(study_uid, grouping.task, AnalysisOutcome.ANALYSED, None, roles,
                           tuple(_lesion_prediction(item, p) for item, p in zip(study.composites, predictions,

@@ -52,13 +52,14 @@ class Lesion:
     box_max_mm: Point
     largest_slice_mm: Point  # a point on the axial plane of largest area
     label: str = ""
+    segment: tuple[Path, int] | None = None  # SEG file and segment number, to draw the lesion's contour
 
     @property
     def size_mm(self) -> float:
         return float(max(np.subtract(self.box_max_mm, self.box_min_mm)))
 
 
-def _frame_geometry(ds: Dataset, frame: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float], int]:
+def seg_frame_geometry(ds: Dataset, frame: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float], int]:
     """Position, orientation, pixel spacing and segment number of one SEG frame."""
     per_frame = ds.PerFrameFunctionalGroupsSequence[frame]
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else Dataset()
@@ -87,7 +88,7 @@ def lesions_from_seg(path: Path) -> list[Lesion]:
     points: dict[int, list[np.ndarray]] = {}
     areas: dict[int, list[tuple[float, np.ndarray]]] = {}
     for frame in range(masks.shape[0]):
-        position, orientation, spacing, segment = _frame_geometry(ds, frame)
+        position, orientation, spacing, segment = seg_frame_geometry(ds, frame)
         rows, cols = np.nonzero(masks[frame])
         if not len(rows):
             continue
@@ -107,6 +108,7 @@ def lesions_from_seg(path: Path) -> list[Lesion]:
             centre_mm=_point(coords.mean(axis=0)), box_min_mm=_point(coords.min(axis=0)),
             box_max_mm=_point(coords.max(axis=0)), largest_slice_mm=_point(largest),
             label=str(description.get("SegmentLabel", "")) if description is not None else "",
+            segment=(path, number),
         ))
     return lesions
 

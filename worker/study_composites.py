@@ -48,6 +48,7 @@ class LesionComposite:
     crop: tuple[tuple[int, int], tuple[int, int]]  # (row start, stop), (column start, stop)
     motion: dict[str, Motion | None]
     source_images: dict[str, str]  # role -> SOP Instance UID of the source image nearest the slice
+    reference_image: str = ""  # SOP Instance UID of the reference role's image at this slice
 
 
 @dataclass
@@ -119,7 +120,8 @@ Displacement = dict[str, tuple[float, float, float]]
 
 def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Volume], grouping: Grouping,
                        recipe: ChannelRecipe, modality: str, size: int, register: bool,
-                       neighbours: int, displace: Displacement | None = None) -> list[LesionComposite]:
+                       neighbours: int, reference_role: str,
+                       displace: Displacement | None = None) -> list[LesionComposite]:
     """The composite of the lesion's largest axial slice (and ``neighbours`` slices each side)."""
     extent = np.subtract(lesion.box_max_mm, lesion.box_min_mm)
     half_mm = max(float(extent.max()) / 2 * (1 + recipe.margin), recipe.min_crop_mm / 2)
@@ -146,7 +148,8 @@ def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Vol
         slice_point = reference.to_patient(np.array([[index, centre[1], centre[2]]]))[0]
         sources = {role: _nearest_source_image(grouping, role, slice_point) for role in recipe.channels}
         out.append(LesionComposite(lesion, composite, index,
-                                   ((crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)), motion, sources))
+                                   ((crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)), motion, sources,
+                                   _nearest_source_image(grouping, reference_role, slice_point)))
     return out
 
 
@@ -198,7 +201,7 @@ def composites_for_study(study_uid: str, series: list[SeriesInfo], rules: Rules,
         modality = _series_of(grouping, reference_role).modality
         for lesion in lesions:
             result.composites.extend(_lesion_composites(lesion, reference, volumes, grouping, recipe, modality,
-                                                        size, register, neighbours, displace))
+                                                        size, register, neighbours, reference_role, displace))
     except NoCompositesError as exc:
         result.skipped = str(exc)
     return result

@@ -24,6 +24,7 @@ from node.settings import BrokerSettings, NodeSettings
 from worker import analyze_cli, batch_cli, composite_cli, demo_cli, jobs_cli, model_commands, worker_cli
 from worker.evaluation import cli as evaluation_cli
 from worker.grouping import cli as grouping_cli
+from worker.grouping.readiness import role_check_for
 from worker.settings import GroupingSettings, ModelsSection, WorkerSettings
 from worker.synth import cli as synth_cli
 
@@ -82,6 +83,7 @@ def main(
         # highdicom logs UIDs at INFO; patient-related identifiers stay at DEBUG.
         logging.getLogger("highdicom").setLevel(logging.WARNING)
     ctx.obj = runtime
+    ctx.meta[node_cli.ROLE_CHECK_FACTORY] = role_check_for  # the node completes a study when it is whole
     ctx.call_on_close(runtime.close)
 
 

@@ -26,18 +26,19 @@ def demo(
     from worker.demo import run_demo  # noqa: PLC0415
 
     runtime: Runtime = ctx.obj
-    console = Console()
+    console = Console(soft_wrap=True)  # a path is never broken across lines, piped or not
     folder = out or runtime.general.data_dir / "demo"
     result = run_demo(folder, train_studies=training, demo_studies=studies, seed=seed,
                       say=lambda text: console.print(text, highlight=False, markup=False))
     console.print("4. Results (research use only; NOT FOR DIAGNOSTIC USE)", highlight=False, markup=False)
     for study in result.studies:
-        console.print(f"   Study {study['study_uid']} (job #{study['job']}): {study['state']}"
+        console.print(f"   Study {study['study_uid']} (job #{study['job']}, completed by "
+                      f"{study['completed_by'] or '?'}): {study['state']}"
                       + (f" - {study['reason']}" if study['reason'] and study['state'] != 'sent' else ""),
                       highlight=False, markup=False)
         if study["roles"]:
-            console.print("     phases found: " + ", ".join(f"{role} = {desc!r}" for role, desc in study["roles"].items()
-                                                          if desc), highlight=False, markup=False)
+            found = ", ".join(f"{role} = {desc!r}" for role, desc in study["roles"].items() if desc)
+            console.print("     phases found: " + found, highlight=False, markup=False)
         for lesion in study["lesions"]:
             p = lesion["probabilities"]
             top = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in sorted(p.items(), key=lambda kv: -kv[1])[:3])
@@ -45,7 +46,8 @@ def demo(
                           f"{lesion['predicted'].replace('_', ' ')}, pathology (synthetic truth) "
                           f"{(lesion['truth'] or '?').replace('_', ' ')}  [{top}]", highlight=False, markup=False)
         for item in study["stored"]:
-            console.print(f"     {item['object']} stored in the stand-in PACS: {item['path']}", highlight=False, markup=False)
+            console.print(f"     {item['object']} stored in the stand-in PACS: {item['path']}", highlight=False,
+                          markup=False)
     if result.accuracy is not None:
         console.print(f"5. Evaluation on {sum(len(s['lesions']) for s in result.studies)} lesions: accuracy "
                       f"{result.accuracy:.2f} (always answering the most common class would score "

@@ -33,6 +33,10 @@ from node.sop_classes import is_annotation
 
 log = logging.getLogger(__name__)
 
+# A study that pauses this long is read ahead by the role check (cached until its next instance),
+# so that completion by roles happens right at the end of the settle period.
+PRECHECK_S = 1.0
+
 
 @dataclass(frozen=True)
 class RoleReport:
@@ -78,7 +82,8 @@ class CompletionRules:
     """Decides, for one receiving study, whether and how it completes now.
 
     Reports are cached per study revision and last arrival, so a settled study is read once, not
-    at every poll.
+    at every poll. A study that pauses for ``precheck_s`` is read then, so that when it has
+    settled the report is already there and completion costs no reading.
     """
 
     def __init__(self, repository: Repository, spool_root: Path | None, role_check: RoleCheck | None,
@@ -89,7 +94,8 @@ class CompletionRules:
         self.policy = policy
         self._reports: dict[int, tuple[tuple[int, dt.datetime], RoleReport]] = {}
 
-    def decide(self, study: ReceivingStudy) -> Completion | None:
+    def decide(self, study: ReceivingStudy, *, settled: bool = True) -> Completion | None:
+        """How ``study`` completes now, or None; a study not yet ``settled`` is only read ahead."""
         policy = self.policy(study.calling_ae)
         if study.due is None and self.role_check is None:
             return None
@@ -97,7 +103,7 @@ class CompletionRules:
         report = self._report(study, files)
         annotated = any(is_annotation(f.sop_class_uid) for f in files)
         if study.due is None:  # settled only: complete when whole, else wait
-            if report is None or not report.ready or (policy.annotation_required and not annotated):
+            if not settled or report is None or not report.ready or (policy.annotation_required and not annotated):
                 return None
             return Completion(CompletedBy.ROLES, shadow=policy.shadow, annotation_required=policy.annotation_required,
                               detail={**report.as_detail(), "annotation": annotated})
@@ -157,11 +163,12 @@ class CompletionMonitor:
     def run_once(self, now: dt.datetime | None = None) -> int:
         """Complete what is due or whole now and dispatch it; returns how many studies completed."""
         now = now or utcnow()
-        settle = self.settle_s if self.rules.role_check is not None else None
-        studies = self.repository.receiving_studies(now, settle_s=settle)
+        precheck = min(self.settle_s, PRECHECK_S) if self.rules.role_check is not None else None
+        studies = self.repository.receiving_studies(now, settle_s=precheck)
+        settled_before = now - dt.timedelta(seconds=self.settle_s)
         completed: list[CompletedStudy] = []
         for study in studies:
-            completion = self.rules.decide(study)
+            completion = self.rules.decide(study, settled=study.last_received_at <= settled_before)
             if completion is None:
                 continue
             done = self.repository.complete_revision(study, completion)

@@ -68,6 +68,19 @@ def wait_jobs(database: Database, count: int, timeout: float) -> float:
     raise TimeoutError("jobs did not finish")
 
 
+def push_and_wait(orthanc: Orthanc, folder: Path) -> float:
+    """Seconds from the end of Orthanc's push of one study to its SR and SC being in Orthanc."""
+    study = orthanc.upload(sorted(folder.glob("*.dcm")))
+    before = len(orthanc.get(f"/studies/{study}/instances"))
+    orthanc.post("/modalities/node/store", study)
+    pushed = time.monotonic()
+    while len(orthanc.get(f"/studies/{study}/instances")) < before + 2:
+        time.sleep(0.05)
+        if time.monotonic() - pushed > 300:
+            raise TimeoutError("no result in Orthanc")
+    return round(time.monotonic() - pushed, 2)
+
+
 def completed_by(database: Database) -> list[str | None]:
     """The rule that completed each study (``roles`` unless the quiet period had to decide)."""
     with database.session() as session:
@@ -109,15 +122,7 @@ def main() -> None:
             time.sleep(4)
             for label, folder in zip(("cold", "warm"), sorted((work / "studies").glob("study-*"))[:2], strict=True):
                 # cold: the worker process imports torch and loads the model on its first task
-                study = orthanc.upload(sorted(folder.glob("*.dcm")))
-                before = len(orthanc.get(f"/studies/{study}/instances"))
-                orthanc.post("/modalities/node/store", study)
-                pushed = time.monotonic()
-                while len(orthanc.get(f"/studies/{study}/instances")) < before + 2:
-                    time.sleep(0.05)
-                    if time.monotonic() - pushed > 300:
-                        raise TimeoutError("no result in Orthanc")
-                report[f"latency_s_last_instance_to_sr_{label}"] = round(time.monotonic() - pushed, 2)
+                report[f"latency_s_last_instance_to_sr_{label}"] = push_and_wait(orthanc, folder)
             report["completed_by"] = completed_by(Database(f"sqlite:///{node.data_dir / 'triphase.db'}"))
             report["load_average_after_latency"] = list(os.getloadavg())
             stop_worker(worker)

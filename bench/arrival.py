@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -81,6 +82,23 @@ def push_and_wait(orthanc: Orthanc, folder: Path) -> float:
     return round(time.monotonic() - pushed, 2)
 
 
+def batch_rate(node: Any, work: Path, processes: int, studies: int) -> float:
+    """Studies per hour through ``triphase batch import`` with ``processes`` worker processes."""
+    node.write_config()
+    log = (work / f"w{processes}.log").open("ab")
+    worker = subprocess.Popen([str(Path(sys.executable).with_name("triphase")), "worker",
+                               "--concurrency", str(processes), "--sweep-s", "0.5"],
+                              env=node.env(), stdout=log, stderr=log)
+    time.sleep(4)
+    started = time.monotonic()
+    node.cli("batch", "import", str(work / "studies"), timeout=600)
+    database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
+    elapsed = time.monotonic() - started + wait_jobs(database, studies, 900)
+    database.close()
+    stop_worker(worker)
+    return round(studies / elapsed * 3600, 1)
+
+
 def completed_by(database: Database) -> list[str | None]:
     """The rule that completed each study (``roles`` unless the quiet period had to decide)."""
     with database.session() as session:
@@ -132,19 +150,7 @@ def main() -> None:
                 node = pipeline_node(work / f"batch{processes}", broker_url=f"redis://127.0.0.1:{broker.port}/0",
                                      artifact=artifact, task="ct-histology",
                                      destination=(orthanc.aet, orthanc.dicom_port), sender="BATCH")
-                node.write_config()
-                log = (work / f"w{processes}.log").open("ab")
-                worker = subprocess.Popen([str(Path(sys.executable).with_name("triphase")), "worker",
-                                           "--concurrency", str(processes), "--sweep-s", "0.5"],
-                                          env=node.env(), stdout=log, stderr=log)
-                time.sleep(4)
-                started = time.monotonic()
-                node.cli("batch", "import", str(work / "studies"), timeout=600)
-                database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
-                elapsed = time.monotonic() - started + wait_jobs(database, args.studies, 900)
-                database.close()
-                report[f"batch_studies_per_hour_{processes}_worker"] = round(args.studies / elapsed * 3600, 1)
-                stop_worker(worker)
+                report[f"batch_studies_per_hour_{processes}_worker"] = batch_rate(node, work, processes, args.studies)
         finally:
             orthanc.stop()
             broker.kill()

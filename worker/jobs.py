@@ -159,12 +159,12 @@ def run_analyse(ctx: WorkerContext, job_id: int, attempt: Attempt = ONLY_ATTEMPT
     task = group_study(job.study_uid, series, ctx.rules).task
     if task is None:
         return _finish(ctx, job_id, JobState.SKIPPED, "not applicable: no CT or MR task for this study")
+    if job.annotation_required and not any(annotation_files(series).values()):
+        return _finish(ctx, job_id, JobState.SKIPPED, NO_ANNOTATION)
     try:
         artifact, classifier = ctx.classifier_for(task)
     except NoModelError as exc:
         return _finish(ctx, job_id, JobState.SKIPPED, str(exc))
-    if job.annotation_required and not any(annotation_files(series).values()):
-        return _finish(ctx, job_id, JobState.SKIPPED, NO_ANNOTATION)
     result = analyse_study(job.study_uid, series, ctx.rules, classifier=classifier,
                            algorithm=algorithm_for(artifact), device_uid=device_uid(ctx.data_dir))
     if result.outcome is AnalysisOutcome.SKIPPED:

@@ -390,16 +390,17 @@ class JobStudy:
     study_id: int
     study_uid: str
     shadow: bool
+    annotation_required: bool = False  # no centre-crop fallback: analysed only where an annotation says
 
 
 def job_study(database: Database, job_id: int) -> JobStudy | None:
     """The job and its study, or None when there is no such job."""
     with database.session() as session:
-        row = session.execute(select(Job.state, Job.study_id, Study.study_uid, Job.shadow)
+        row = session.execute(select(Job.state, Job.study_id, Study.study_uid, Job.shadow, Job.annotation_required)
                               .join(Study, Study.id == Job.study_id).where(Job.id == job_id)).one_or_none()
     if row is None:
         return None
-    return JobStudy(job_id, row.state, row.study_id, row.study_uid, bool(row.shadow))
+    return JobStudy(job_id, row.state, row.study_id, row.study_uid, bool(row.shadow), bool(row.annotation_required))
 
 
 def job_states(database: Database) -> list[str]:

@@ -189,6 +189,8 @@ class Job(Base):
     model: Mapped[str | None] = mapped_column(String(80))
     attempts: Mapped[int] = mapped_column(default=0)
     shadow: Mapped[bool] = mapped_column(default=False, server_default=false())  # analyse and audit, send nothing
+    # The sender requires a lesion annotation: no centre-crop fallback (decided when the study completed).
+    annotation_required: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

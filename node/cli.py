@@ -29,6 +29,10 @@ from node.spool import Spool
 
 log = logging.getLogger(__name__)
 
+# Where the process that assembles the commands puts a ``Runtime -> RoleCheck`` factory (the
+# grouping rules live with the worker; the node does not import them). Without one, studies
+# complete by the quiet period and the hard cap only.
+ROLE_CHECK_FACTORY = "triphase.node.role_check_factory"  # set by worker/cli.py
 
 class SendProblem(TypedDict, total=False):
     """A file that was not stored: refused with a status, or failed or skipped with a reason."""
@@ -79,7 +83,8 @@ def run_node(
         broker = runtime.section(BrokerSettings)
         dispatcher = publisher.CeleryPublisher(broker.url, repository,
                                                visibility_timeout_s=broker.visibility_timeout_s)
-    node = scp.DicomNode(settings, spool, repository, dispatcher)
+    factory = ctx.meta.get(ROLE_CHECK_FACTORY)
+    node = scp.DicomNode(settings, spool, repository, dispatcher, role_check=factory(runtime) if factory else None)
 
     stop = threading.Event()
 
@@ -168,12 +173,12 @@ def studies(
     if as_json:
         typer.echo(json.dumps([r.as_json() for r in rows], indent=2))
         return
-    table = Table("state", "rev", "series", "instances", "from", "last received", "job")
+    table = Table("state", "rev", "completed by", "series", "instances", "from", "last received", "job")
     table.add_column("Study Instance UID", no_wrap=True)
     for r in rows:
         job = f"#{r.latest_job_id} {r.latest_job_state}" if r.latest_job_id else ""
-        table.add_row(r.state, str(r.revision), str(r.series), str(r.instances), r.calling_ae or "",
-                      r.last_received_at.strftime("%Y-%m-%d %H:%M:%S"), job, r.study_uid)
+        table.add_row(r.state, str(r.revision), r.completed_by or "", str(r.series), str(r.instances),
+                      r.calling_ae or "", r.last_received_at.strftime("%Y-%m-%d %H:%M:%S"), job, r.study_uid)
     console = Console()
     Console(width=max(console.width, 170)).print(table)  # UIDs are never cut, piped or not
 

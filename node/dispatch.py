@@ -31,8 +31,9 @@ class OutboxOnly:
 
     def dispatch(self, completed: Sequence[CompletedStudy]) -> None:
         for study in completed:
-            log.info("study #%d complete (revision %d, by %s): job #%d ready", study.study_id,
-                     study.revision, study.completed_by, study.job_id)
+            log.info("study #%d complete (revision %d, by %s): job #%d %s", study.study_id,
+                     study.revision, study.completed_by, study.job_id,
+                     "ready" if study.skipped is None else f"skipped ({study.skipped})")
 
 
 class Collecting:

@@ -19,7 +19,7 @@ from pynetdicom.events import Event, EventHandlerType
 
 from db.repository import Repository
 from db.vocabulary import AssociationResult
-from node.completion import CompletionMonitor
+from node.completion import CompletionMonitor, RoleCheck, SenderPolicy
 from node.dispatch import JobDispatcher
 from node.door import Door
 from node.intake import IntakeLimits, install
@@ -66,18 +66,25 @@ def build_ae(settings: NodeSettings) -> AE:
 
 class DicomNode:
     def __init__(self, settings: NodeSettings, spool: Spool, repository: Repository,
-                 dispatcher: JobDispatcher) -> None:
+                 dispatcher: JobDispatcher, *, role_check: RoleCheck | None = None) -> None:
+        """``role_check`` (injected by whoever knows the grouping rules) lets a study complete as
+        soon as it is whole; without it, studies complete by the quiet period or the hard cap."""
         self.settings = settings
         self.repository = repository
         self.tracker = AssociationTracker()
         self.store_handler = StoreHandler(settings, spool, repository, self.tracker)
         self.monitor = CompletionMonitor(repository, dispatcher, poll_s=settings.completion_poll_s,
-                                         shadow_for=settings.shadow_for)
+                                         settle_s=settings.settle_s, spool_root=spool.root, role_check=role_check,
+                                         policy=self._sender_policy)
         self.ae = build_ae(settings)
         install(self.ae, IntakeLimits(max_instance_bytes=settings.max_instance_mb * 1024 * 1024, spool=spool))
         self.door: Door | None = None
         self.rejections = RejectionLog(repository, self._write_rejection)
         self._stopping = threading.Event()
+
+    def _sender_policy(self, calling_ae: str | None) -> SenderPolicy:
+        return SenderPolicy(shadow=self.settings.shadow_for(calling_ae),
+                            annotation_required=self.settings.require_annotation_for(calling_ae))
 
     @property
     def port(self) -> int:

@@ -11,6 +11,10 @@ from pydantic_settings import SettingsConfigDict
 from db.settings import SectionSettings
 from node.hosts import check_host_pattern, default_matcher
 
+# Studies that arrive over DICOM are analysed only where an annotation locates the lesions, unless
+# the peer says otherwise; ``triphase analyze`` on a folder keeps the declared centre-crop fallback.
+REQUIRE_ANNOTATION_ON_ARRIVAL = True
+
 
 def _ae_title(value: str) -> str:
     value = value.strip()
@@ -31,6 +35,9 @@ class PeerSettings(BaseModel):
     port: int | None = Field(default=None, ge=1, le=65535, description="its own SCP port, for sending back")
     quiet_period_s: float | None = Field(default=None, gt=0, description="overrides node.quiet_period_s")
     shadow: bool = Field(default=False, description="analyse and audit this peer's studies, send nothing back")
+    require_annotation: bool = Field(
+        default=REQUIRE_ANNOTATION_ON_ARRIVAL, description="its studies are analysed only where a SEG, RTSTRUCT or "
+        "SR locates the lesions (no centre-crop fallback); completion by roles waits for the annotation")
 
     _check_ae = field_validator("ae_title")(classmethod(lambda cls, v: _ae_title(v)))
     _check_host = field_validator("host")(classmethod(lambda cls, v: None if v is None else check_host_pattern(v)))
@@ -78,6 +85,8 @@ class NodeSettings(SectionSettings):
     quiet_period_s: float = Field(default=30.0, gt=0,
                                   description="a study is complete this long after its last instance")
     hard_cap_s: float = Field(default=3600.0, gt=0, description="...or this long after its first, whichever is first")
+    settle_s: float = Field(default=5.0, ge=0, description="a study whose required roles are all present "
+                            "completes once no instance has arrived for this long")
     completion_poll_s: float = Field(default=1.0, gt=0)
     max_instance_mb: int = Field(default=2048, ge=0, description="refuse (0xA704) an instance larger than this; "
                                  "past twice this size the association is aborted; 0 = no cap")
@@ -107,6 +116,12 @@ class NodeSettings(SectionSettings):
     def shadow_for(self, calling_ae: str | None) -> bool:
         """Whether studies sent by this AE title are shadow runs (a peer's ``shadow`` setting)."""
         return any(p.shadow for p in self.peers if calling_ae is not None and p.ae_title == calling_ae.strip())
+
+    def require_annotation_for(self, calling_ae: str | None) -> bool:
+        """Whether studies from this AE title need a lesion annotation (a peer's ``require_annotation``;
+        a sender that is no configured peer, accepted in promiscuous mode, gets the default)."""
+        peers = [p for p in self.peers if calling_ae is not None and p.ae_title == calling_ae.strip()]
+        return any(p.require_annotation for p in peers) if peers else REQUIRE_ANNOTATION_ON_ARRIVAL
 
     def quiet_period_for(self, peer: PeerSettings | None) -> float:
         return peer.quiet_period_s if peer and peer.quiet_period_s else self.quiet_period_s

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     # typer vendors click; its groups take and return these types.
     from typer._click import Command, Context
 
+    from node.completion import RoleCheck
+
 SECTIONS: tuple[type[SectionSettings], ...] = (GeneralSettings, DbSettings, NodeSettings, BrokerSettings,
                                                WorkerSettings, GroupingSettings, ModelsSection, WebSettings)
 
@@ -124,6 +126,18 @@ class LazyGroup(TyperGroup):
         return name, command, rest
 
 
+ROLE_CHECK_FACTORY = "triphase.node.role_check_factory"
+"""The context key under which ``triphase node`` finds how to build its role check (node/cli.py)."""
+
+
+def role_check_factory(runtime: Runtime) -> RoleCheck:
+    """The grouping rules' role check, loaded on use: the node may not import the worker, and
+    ``triphase --help`` must not load grouping, so the worker hands the node this factory."""
+    readiness = importlib.import_module("worker.grouping.readiness")
+    check: RoleCheck = readiness.role_check_for(runtime)
+    return check
+
+
 class TriphaseApp(typer.Typer):
     """Turns expected errors into one line and the documented exit code."""
 
@@ -176,6 +190,7 @@ def main(
         # highdicom logs UIDs at INFO; patient-related identifiers stay at DEBUG.
         logging.getLogger("highdicom").setLevel(logging.WARNING)
     ctx.obj = runtime
+    ctx.meta[ROLE_CHECK_FACTORY] = role_check_factory  # the node completes a study when it is whole
     ctx.call_on_close(runtime.close)
 
 

@@ -43,6 +43,7 @@ from node.spool import Spool
 from worker.composite_folder import load_study_folder
 from worker.embedded import OutboxRunner
 from worker.grouping import load_rules
+from worker.grouping.readiness import GroupingRoleCheck
 from worker.jobs import WorkerContext
 from worker.results.writeback import Destination
 from worker.synth.context import StudyOptions
@@ -74,6 +75,7 @@ class DemoStudy(TypedDict):
 
     study_uid: str
     job: int
+    completed_by: str | None  # the rule that completed the study revision of this job
     state: str
     reason: str | None
     roles: dict[str, str | None]  # role -> series description
@@ -127,15 +129,21 @@ def _wait_for_jobs(database: Database, count: int, timeout_s: float) -> None:
 
 
 def _run_loop(folder: Path, database: Database, artifact: Artifact, *, demo_studies: int, quiet_period_s: float,
-              timeout_s: float, say: Say) -> None:
-    """Node, embedded worker and stand-in PACS up; the incoming studies sent; wait for their jobs."""
+              settle_s: float, timeout_s: float, say: Say) -> None:
+    """Node, embedded worker and stand-in PACS up; the incoming studies sent; wait for their jobs.
+
+    A study completes when the grouping rules see its phases and its SEG, once nothing has arrived
+    for ``settle_s``; the quiet period is only the fallback, so a busy worker slowing the node
+    down never cuts a study in two.
+    """
     repository = Repository(database)
     pacs = FolderStore(folder / "pacs").start()
-    settings = load_section(NodeSettings, port=0, quiet_period_s=quiet_period_s, completion_poll_s=0.2,
-                            min_free_disk_mb=0,
+    settings = load_section(NodeSettings, port=0, quiet_period_s=quiet_period_s, settle_s=settle_s,
+                            completion_poll_s=0.2, min_free_disk_mb=0,
                             peers=(PeerSettings.model_validate({"name": "demo-pacs", "ae_title": "DEMOPACS"}),))
-    node = DicomNode(settings, Spool(folder / "spool"), repository, OutboxOnly())
-    context = WorkerContext(repository=repository, rules=load_rules(), spool_root=folder / "spool",
+    rules = load_rules()
+    node = DicomNode(settings, Spool(folder / "spool"), repository, OutboxOnly(), role_check=GroupingRoleCheck(rules))
+    context = WorkerContext(repository=repository, rules=rules, spool_root=folder / "spool",
                             results_root=folder / "results",
                             destinations=[Destination("demo-pacs", "DEMOPACS", "127.0.0.1", pacs.port)],
                             models={TASK: str(artifact.path)}, calling_ae=settings.ae_title, data_dir=folder,
@@ -171,6 +179,12 @@ def _stored_objects(pacs: Path) -> dict[str, list[tuple[str, Path, Dataset]]]:
     return stored
 
 
+def _completed_by_job(database: Database) -> dict[int | None, str]:
+    """The rule that completed the study revision of each job."""
+    return {e.job_id: str(e.detail.get("by")) for e in audit_events(database, kind_prefix="study.complete")
+            if e.detail and e.detail.get("by")}
+
+
 def _roles_by_job(database: Database) -> dict[int | None, dict[str, Any]]:
     """The roles each job's analysis found (the latest audit event that names them)."""
     return {e.job_id: e.detail.get("roles", {}) for e in audit_events(database, kind_prefix="job.")
@@ -179,8 +193,9 @@ def _roles_by_job(database: Database) -> dict[int | None, dict[str, Any]]:
 
 def _study_entry(row: StudyJob, roles: Mapping[str, Any], stored: StoredObjects,
                  predictions: Mapping[tuple[int, str], Prediction], truth: Mapping[tuple[str, str], str],
-                 png: Path) -> DemoStudy:
-    entry = DemoStudy(study_uid=row.study_uid, job=row.job_id, state=row.state, reason=row.reason,
+                 png: Path, completed_by: str | None) -> DemoStudy:
+    entry = DemoStudy(study_uid=row.study_uid, job=row.job_id, completed_by=completed_by, state=row.state,
+                      reason=row.reason,
                       roles={role: (found or {}).get("description") for role, found in roles.items()},
                       lesions=[], stored=[])
     for modality, path, ds in stored.get(row.study_uid, []):
@@ -214,15 +229,18 @@ def _collect(folder: Path, database: Database, model: str) -> DemoResult:
     png.mkdir()
     predictions = {(p.job_id, p.lesion_id): p for p in job_predictions(database)}
     roles_by_job = _roles_by_job(database)
+    completed_by = _completed_by_job(database)
     stored = _stored_objects(folder / "pacs")
-    demo.studies = [_study_entry(row, roles_by_job.get(row.job_id, {}), stored, predictions, truth, png)
+    demo.studies = [_study_entry(row, roles_by_job.get(row.job_id, {}), stored, predictions, truth, png,
+                                 completed_by.get(row.job_id))
                     for row in study_jobs(database)]
     _evaluate(demo, truth)
     return demo
 
 
 def run_demo(folder: Path, *, train_studies: int = 25, demo_studies: int = 4, seed: int = 0,
-             quiet_period_s: float = 1.5, timeout_s: float = 150.0, say: Say = print) -> DemoResult:
+             quiet_period_s: float = 30.0, settle_s: float = 3.0, timeout_s: float = 150.0,
+             say: Say = print) -> DemoResult:
     started = time.monotonic()
     if folder.exists():
         shutil.rmtree(folder)
@@ -235,7 +253,7 @@ def run_demo(folder: Path, *, train_studies: int = 25, demo_studies: int = 4, se
     database = Database(f"sqlite:///{folder / 'triphase.db'}")
     upgrade(database)
     _run_loop(folder, database, artifact, demo_studies=demo_studies, quiet_period_s=quiet_period_s,
-              timeout_s=timeout_s, say=say)
+              settle_s=settle_s, timeout_s=timeout_s, say=say)
     demo = _collect(folder, database, artifact.hash)
     demo.elapsed_s = time.monotonic() - started
     (folder / "demo.json").write_text(json.dumps({"model": demo.model, "studies": demo.studies,

@@ -41,11 +41,15 @@ from worker.results.algorithm import algorithm_for
 from worker.results.identity import device_uid
 from worker.results.writeback import Destination, SendOutcome, send_to
 from worker.retry import ONLY_ATTEMPT, Attempt
+from worker.roi import RoiSource, annotation_files
 from worker.settings import DestinationSettings, GroupingSettings, ModelsSection, WorkerSettings
 
 log = logging.getLogger(__name__)
 
 DONE_STATES = {JobState.ANALYSED, JobState.SENT, JobState.SHADOWED, JobState.SKIPPED, JobState.FAILED}
+
+NO_ANNOTATION = ("no lesion annotation (SEG, RTSTRUCT or SR) in the study, and its sender requires one "
+                 "([[node.peers]] require_annotation): not analysed on a centre-crop guess")
 
 TRANSIENT_CAUSES: tuple[type[Exception], ...] = (OperationalError, PoolTimeout, ConnectionError, TimeoutError)
 """Failures of the database or the network that a later attempt may not meet."""
@@ -155,6 +159,8 @@ def run_analyse(ctx: WorkerContext, job_id: int, attempt: Attempt = ONLY_ATTEMPT
     task = group_study(job.study_uid, series, ctx.rules).task
     if task is None:
         return _finish(ctx, job_id, JobState.SKIPPED, "not applicable: no CT or MR task for this study")
+    if job.annotation_required and not any(annotation_files(series).values()):
+        return _finish(ctx, job_id, JobState.SKIPPED, NO_ANNOTATION)
     try:
         artifact, classifier = ctx.classifier_for(task)
     except NoModelError as exc:
@@ -163,6 +169,9 @@ def run_analyse(ctx: WorkerContext, job_id: int, attempt: Attempt = ONLY_ATTEMPT
                            algorithm=algorithm_for(artifact), device_uid=device_uid(ctx.data_dir))
     if result.outcome is AnalysisOutcome.SKIPPED:
         return _finish(ctx, job_id, JobState.SKIPPED, result.reason, roles=result.roles)
+    if job.annotation_required and any(p.roi_source == RoiSource.FALLBACK_CENTRE for p in result.lesions):
+        return _finish(ctx, job_id, JobState.SKIPPED, NO_ANNOTATION + " (no lesion found in its annotation)",
+                       roles=result.roles)
     _write_results(ctx.results_root / str(job_id), result)
     ctx.repository.record_analysis(job_id, task=task, model=artifact.hash, lesions=result.lesions,
                                    detail={"roles": result.roles}, enqueue_send=True)

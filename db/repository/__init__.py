@@ -8,19 +8,22 @@ event that explains it; so the trail and the state can never disagree. Readers u
 from __future__ import annotations
 
 from db.repository.associations import AssociationWrites
-from db.repository.completion import CompletedStudy, StudyCompletion
+from db.repository.completion import CompletedStudy, Completion, ReceivingStudy, StudyCompletion, StudyFile
 from db.repository.ground_truth import DuplicateRows, GroundTruthImports, ReadRow, TruthRow
 from db.repository.instances import InstanceRecord, InstanceWrites, RecordOutcome, UIDConflict
 from db.repository.jobs import JobWrites, PendingTask
 
 __all__ = [
     "CompletedStudy",
+    "Completion",
     "DuplicateRows",
     "InstanceRecord",
     "PendingTask",
     "ReadRow",
+    "ReceivingStudy",
     "RecordOutcome",
     "Repository",
+    "StudyFile",
     "TruthRow",
     "UIDConflict",
 ]

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DatabaseError
 
 from db.engine import Database
 from db.queries import audit_events, list_studies
-from db.repository import InstanceRecord, Repository, UIDConflict
+from db.repository import Completion, InstanceRecord, Repository, UIDConflict
 from db.schema import AuditEvent, Instance, Job, OutboxEntry, Study, utcnow
 from db.states import IllegalTransition, JobState
 from db.vocabulary import AssociationResult, CompletedBy
@@ -93,8 +93,8 @@ def test_two_completers_race_one_job(repository: Repository, database: Database)
     repository.record_instance(record(), quiet_period_s=1, hard_cap_s=3600)
     with database.session() as s:
         study = s.scalars(select(Study)).one()
-    assert repository._complete(study.id, 1, CompletedBy.QUIET) is not None
-    assert repository._complete(study.id, 1, CompletedBy.QUIET) is None
+    assert repository._complete(study.id, 1, Completion(CompletedBy.QUIET)) is not None
+    assert repository._complete(study.id, 1, Completion(CompletedBy.QUIET)) is None
     assert count(database, Job) == 1
 
 

@@ -30,14 +30,17 @@ def test_orthanc_pushes_a_study_to_the_node(node_process: NodeProcess, orthanc_f
                                  if s["state"] == "complete"], timeout=30)
     assert [(s["study_uid"], s["series"], s["instances"], s["calling_ae"]) for s in listing] == [
         (study_uid, 3, 15, "ORTHANC")]
-    assert listing[0]["latest_job_state"] == "ready"
+    # Three plain CT series: the rules find no delayed phase, so the job is skipped, never analysed.
+    assert (listing[0]["latest_job_state"], listing[0]["completed_by"]) == ("skipped", "quiet")
     database = Database(f"sqlite:///{node_process.data_dir / 'triphase.db'}")
     try:
         paths = instance_paths(database, study_uid)
         assert len(paths) == 15
         assert all((node_process.data_dir / "spool" / p).is_file() for p in paths.values())
         kinds = [e.kind for e in audit_events(database)]
-        assert "association.accepted" in kinds and "study.complete" in kinds and "job.ready" in kinds
+        assert "association.accepted" in kinds and "study.complete" in kinds and "job.skipped" in kinds
+        [skipped] = audit_events(database, kind_prefix="job.skipped")
+        assert "delayed" in skipped.message
     finally:
         database.close()
 

@@ -10,6 +10,7 @@ import pytest
 
 from db.engine import Database
 from db.repository import Repository
+from node.completion import RoleCheck
 from node.dispatch import Collecting
 from node.scp import DicomNode
 from node.settings import NodeSettings, PeerSettings
@@ -36,7 +37,7 @@ NodeFactory = Callable[..., RunningNode]
 def start_node(tmp_path: Path) -> Iterator[NodeFactory]:
     started: list[RunningNode] = []
 
-    def start(database: Database, **overrides: object) -> RunningNode:
+    def start(database: Database, role_check: RoleCheck | None = None, **overrides: object) -> RunningNode:
         defaults: dict[str, object] = {
             "port": 0, "quiet_period_s": 30.0, "completion_poll_s": 0.1, "min_free_disk_mb": 0,
             "shutdown_grace_s": 2.0, "idle_timeout_s": 10.0,
@@ -46,7 +47,7 @@ def start_node(tmp_path: Path) -> Iterator[NodeFactory]:
         spool = Spool(tmp_path / f"spool{len(started)}", min_free_bytes=settings.min_free_disk_mb * 1024 * 1024)
         repository = Repository(database)
         dispatcher = Collecting()
-        node = DicomNode(settings, spool, repository, dispatcher)
+        node = DicomNode(settings, spool, repository, dispatcher, role_check=role_check)
         node.start()
         running = RunningNode(node, spool, database, repository, dispatcher)
         started.append(running)

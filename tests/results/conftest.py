@@ -54,7 +54,9 @@ def pipeline_node(folder: Path, *, broker_url: str, artifact: Artifact, task: st
 
     node = NodeProcess(folder, peers=[{"name": "sender", "ae_title": sender}])
     node.publish = True
-    node.extra_node = {"quiet_period_s": 1.0, "completion_poll_s": 0.2, **node_settings}
+    # Whole synthetic studies complete by their roles a second after the last instance; the quiet
+    # period is only the fallback (a short one would complete a study Orthanc is still sending).
+    node.extra_node = {"quiet_period_s": 30.0, "settle_s": 1.0, "completion_poll_s": 0.2, **node_settings}
     broker = {k: v for k, v in node_settings.items() if k == "visibility_timeout_s"}
     node.extra_node.pop("visibility_timeout_s", None)
     node.extra_toml = (f'[broker]\nurl = "{broker_url}"\n'

@@ -61,7 +61,7 @@ def test_study_from_orthanc_comes_back_analysed(trained, orthanc_factory, redis_
         modalities = sorted(orthanc.get(f"/instances/{i['ID']}/simplified-tags").get("Modality") for i in after)
         assert "SR" in modalities
         [row] = json.loads(node.cli("studies", "--json").stdout)
-        assert row["latest_job_state"] == "sent"
+        assert (row["latest_job_state"], row["completed_by"]) == ("sent", "roles")  # whole: no quiet period
         database = Database(node.db_url or f"sqlite:///{node.data_dir / 'triphase.db'}")
         try:
             kinds = [e.kind for e in audit_events(database)]

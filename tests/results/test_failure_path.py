@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pydicom
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from db.engine import Database
-from db.repository import InstanceRecord, Repository
-from db.schema import Job
+from db.repository import Completion, InstanceRecord, Repository
+from db.schema import Job, utcnow
 from db.states import JobState
 from db.task_names import ANALYSE_TASK, SEND_TASK
+from db.vocabulary import CompletedBy
 from tests.conftest import free_port
 from tests.factories import ct_dataset
 from worker import jobs
@@ -21,6 +24,8 @@ from worker.grouping import load_rules
 from worker.jobs import WorkerContext, run_step
 from worker.results.writeback import Destination
 from worker.retry import Attempt, RetryPolicy, retry_transient
+from worker.synth.context import StudyOptions
+from worker.synth.run import generate_run
 
 UID = "1.2.826.0.1.3680043.8.498.77"
 
@@ -121,3 +126,29 @@ def test_a_destination_down_is_sent_again_then_parked(sqlite_database: Database,
     assert waits == [2.0, 8.0, 30.0]
     state, reason = _reason(sqlite_database, job_id)
     assert state == "failed" and reason is not None and reason.endswith("(gave up after 4 attempts)")
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_a_study_without_annotation_is_not_analysed_on_a_guess_when_its_sender_requires_one(
+        sqlite_database: Database, tmp_path: Path, required: bool) -> None:
+    generate_run(tmp_path / "in", StudyOptions(task="ct-histology", seed=2, difficulty=0.3, slices=6, matrix=24,
+                                                     extras=False), 1, [])
+    spool = tmp_path / "spool"
+    repository = Repository(sqlite_database)
+    for path in sorted(next((tmp_path / "in").glob("study-*")).glob("*.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if ds.Modality == "SEG":
+            continue  # the annotation never came
+        (spool / path.name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, spool / path.name)
+        repository.record_instance(InstanceRecord(
+            study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID, sop_instance_uid=ds.SOPInstanceUID,
+            sop_class_uid=ds.SOPClassUID, transfer_syntax_uid=ds.file_meta.TransferSyntaxUID, path=path.name,
+            size_bytes=1, sha256="0" * 64), quiet_period_s=0, hard_cap_s=60)
+    [due] = repository.receiving_studies(utcnow())
+    done = repository.complete_revision(due, Completion(CompletedBy.QUIET, annotation_required=required))
+    assert done is not None
+    state = jobs.run_analyse(_context(sqlite_database, tmp_path), done.job_id)
+    reason = _reason(sqlite_database, done.job_id)[1] or ""
+    assert state is JobState.SKIPPED  # with no model configured, the study goes no further either way
+    assert ("require_annotation" in reason) is required and ("no model" in reason) is not required

@@ -48,6 +48,7 @@ class ImageInfo:
     b_value: float | None
     image_type: tuple[str, ...] = ()
     pixel_spacing: tuple[float, float] | None = None
+    images_in_acquisition: int | None = None  # (0020,1002), where the scanner writes it
 
 
 @dataclass
@@ -242,6 +243,7 @@ def _image_info(ds: Dataset, path: Path) -> ImageInfo:
         b_value=_b_value(ds),
         image_type=_strings(ds.get("ImageType")),
         pixel_spacing=_spacing(ds.get("PixelSpacing")),
+        images_in_acquisition=_int(ds.get("ImagesInAcquisition")),
     )
 
 

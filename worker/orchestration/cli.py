@@ -83,13 +83,14 @@ def demo(
 ) -> None:
     """Run the whole loop on synthetic studies: receive, group, composite, classify, SR + SC, evaluate."""
     runtime: Runtime = ctx.obj
-    console = Console()
+    console = Console(soft_wrap=True)  # a path is never broken across lines, piped or not
     folder = out or runtime.general.data_dir / "demo"
     result = run_demo(folder, train_studies=training, demo_studies=studies, seed=seed,
                       say=lambda text: console.print(text, highlight=False, markup=False))
     console.print("4. Results (research use only; NOT FOR DIAGNOSTIC USE)", highlight=False, markup=False)
     for study in result.studies:
-        console.print(f"   Study {study['study_uid']} (job #{study['job']}): {study['state']}"
+        console.print(f"   Study {study['study_uid']} (job #{study['job']}, completed by "
+                      f"{study['completed_by'] or '?'}): {study['state']}"
                       + (f" - {study['reason']}" if study['reason'] and study['state'] != 'sent' else ""),
                       highlight=False, markup=False)
         if study["roles"]:

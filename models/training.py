@@ -514,7 +514,7 @@ def train_model(images: Sequence[np.ndarray] | np.ndarray, labels: Sequence[str]
     with deterministic(device):
         fitted = _cross_validate_svm(run) if config.mode == "svm" else _cross_validate_network(run)
     predicted, abstention, how = _abstention(run, fitted.probabilities)
-    ids = TrainingIds(sorted(set(groups.tolist())), sorted({str(s) for s in study_uids or []}))
+    ids = TrainingIds(sorted(set(groups.tolist())), sorted({str(s) for s in study_uids or [] if s}))
     return TrainedModel(spec=spec, config=config, classes=classes, preprocessing=preprocessing, state=fitted.state,
                         svm=fitted.svm, weights_origin=starter.origin,
                         temperature=float(fitted.calibration_map.temperature),

@@ -149,6 +149,10 @@ def train(
     abstain_below: Annotated[float, typer.Option("--abstain-below", min=0.0, max=0.99,
                                                  help="calibrated probability below which the answer is "
                                                  "'indeterminate'")] = 0.0,
+    target_coverage: Annotated[float | None, typer.Option(
+        "--target-coverage", min=0.01, max=1.0,
+        help="choose the abstention threshold on out-of-fold probabilities to answer this fraction, e.g. 0.9 "
+             "(instead of --abstain-below)")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda[:N]")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -186,6 +190,8 @@ def train(
                       or (list(definition.channel_recipe) if definition else None))
     if not channel_recipe or len(channel_recipe) != 3:
         raise typer.BadParameter("give three roles (R,G,B)", param_hint="--recipe")
+    if target_coverage is not None and abstain_below:
+        raise typer.BadParameter("give --target-coverage or --abstain-below, not both", param_hint="--target-coverage")
     if random_init:
         typer.secho("WARNING: --random-init: training from random weights, not ImageNet; the manifest says so.",
                     err=True, fg="yellow")
@@ -193,10 +199,12 @@ def train(
                             batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
                             input_size=input_size, augmentation=Augmentation() if augment else NO_AUGMENTATION,
                             class_weighting=class_weighting, random_init=random_init,
-                            device=_device(runtime, device), abstention_threshold=abstain_below)
+                            device=_device(runtime, device), abstention_threshold=abstain_below,
+                            target_coverage=target_coverage)
     with _RichProgress() as progress:
         trained = train_model(folder.images, folder.labels, folder.patient_ids, classes=class_list, config=config,
-                              registry=registry, weights_dir=_weights_dir(runtime), progress=progress)
+                              registry=registry, weights_dir=_weights_dir(runtime), progress=progress,
+                              study_uids=[row.get("study_uid", "") for row in folder.rows])
     windowing = folder.provenance.get("windowing") or {"source": f"prepared composites in {data.name}",
                                                        "note": "windowing done before training, not described"}
     artifact = save_trained(trained, runtime.general.models_dir, task=task, channel_recipe=channel_recipe,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from models.abstention import INDETERMINATE, confusion_with_abstention
 from models.evaluation import metrics as m
 from models.evaluation.bootstrap import Interval, IntervalJson, Statistic, bootstrap
 
@@ -107,7 +108,8 @@ def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.nda
         "support": {label: int(np.sum(true == label)) for label in labels},
         "outside_classes": int(np.sum(pred_codes < 0)),
         "metrics": out_metrics,
-        "confusion_matrix": {"labels": labels, "matrix": m.confusion_matrix(true, pred, labels=labels).tolist()},
+        "confusion_matrix": {"labels": labels, "columns": [*labels, INDETERMINATE],
+                             "matrix": confusion_with_abstention(true, pred, labels).tolist()},
     }
     if scores is not None and curves:
         roc = {}

@@ -12,6 +12,9 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
+from models.abstention import Coverage
+from models.calibration import ClassReliability
+
 Summary = dict[str, Any]
 """The metric summary of :func:`models.evaluation.summary.summarise` (estimates with intervals)."""
 
@@ -57,6 +60,24 @@ class ReadersSection(TypedDict):
     score_rule: str
 
 
+class CalibrationSection(TypedDict):
+    """Class-wise reliability of the evaluated probabilities (models/calibration.py)."""
+
+    per_class: list[ClassReliability]
+    lesions: int
+    bins: int
+    definition: str
+
+
+class TrainingCheck(TypedDict):
+    """The model's own training lesions among the evaluated ones: left out, or included on request."""
+
+    training_check: str
+    resubstitution: bool
+    excluded_training_lesions: int
+    training_lesions_included: int
+
+
 class ModelSection(TypedDict):
     model: str
     task: str
@@ -64,6 +85,12 @@ class ModelSection(TypedDict):
     left_out: dict[str, int]
     indeterminate: int
     summary: Summary | None
+    training_check: NotRequired[str]
+    resubstitution: NotRequired[bool]
+    excluded_training_lesions: NotRequired[int]
+    training_lesions_included: NotRequired[int]
+    coverage: NotRequired[Coverage]
+    calibration: NotRequired[CalibrationSection]
     majority_baseline: NotRequired[MajorityBaseline]
     readers: NotRequired[ReadersSection]
 
@@ -74,6 +101,7 @@ class Filters(TypedDict):
     since: str | None
     until: str | None
     readers: bool
+    include_training: NotRequired[bool]
 
 
 class Report(TypedDict):
@@ -81,6 +109,8 @@ class Report(TypedDict):
     filters: Filters
     bootstrap: dict[str, object]
     label_metrics_note: str
+    resubstitution: NotRequired[bool]
+    excluded_training_lesions: NotRequired[int]
     skipped_studies: dict[str, StateCounts]
     models: list[ModelSection]
 

@@ -8,6 +8,11 @@ any byte of the weights or any field of the manifest changes the name. Files are
 temporary folder, made read-only and renamed into place in one step; an existing artifact is never
 overwritten.
 
+The manifest also records who the model was trained on, as salted SHA-256 hashes of the training
+patients' and studies' ids (a fresh random salt per artifact, stored beside them): enough for
+``evaluate`` to leave those patients out (no resubstitution metrics by accident), useless for
+finding a patient across artifacts or guessing an id from a list without the salt of the artifact.
+
 ``svm.pkl`` (SVM mode) is a pickle: it is only unpickled after the folder's hash has been verified,
 i.e. only from an artifact this installation wrote or one whose hash the operator chose to trust.
 """
@@ -27,18 +32,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from models.weights import RANDOM_INIT, WeightsOriginJson, sha256_file
 
 if TYPE_CHECKING:
     from models.training import (
+        AbstentionReport,
         CalibrationReport,
         CrossValidationReport,
         DataSummary,
         FinalFit,
         TrainedModel,
         TrainingConfigJson,
+        TrainingIds,
     )
     from models.transforms import PreprocessingJson
 
@@ -64,10 +71,20 @@ class ManifestInput(TypedDict):
     preprocessing: PreprocessingJson
 
 
+class TrainingSubjects(TypedDict):
+    """``training.subjects``: salted hashes of the training patients' and studies' ids."""
+
+    hash: str
+    salt: str
+    patients: list[str]
+    studies: list[str]
+
+
 class ManifestTraining(TypedDict):
     config: TrainingConfigJson
     data: DataSummary
     final_fit: FinalFit
+    subjects: TrainingSubjects
 
 
 class Manifest(TypedDict):
@@ -86,6 +103,7 @@ class Manifest(TypedDict):
     cv: CrossValidationReport
     calibration: CalibrationReport
     abstention_threshold: float
+    abstention: NotRequired[AbstentionReport]
     files: dict[str, str]
     versions: dict[str, str]
     created_at: str
@@ -99,6 +117,45 @@ def canonical_json(data: object) -> bytes:
 def content_hash(manifest: Mapping[str, object]) -> str:
     """The artifact's identity: sha256 of the canonical manifest, which holds every file's sha256."""
     return hashlib.sha256(canonical_json(manifest)).hexdigest()
+
+
+SUBJECT_HASH = "sha256(salt + id), hex"
+
+
+def subject_hash(salt: str, identifier: str) -> str:
+    """SHA-256 of the salt followed by the id (UTF-8), hex: how the manifest stores an id."""
+    return hashlib.sha256((salt + identifier).encode("utf-8")).hexdigest()
+
+
+def training_subjects(ids: TrainingIds) -> TrainingSubjects:
+    """The hashes of ``ids`` with their salt (128 random bits drawn at training), sorted."""
+    salt = ids.salt
+    return {"hash": SUBJECT_HASH, "salt": salt,
+            "patients": sorted({subject_hash(salt, p) for p in ids.patients}),
+            "studies": sorted({subject_hash(salt, s) for s in ids.studies})}
+
+
+@dataclass(frozen=True)
+class TrainingMembership:
+    """Whether a patient or a study was among an artifact's training data, by salted hash."""
+
+    salt: str
+    patients: frozenset[str]
+    studies: frozenset[str]
+
+    @classmethod
+    def of(cls, manifest: Mapping[str, Any]) -> TrainingMembership | None:
+        """The membership test of a manifest; None for an artifact that did not record it."""
+        subjects = manifest.get("training", {}).get("subjects")
+        if not isinstance(subjects, Mapping) or subjects.get("hash") != SUBJECT_HASH:
+            return None
+        return cls(str(subjects["salt"]), frozenset(subjects.get("patients", [])),
+                   frozenset(subjects.get("studies", [])))
+
+    def contains(self, *, patient_id: str | None, study_uid: str | None) -> bool:
+        """True when the patient or the study was trained on."""
+        return bool((patient_id and subject_hash(self.salt, patient_id) in self.patients)
+                    or (study_uid and subject_hash(self.salt, study_uid) in self.studies))
 
 
 def library_versions() -> dict[str, str]:
@@ -130,10 +187,11 @@ def build_manifest(trained: TrainedModel, *, task: str, channel_recipe: list[str
         "random_init": random_init,
         "warnings": [RANDOM_INIT_WARNING] if random_init else [],
         "training": {"config": trained.config.to_dict(), "data": trained.data_summary,
-                     "final_fit": trained.final_fit},
+                     "final_fit": trained.final_fit, "subjects": training_subjects(trained.training_ids)},
         "cv": trained.cv,
         "calibration": trained.calibration,
-        "abstention_threshold": trained.config.abstention_threshold,
+        "abstention_threshold": trained.abstention["threshold"],
+        "abstention": trained.abstention,
         "files": dict(sorted(files.items())),
         "versions": library_versions(),
         "created_at": (created_at or datetime.now(UTC)).isoformat(timespec="seconds"),

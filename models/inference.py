@@ -1,9 +1,11 @@
 """Batch prediction from an artifact: deterministic, calibrated, with abstention, TTA and heatmaps.
 
 The same preprocessing as training (recorded in the manifest), eval mode and no randomness: the same
-composite gives the same probabilities every time. Probabilities are calibrated (temperature for
-networks, Platt for the SVM); below the abstention threshold the label is ``indeterminate``, which
-the SR reports as such instead of a guess.
+composite gives the same probabilities every time. Probabilities are calibrated (the network's own
+prior-corrected temperature-and-bias map, or plain temperature for artifacts that recorded only
+that; Platt for the SVM); below the abstention threshold, chosen at training for a target coverage
+(models/abstention.py), the label is ``indeterminate``, which the SR reports as such instead of a
+guess.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from models.abstention import INDETERMINATE
 from models.architectures import build_model, extract_features
 from models.artifact import SVM, WEIGHTS, Artifact
-from models.calibration import softmax
+from models.calibration import CalibrationMap
 from models.device import autocast, memory_format, resolve_device
 from models.explain import grad_cam, occlusion_map
 from models.registry import Registry
 from models.svm import FittedSvm, svm_probabilities
 from models.transforms import Preprocessing, to_input_tensor, tta_thetas, warp
 
-INDETERMINATE = "indeterminate"
+__all__ = ["INDETERMINATE", "Classifier", "Prediction"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class Classifier:
         self.classes: list[str] = list(manifest["classes"])
         self.spec = registry.get(manifest["architecture"])
         self.preprocessing = Preprocessing.from_dict(manifest["input"]["preprocessing"])
-        self.temperature = float(manifest["calibration"].get("temperature", 1.0))
+        self.calibration = CalibrationMap.from_manifest(manifest.get("calibration") or {}, self.classes)
         self.abstention_threshold = float(manifest.get("abstention_threshold", 0.0))
         self.device = resolve_device(device)
         # bf16 changes the last digits of the probabilities; off by default so that results are
@@ -74,7 +77,11 @@ class Classifier:
                 features = extract_features(self.model, self.spec, batch).float().cpu().numpy()
                 return svm_probabilities(self.svm, features.astype(np.float64), len(self.classes))
             logits = self.model(batch).float().cpu().numpy().astype(np.float64)
-        return softmax(logits, self.temperature)
+        return self.calibration.apply(logits)
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature
 
     def _tta_probabilities(self, inputs: torch.Tensor) -> np.ndarray:
         views = [self.probabilities_of(warp(inputs, theta)) for theta in tta_thetas(inputs.shape[0])]

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from models.abstention import INDETERMINATE, confusion_with_abstention
 from models.evaluation import metrics as m
 from models.evaluation.bootstrap import Interval, IntervalJson, Statistic, bootstrap
 
@@ -154,7 +155,8 @@ def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.nda
                                                                                                  strict=True)},
         "outside_classes": int(np.sum(pred_codes < 0)),
         "metrics": _intervals_json(point, intervals, labels),
-        "confusion_matrix": {"labels": labels, "matrix": m.confusion_matrix(true, pred, labels=labels).tolist()},
+        "confusion_matrix": {"labels": labels, "columns": [*labels, INDETERMINATE],
+                             "matrix": confusion_with_abstention(true, pred, labels).tolist()},
     }
     if grades is not None:
         result["kappa_scale"] = {"order": grades,

@@ -58,7 +58,7 @@ READ_HEADER = ["reader_id", "reader_group", "patient_id", "study_uid", "lesion_i
 def populated(repository: Repository, tmp_path: Path) -> Callable[..., dict]:
     """``n`` analysed studies (one or two lesions each), labels.csv and reads.csv on disk."""
 
-    def build(n: int = 24, seed: int = 0) -> dict:
+    def build(n: int = 24, seed: int = 0, model: str = MODEL) -> dict:
         rng = np.random.default_rng(seed)
         labels_rows, read_rows = [], []
         for k in range(n):
@@ -79,7 +79,7 @@ def populated(repository: Repository, tmp_path: Path) -> Callable[..., dict]:
                     call = truth if right else CLASSES[1 - CLASSES.index(truth)]
                     read_rows.append([reader, group, patient, study_uid(k), lesion, call,
                                       round(float(rng.uniform(0.55, 0.95)), 2)])
-            analyse(repository, job, lesions)
+            analyse(repository, job, lesions, model=model)
         skipped = add_study(repository, n, patient="PX")
         repository.transition_job(skipped, JobState.SKIPPED, reason="incomplete: no arterial phase")
         return {"labels": write_csv(tmp_path / "labels.csv", LABEL_HEADER, labels_rows),

@@ -4,18 +4,25 @@ Predictions come from the ``predictions`` table only (the audit trail), joined t
 (study UID, lesion id); the patient is the study's, falling back to the truth's. A lesion predicted
 again (a later revision or a re-run) counts once, with its latest prediction. Everything left out
 is counted with its reason so the report can say what it did not see.
+
+Lesions of the model's own training patients or studies are left out by default (the artifact's
+manifest holds their salted hashes): scoring them would report resubstitution metrics, with
+confidence intervals, as if they were a validation. ``--include-training`` keeps them, and the
+report is then marked as resubstitution.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
 from db.engine import Database
 from db.queries import PredictionRow, prediction_rows, reader_reads, truth_rows
+from models.artifact import ArtifactError, TrainingMembership, resolve_artifact
 from models.tasks import known_task
 
 
@@ -39,6 +46,38 @@ class ModelCases:
 
     def keys(self) -> list[tuple[str, str]]:
         return list(zip(self.study_uids.tolist(), self.lesion_ids.tolist(), strict=True))
+
+    def subset(self, keep: np.ndarray) -> ModelCases:
+        """The same cases restricted to the rows where ``keep`` is true."""
+        return replace(self, study_uids=self.study_uids[keep], lesion_ids=self.lesion_ids[keep],
+                       patient_ids=self.patient_ids[keep], y_true=self.y_true[keep], y_pred=self.y_pred[keep],
+                       scores=self.scores[keep], left_out=Counter(self.left_out))
+
+
+@dataclass(frozen=True)
+class TrainingOverlap:
+    """What is known of the overlap between a model's training data and its evaluated lesions."""
+
+    check: str  # how it was checked, or why it could not be
+    in_training: np.ndarray  # bool per case: its patient or study was trained on
+
+
+def training_overlap(cases: ModelCases, models_dir: Path | None) -> TrainingOverlap:
+    """Which cases belong to the model's training patients or studies, by the artifact's hashes."""
+    none = np.zeros(len(cases), dtype=bool)
+    if models_dir is None:
+        return TrainingOverlap("not checked: no models folder", none)
+    try:
+        artifact = resolve_artifact(cases.model, models_dir)
+    except ArtifactError as exc:
+        return TrainingOverlap(f"not checked: {exc}", none)
+    membership = TrainingMembership.of(artifact.manifest)
+    if membership is None:
+        return TrainingOverlap("not checked: the artifact does not record its training patients", none)
+    flags = [membership.contains(patient_id=str(p) if p else None, study_uid=str(s))
+             for p, s in zip(cases.patient_ids.tolist(), cases.study_uids.tolist(), strict=True)]
+    return TrainingOverlap("checked against the salted hashes of the training patients and studies in the "
+                           "artifact's manifest", np.asarray(flags, dtype=bool).reshape(len(cases)))
 
 
 @dataclass(frozen=True)

@@ -102,15 +102,27 @@ def evaluate(
     resamples: ResamplesOption = 1000,
     seed: SeedOption = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print report.json on stdout")] = False,
+    include_training: Annotated[bool, typer.Option(
+        "--include-training", help="also score lesions of the model's own training patients (resubstitution; "
+                                   "the report is marked so)")] = False,
 ) -> None:
-    """Metrics of the stored predictions against the ground truth, with 95% CIs, baseline and readers."""
+    """Metrics of the stored predictions against the ground truth, with 95% CIs, baseline and readers.
+
+    Lesions of the model's own training patients are left out (and counted) unless --include-training."""
     runtime: Runtime = ctx.obj
     document = run_evaluation(runtime.database(), model=model, task=task, since=_when(since, "--since"),
-                   until=_when(until, "--until"), readers=readers, settings=_settings(resamples, seed))
+                              until=_when(until, "--until"), readers=readers, settings=_settings(resamples, seed),
+                              models_dir=runtime.general.models_dir, include_training=include_training)
     paths = write_report(document, out)
     if as_json:
         typer.echo(json.dumps(document, indent=2))
         return
+    if document.get("resubstitution"):
+        typer.secho("RESUBSTITUTION: lesions of the models' own training patients are included", err=True,
+                    fg="yellow")
+    elif document.get("excluded_training_lesions"):
+        typer.echo(f"{document.get('excluded_training_lesions')} lesion(s) of the models' training patients "
+                   "left out", err=True)
     for section in document["models"]:
         summary = section["summary"]
         if summary is None:

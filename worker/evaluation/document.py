@@ -12,6 +12,8 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
+from models.abstention import Coverage
+from models.calibration import ClassReliability
 from worker.evaluation.reader_comparison import ReaderComparison
 
 Summary = dict[str, Any]
@@ -45,6 +47,24 @@ class ReadersSection(TypedDict):
     score_rule: str
 
 
+class CalibrationSection(TypedDict):
+    """Class-wise reliability of the evaluated probabilities (models/calibration.py)."""
+
+    per_class: list[ClassReliability]
+    lesions: int
+    bins: int
+    definition: str
+
+
+class TrainingCheck(TypedDict):
+    """The model's own training lesions among the evaluated ones: left out, or included on request."""
+
+    training_check: str
+    resubstitution: bool
+    excluded_training_lesions: int
+    training_lesions_included: int
+
+
 class ModelSection(TypedDict):
     model: str
     task: str
@@ -52,6 +72,12 @@ class ModelSection(TypedDict):
     left_out: dict[str, int]
     indeterminate: int
     summary: Summary | None
+    training_check: NotRequired[str]
+    resubstitution: NotRequired[bool]
+    excluded_training_lesions: NotRequired[int]
+    training_lesions_included: NotRequired[int]
+    coverage: NotRequired[Coverage]
+    calibration: NotRequired[CalibrationSection]
     majority_baseline: NotRequired[MajorityBaseline]
     readers: NotRequired[ReadersSection]
     reader_comparison: NotRequired[list[ReaderComparison]]
@@ -63,6 +89,7 @@ class Filters(TypedDict):
     since: str | None
     until: str | None
     readers: bool
+    include_training: NotRequired[bool]
 
 
 class Report(TypedDict):
@@ -70,6 +97,9 @@ class Report(TypedDict):
     filters: Filters
     bootstrap: dict[str, object]
     label_metrics_note: str
+    resubstitution: NotRequired[bool]
+    excluded_training_lesions: NotRequired[int]
+    reader_comparison: NotRequired[list[ReaderComparison]]
     skipped_studies: dict[str, StateCounts]
     models: list[ModelSection]
 

@@ -72,7 +72,8 @@ def _confusion_plot(summary: Summary, title: str) -> str:
     for r, row in enumerate(cm["matrix"]):
         for c, value in enumerate(row):
             axis.text(c, r, str(value), ha="center", va="center", fontsize=8)
-    axis.set_xticks(range(len(cm["labels"])), cm["labels"], rotation=45, ha="right", fontsize=7)
+    columns = cm.get("columns", cm["labels"])
+    axis.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=7)
     axis.set_yticks(range(len(cm["labels"])), cm["labels"], fontsize=7)
     axis.set(xlabel="predicted", ylabel="truth", title=f"Confusion matrix, {title}")
     return _png(figure)
@@ -142,18 +143,68 @@ def _counts(title: str, counts: dict[str, int]) -> str:
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
          "margin:.5em 0}td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}"
-         "td:first-child,td:nth-child(2){text-align:left}.plots img{margin:4px}")
+         "td:first-child,td:nth-child(2){text-align:left}.plots img{margin:4px}"
+         ".resubstitution{background:#b00;color:#fff;font-weight:bold;padding:.5em;margin:.5em 0}"
+         "@media print{.resubstitution{position:fixed;top:0;left:0;right:0}}")
+
+
+RESUBSTITUTION_BANNER = ("<div class='resubstitution'>RESUBSTITUTION: lesions of the model's own training "
+                         "patients are included (--include-training). These figures are not a validation and "
+                         "overstate performance.</div>")
+
+
+def _training_html(section: ModelSection, key: str) -> str:
+    if section.get("resubstitution"):
+        return (f"{RESUBSTITUTION_BANNER}<p>Training lesions included: "
+                f"<span data-key='{key}/training_lesions_included'>{section.get('training_lesions_included')}"
+                "</span>.</p>")
+    return (f"<p>Lesions of the model's training patients left out: "
+            f"<span data-key='{key}/excluded_training_lesions'>{section.get('excluded_training_lesions', 0)}</span> "
+            f"({html.escape(section.get('training_check', 'not checked'))}).</p>")
+
+
+def _coverage_html(section: ModelSection, key: str) -> str:
+    cov = section.get("coverage")
+    if not cov:
+        return ""
+    return ("<table><tr><th>answered</th><th>abstained</th><th>accuracy (answered)</th>"
+            "<th>accuracy (abstention = wrong)</th></tr><tr>"
+            + "".join(_cell(value, f"{key}/coverage/{name}") for name, value in (
+                ("answered", cov["answered"]), ("abstained", cov["abstained"]),
+                ("accuracy_answered", cov["accuracy_answered"]),
+                ("accuracy_abstain_as_wrong", cov["accuracy_abstain_as_wrong"])))
+            + "</tr></table>")
+
+
+CALIBRATION_COLUMNS = ("mean_predicted", "observed_rate", "ece", "n")
+
+
+def _calibration_html(section: ModelSection, key: str) -> str:
+    calibration = section.get("calibration")
+    if not calibration:
+        return ""
+    rows = ["<tr><th>class</th>" + "".join(f"<th>{c}</th>" for c in CALIBRATION_COLUMNS) + "</tr>"]
+    for k, entry in enumerate(calibration["per_class"]):
+        values = (entry["mean_predicted"], entry["observed_rate"], entry["ece"], entry["n"])
+        rows.append(f"<tr><td>{html.escape(entry['class'])}</td>"
+                    + "".join(_cell(v, f"{key}/calibration/per_class/{k}/{c}")
+                              for c, v in zip(CALIBRATION_COLUMNS, values, strict=True)) + "</tr>")
+    return (f"<h3>Calibration per class</h3><p>{html.escape(calibration['definition'])}.</p>"
+            f"<table>{''.join(rows)}</table>")
 
 
 def _model_html(section: ModelSection, key: str) -> list[str]:
     out = [f"<h2>Model {html.escape(section['model'])} ({html.escape(section['task'])})</h2>",
+           _training_html(section, key),
            _counts("Predictions left out", section["left_out"]),
            f"<p>Indeterminate predictions: {section['indeterminate']}.</p>"]
     summary = section["summary"]
     if summary is None:
         out.append("<p>No prediction could be joined to the ground truth.</p>")
         return out
+    out.append("<h3>Coverage</h3>" + _coverage_html(section, key))
     out.append(_metrics_table(summary, f"{key}/summary"))
+    out.append(_calibration_html(section, key))
     out.append(_plots(summary, "model"))
     baseline = section["majority_baseline"]
     out.append(f"<h3>Majority-class baseline (always {html.escape(baseline['class'])})</h3>")
@@ -187,7 +238,9 @@ def _readers_html(readers: ReadersSection, key: str) -> list[str]:
 
 def render_html(document: Report) -> str:
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>triphase evaluation</title>",
-           f"<style>{STYLE}</style></head><body><h1>triphase evaluation</h1>",
+           f"<style>{STYLE}</style></head><body>",
+           RESUBSTITUTION_BANNER if document.get("resubstitution") else "",
+           "<h1>triphase evaluation</h1>",
            "<p>Produced by an algorithm; research use only, not for diagnostic use. Intervals: 95% percentile "
            "bootstrap over patients "
            f"({document['bootstrap']['n_resamples']} resamples, seed {document['bootstrap']['seed']}). "

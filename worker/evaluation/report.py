@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from models.evaluation.metrics import grade_scale
 from models.evaluation.summary import BootstrapSettings, summarise
 from models.tasks import known_task
 from worker.evaluation.cases import ModelCases, Read, load_cases, load_reads, reader_scores
+from worker.evaluation.checks import ABSTENTION_NOTE, add_checks, select_cases
 from worker.evaluation.document import (
     ModelSection,
     ReaderEntry,
@@ -103,19 +105,29 @@ def model_section(cases: ModelCases, reads: dict[tuple[str, str], list[Read]] | 
 
 def evaluate(database: Database, *, model: str | None = None, task: str | None = None,
              since: dt.datetime | None = None, until: dt.datetime | None = None, readers: bool = True,
-             settings: BootstrapSettings = DEFAULT_BOOTSTRAP) -> Report:
-    """The whole evaluation as a JSON-ready document (NaN as null)."""
-    all_cases = load_cases(database, model=model, task=task, since=since, until=until)
+             settings: BootstrapSettings = DEFAULT_BOOTSTRAP, models_dir: Path | None = None,
+             include_training: bool = False) -> Report:
+    """The whole evaluation as a JSON-ready document (NaN as null); lesions of each model's training
+    patients (found through its artifact in ``models_dir``) are left out unless ``include_training``."""
+    selected = [select_cases(c, models_dir, include_training=include_training)
+                for c in load_cases(database, model=model, task=task, since=since, until=until)]
     reads = load_reads(database) if readers else None
+    sections = []
+    for cases, training in selected:
+        sections.append(model_section(cases, reads, settings))
+        add_checks(sections[-1], cases, training)
     document: Report = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "filters": {"model": model, "task": task, "since": since.isoformat() if since else None,
-                    "until": until.isoformat() if until else None, "readers": readers},
+                    "until": until.isoformat() if until else None, "readers": readers,
+                    "include_training": include_training},
         "bootstrap": asdict(settings) | {"unit": "patient", "interval": "percentile (not BCa)"},
-        "label_metrics_note": "an indeterminate (abstained) prediction counts as wrong for accuracy and as a "
-                              "miss for recall; it is not in the confusion matrix or kappa",
+        "label_metrics_note": ABSTENTION_NOTE,
+        "resubstitution": include_training,
+        "excluded_training_lesions": sum(t["excluded_training_lesions"] for _, t in selected),
+        "reader_comparison": [row for section in sections for row in section.get("reader_comparison", [])],
         "skipped_studies": skipped_studies(database, since=since, until=until),
-        "models": [model_section(cases, reads, settings) for cases in all_cases],
+        "models": sections,
     }
     ready: Report = json_ready(document)
     return ready

@@ -181,6 +181,10 @@ def train(
     abstain_below: Annotated[float, typer.Option("--abstain-below", min=0.0, max=0.99,
                                                  help="calibrated probability below which the answer is "
                                                  "'indeterminate'")] = 0.0,
+    target_coverage: Annotated[float | None, typer.Option(
+        "--target-coverage", min=0.01, max=1.0,
+        help="choose the abstention threshold on out-of-fold probabilities to answer this fraction, e.g. 0.9 "
+             "(instead of --abstain-below)")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda[:N]")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -193,6 +197,8 @@ def train(
         raise typer.BadParameter(f"unknown architecture; known: {', '.join(registry.names())}", param_hint="--arch")
     folder = _training_folder(data, runtime, size=input_size or registry.get(arch).input_size, recipe=recipe)
     channel_recipe = _channel_recipe(recipe, folder, definition)
+    if target_coverage is not None and abstain_below:
+        raise typer.BadParameter("give --target-coverage or --abstain-below, not both", param_hint="--target-coverage")
     if random_init:
         typer.secho("WARNING: --random-init: training from random weights, not ImageNet; the manifest says so.",
                     err=True, fg="yellow")
@@ -200,18 +206,26 @@ def train(
                             batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
                             input_size=input_size, augmentation=Augmentation() if augment else NO_AUGMENTATION,
                             class_weighting=class_weighting, random_init=random_init,
-                            device=_device(runtime, device), abstention_threshold=abstain_below)
+                            device=_device(runtime, device), abstention_threshold=abstain_below,
+                            target_coverage=target_coverage)
     with _RichProgress() as progress:
         trained = train_model(folder.images, folder.labels, folder.patient_ids, classes=class_list, config=config,
-                              registry=registry, weights_dir=weights_dir(runtime), progress=progress)
-    windowing = folder.provenance.get("windowing") or {"source": f"prepared composites in {data.name}",
-                                                       "note": "windowing done before training, not described"}
-    artifact = save_trained(trained, runtime.general.models_dir, task=task, channel_recipe=channel_recipe,
-                            windowing=windowing)
+                              registry=registry, weights_dir=weights_dir(runtime), progress=progress,
+                              study_uids=[row.get("study_uid", "") for row in folder.rows])
+    artifact = _save(trained, runtime, data, folder, task=task, channel_recipe=channel_recipe)
     if as_json:
         _echo_json({**_summary(artifact), "cv": artifact.manifest["cv"]})
         return
     _print_training(trained, artifact)
+
+
+def _save(trained: TrainedModel, runtime: Runtime, data: Path, folder: CompositeFolder, *, task: str,
+          channel_recipe: list[str]) -> Artifact:
+    """The immutable artifact, with how its composites were windowed (or that nobody said)."""
+    windowing = folder.provenance.get("windowing") or {"source": f"prepared composites in {data.name}",
+                                                       "note": "windowing done before training, not described"}
+    return save_trained(trained, runtime.general.models_dir, task=task, channel_recipe=channel_recipe,
+                        windowing=windowing)
 
 
 def _print_training(trained: TrainedModel, artifact: Artifact) -> None:

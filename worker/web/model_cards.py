@@ -102,7 +102,7 @@ def _calibration(manifest: Mapping[str, object]) -> dict[str, str]:
     if not isinstance(calibration, Mapping):
         return {}
     return {str(key).replace("_", " "): f"{value:.4f}" if isinstance(value, float) else str(value)
-            for key, value in calibration.items()}
+            for key, value in calibration.items() if isinstance(value, (str, int, float))}  # tables elsewhere
 
 
 def _serves(artifact: Artifact, reference: str) -> bool:

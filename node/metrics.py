@@ -26,6 +26,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.context_managers import Timer
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -87,6 +88,10 @@ class Metrics:
 
     def step(self, step: Step, seconds: float) -> None:
         self.step_seconds.labels(step=step.value).observe(max(seconds, 0.0))
+
+    def timed(self, step: Step) -> Timer:
+        """A context manager that observes how long its block took (failures included)."""
+        return self.step_seconds.labels(step=step.value).time()
 
     def count_event(self, kind: str, detail: Mapping[str, Any] | None) -> None:
         """Count one committed audit event, if it is one of the state changes counted here."""

@@ -31,6 +31,7 @@ from db.vocabulary import AnalysisOutcome, SendState, Severity
 from models.architectures import default_registry
 from models.artifact import Artifact, resolve_artifact
 from models.inference import Classifier
+from node.metrics import AuditWatch, Metrics, Step
 from node.settings import NodeSettings
 from worker.analysis import AnalysisResult, analyse_study
 from worker.errors import PermanentError, TransientError
@@ -78,6 +79,7 @@ class WorkerContext:
     data_dir: Path
     models_dir: Path
     device: str = "auto"
+    metrics: Metrics = field(default_factory=Metrics)
     _loaded: dict[str, tuple[Artifact, Classifier]] = field(default_factory=dict)
 
     @classmethod
@@ -85,8 +87,10 @@ class WorkerContext:
         worker = runtime.section(WorkerSettings)
         node = runtime.section(NodeSettings)
         general = runtime.general
+        metrics = Metrics()
+        AuditWatch(runtime.database(), metrics).start()  # job and send counts, as committed by this process
         return cls(
-            repository=Repository(runtime.database()),
+            metrics=metrics, repository=Repository(runtime.database()),
             rules=load_rules(runtime.section(GroupingSettings).rules),
             spool_root=node.spool_dir or general.spool_dir, results_root=general.data_dir / "results",
             destinations=[_destination(d) for d in worker.destinations],
@@ -220,6 +224,7 @@ def run_send(ctx: WorkerContext, job_id: int, attempt: Attempt = ONLY_ATTEMPT) -
 
 
 TASK_BODIES: Mapping[str, TaskBody] = {ANALYSE_TASK: run_analyse, SEND_TASK: run_send}
+TASK_STEPS: Mapping[str, Step] = {ANALYSE_TASK: Step.ANALYSE, SEND_TASK: Step.SEND}
 
 
 def park(ctx: WorkerContext, job_id: int, reason: str) -> JobState:
@@ -234,7 +239,8 @@ def park(ctx: WorkerContext, job_id: int, reason: str) -> JobState:
 def _classified(task_name: str, ctx: WorkerContext, job_id: int, attempt: Attempt) -> JobState:
     """The body's result; any failure leaves as a TransientError or a PermanentError."""
     try:
-        return TASK_BODIES[task_name](ctx, job_id, attempt)
+        with ctx.metrics.timed(TASK_STEPS[task_name]):
+            return TASK_BODIES[task_name](ctx, job_id, attempt)
     except (TransientError, PermanentError):
         raise
     except TRANSIENT_CAUSES as exc:

@@ -36,6 +36,9 @@ class WorkerSettings(SectionSettings):
     destinations: tuple[DestinationSettings, ...] = ()
     models: dict[str, str] = Field(default_factory=dict, description="task -> MODEL (hash prefix or folder)")
     concurrency: int = Field(1, ge=1)
+    metrics_port: int = Field(0, ge=0, le=65535, description="serve Prometheus /metrics (every pool process "
+                              "added up) on this port; 0 = off")
+    metrics_bind: str = Field("127.0.0.1", description="address of the worker's /metrics")
 
 
 class GroupingSettings(SectionSettings):

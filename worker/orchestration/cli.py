@@ -25,6 +25,8 @@ from worker.batch import import_folder
 from worker.celery_app import create_app, publish_outbox
 from worker.demo import run_demo
 from worker.evaluation.imports import import_file
+from worker.metrics import WorkerMetricsService
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ def worker(
             except Exception:  # noqa: BLE001 - database or broker down: try again next sweep
                 log.warning("outbox sweep failed; retrying in %.0f s", sweep_s)
 
+    settings = runtime.section(WorkerSettings)
+    metrics = WorkerMetricsService.start(data_dir=runtime.general.data_dir, bind=settings.metrics_bind,
+                                         port=settings.metrics_port, database=repository.db,
+                                         app=celery) if settings.metrics_port else None
     if _broker_up(celery):
         publish_outbox(celery, repository)
     sweeper = threading.Thread(target=sweep, name="outbox-sweeper", daemon=True)
@@ -62,6 +68,8 @@ def worker(
                             "-P", "prefork", "--without-gossip", "--without-mingle", "-n", "triphase@%h"])
     finally:
         stop.set()
+        if metrics is not None:
+            metrics.stop()
 
 
 def _broker_up(celery: Celery) -> bool:

@@ -31,6 +31,16 @@ def require_tool(path_or_name: str) -> str:
     pytest.skip(message)
 
 
+def require_file(path: str) -> str:
+    """A file a real peer needs (an Orthanc plugin); in CI a missing one fails the run instead of skipping."""
+    if os.path.isfile(path):
+        return path
+    message = f"{path} is not installed (tests/run.sh installs it)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

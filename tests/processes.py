@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port, require_tool
+from tests.conftest import free_port, require_file, require_tool
 
 TRIPHASE = str(Path(sys.executable).with_name("triphase"))
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian's orthanc-dicomweb
 
 
 def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
@@ -111,10 +112,16 @@ class Orthanc:
     aet: str = "ORTHANC"
     http_port: int = field(default_factory=free_port)
     dicom_port: int = field(default_factory=free_port)
+    dicomweb: bool = False  # load the DICOMweb plugin, serving /dicom-web/
     proc: subprocess.Popen | None = None
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
 
     def start(self) -> Orthanc:
         binary = require_tool("/usr/sbin/Orthanc")
+        plugins = [require_file(DICOMWEB_PLUGIN)] if self.dicomweb else []
         self.folder.mkdir(parents=True, exist_ok=True)
         config = {
             "Name": "triphase-test", "HttpPort": self.http_port, "DicomPort": self.dicom_port,
@@ -122,8 +129,9 @@ class Orthanc:
             "StorageDirectory": str(self.folder / "storage"), "IndexDirectory": str(self.folder / "index"),
             "DicomModalities": self.modalities, "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True,
             "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True, "OverwriteInstances": True,
-            "SaveJobs": False, "StableAge": 2, "Plugins": [], "HttpServerEnabled": True,
+            "SaveJobs": False, "StableAge": 2, "Plugins": plugins, "HttpServerEnabled": True,
             "DicomScuTimeout": 30, "DicomAssociationCloseDelay": 0,
+            "DicomWeb": {"Enable": self.dicomweb, "Root": "/dicom-web/"},
         }
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config))

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs Python dependencies, the real DICOM peers
-# (Debian's dcmtk, dicom3tools, orthanc) and headless Chromium (the web console's browser tests)
-# when missing, starts PostgreSQL and Redis when they are not running, runs ruff and mypy, then
-# pytest. Extra arguments go to pytest.
+# (Debian's dcmtk, dicom3tools, orthanc and orthanc-dicomweb) and headless Chromium (the web
+# console's browser tests) when missing, starts PostgreSQL and Redis when they are not running,
+# runs ruff and mypy, then pytest. Extra arguments go to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -11,6 +11,7 @@ need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)

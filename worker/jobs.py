@@ -34,15 +34,18 @@ from models.inference import Classifier
 from node.metrics import AuditWatch, Metrics, Step
 from node.settings import NodeSettings
 from worker.analysis import AnalysisResult, analyse_study
+from worker.dicomweb import WebService
 from worker.errors import PermanentError, TransientError
 from worker.grouping import Rules, load_rules
 from worker.grouping.matching import group_study
 from worker.grouping.series_info import scan_studies
 from worker.results.algorithm import algorithm_for
 from worker.results.identity import device_uid
-from worker.results.writeback import Destination, SendOutcome, send_to
+from worker.results.outcome import SendOutcome
+from worker.results.stow import WebDestination
+from worker.results.writeback import Destination, send_to
 from worker.retry import ONLY_ATTEMPT, Attempt
-from worker.settings import DestinationSettings, GroupingSettings, ModelsSection, WorkerSettings
+from worker.settings import DestinationKind, DestinationSettings, GroupingSettings, ModelsSection, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,13 @@ class NoModelError(PermanentError, LookupError):
     """No model is configured for a study's task: trying again cannot help, so the job is skipped."""
 
 
-def _destination(settings: DestinationSettings) -> Destination:
+def _destination(settings: DestinationSettings) -> Destination | WebDestination:
+    if settings.kind is DestinationKind.DICOMWEB and settings.url:
+        ca_bundle = str(settings.tls_ca_file) if settings.tls_ca_file else None
+        return WebDestination(settings.name, WebService(settings.url, settings.token, ca_bundle), settings.shadow)
     tls_files = (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
-    return Destination(settings.name, settings.ae_title, settings.host, settings.port, settings.shadow, settings.tls,
-                       *(str(path) if path else None for path in tls_files))
+    return Destination(settings.name, settings.ae_title or "", settings.host or "", settings.port or 0,
+                       settings.shadow, settings.tls, *(str(path) if path else None for path in tls_files))
 
 
 @dataclass
@@ -73,7 +79,7 @@ class WorkerContext:
     rules: Rules
     spool_root: Path
     results_root: Path
-    destinations: list[Destination]
+    destinations: list[Destination | WebDestination]
     models: dict[str, str]
     calling_ae: str
     data_dir: Path

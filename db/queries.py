@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.engine import Database
-from db.schema import AuditEvent, Instance, Job, Prediction, ReaderRead, Series, Study, TruthLabel
+from db.schema import AuditEvent, Instance, Job, OutboxEntry, Prediction, ReaderRead, Series, Study, TruthLabel
 from db.states import JobState
 from db.vocabulary import CompletedBy
 
@@ -429,3 +429,17 @@ def job_predictions(database: Database) -> list[Prediction]:
     """Every stored prediction, oldest first."""
     with database.session() as session:
         return list(session.scalars(select(Prediction).order_by(Prediction.id)))
+
+
+def unpublished_outbox_count(database: Database) -> int:
+    """Tasks written to the outbox and not yet handed to the broker (the metrics' queue depth)."""
+    with database.session() as session:
+        return int(session.scalar(select(func.count(OutboxEntry.id)).where(OutboxEntry.published_at.is_(None))) or 0)
+
+
+def revision_spans(database: Database, study_ids: list[int]) -> list[tuple[dt.datetime, dt.datetime | None]]:
+    """(first instance of the current revision, completion) of each study: how long receiving took."""
+    with database.session() as session:
+        rows = session.execute(select(Study.revision_started_at, Study.completed_at)
+                               .where(Study.id.in_(study_ids))).all()
+    return [(row.revision_started_at, row.completed_at) for row in rows]

@@ -23,6 +23,7 @@ from db.vocabulary import Severity
 from node.header import Header, UnreadableDataset, read_stream_header
 from node.instances import InstanceIdentity, checked_identity, instance_record
 from node.intake import IntakeProblem, ReceivedFile, received_file
+from node.metrics import Metrics
 from node.settings import NodeSettings
 from node.spool import LowDiskSpace, Spool, StoredFile
 from node.statuses import StoreStatus
@@ -118,8 +119,9 @@ class StoreHandler:
     """``EVT_C_STORE`` handler with its dependencies bound (no globals)."""
 
     def __init__(self, settings: NodeSettings, spool: Spool, repository: Repository,
-                 tracker: AssociationTracker) -> None:
+                 tracker: AssociationTracker, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.spool = spool
         self.repository = repository
         self.tracker = tracker
@@ -160,6 +162,7 @@ class StoreHandler:
         if stats:
             stats.stored += 1
             stats.bytes_stored += stored_bytes
+        self.metrics.stored()
         self.flush_backlog()
         log.debug("stored %s", record.sop_instance_uid)
         return int(StoreStatus.SUCCESS)
@@ -167,6 +170,7 @@ class StoreHandler:
     def _refuse(self, refusal: StoreRefused, stats: AssociationStats | None, sop_uid_hint: str) -> int:
         if stats:
             stats.failed += 1
+        self.metrics.refused(refusal.status)
         log.warning("instance refused (0x%04X): %s", refusal.status, refusal.reason)
         self._audit_refusal(refusal, stats.association_id if stats else None, sop_uid_hint)
         return int(refusal.status)

@@ -23,6 +23,7 @@ from node.completion import CompletionMonitor, RoleCheck, SenderPolicy
 from node.dispatch import JobDispatcher
 from node.door import Door
 from node.intake import IntakeLimits, install
+from node.metrics import AuditWatch, Metrics, MetricsServer, QueueDepth, TimedDispatcher
 from node.receiver import AssociationStats, AssociationTracker, StoreHandler, best_effort
 from node.rejections import Rejection, RejectionLog
 from node.settings import NodeSettings
@@ -66,16 +67,21 @@ def build_ae(settings: NodeSettings) -> AE:
 
 class DicomNode:
     def __init__(self, settings: NodeSettings, spool: Spool, repository: Repository,
-                 dispatcher: JobDispatcher, *, role_check: RoleCheck | None = None) -> None:
+                 dispatcher: JobDispatcher, *, role_check: RoleCheck | None = None,
+                 metrics: Metrics | None = None) -> None:
         """``role_check`` (injected by whoever knows the grouping rules) lets a study complete as
         soon as it is whole; without it, studies complete by the quiet period or the hard cap."""
         self.settings = settings
         self.repository = repository
         self.tracker = AssociationTracker()
-        self.store_handler = StoreHandler(settings, spool, repository, self.tracker)
-        self.monitor = CompletionMonitor(repository, dispatcher, poll_s=settings.completion_poll_s,
-                                         settle_s=settings.settle_s, spool_root=spool.root, role_check=role_check,
-                                         policy=self._sender_policy)
+        self.metrics = metrics or Metrics()
+        self.metrics.registry.register(QueueDepth(repository.db))
+        self.audit_watch = AuditWatch(repository.db, self.metrics)
+        self.metrics_server: MetricsServer | None = None
+        self.store_handler = StoreHandler(settings, spool, repository, self.tracker, self.metrics)
+        self.monitor = CompletionMonitor(repository, TimedDispatcher(dispatcher, repository.db, self.metrics),
+                                         poll_s=settings.completion_poll_s, settle_s=settings.settle_s,
+                                         spool_root=spool.root, role_check=role_check, policy=self._sender_policy)
         self.ae = build_ae(settings)
         install(self.ae, IntakeLimits(max_instance_bytes=settings.max_instance_mb * 1024 * 1024, spool=spool))
         self.door: Door | None = None
@@ -109,6 +115,10 @@ class DicomNode:
             (evt.EVT_ABORTED, self._on_ended, [AssociationResult.ABORTED]),
             (evt.EVT_CONN_CLOSE, self._on_ended, [AssociationResult.ABORTED]),
         ]
+        self.audit_watch.start()
+        if self.settings.metrics_port:
+            self.metrics_server = MetricsServer(self.metrics.registry, self.settings.bind,
+                                                self.settings.metrics_port).start()
         self.door = Door(self.ae, self.settings, self.repository, handlers, on_finished=self._on_finished)
         self.door.start()
         self.rejections.start()
@@ -139,6 +149,9 @@ class DicomNode:
             door.close()
         self.rejections.stop()
         self.monitor.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self.audit_watch.stop()
         log.info("DICOM node stopped")
 
     # --- association events ---------------------------------------------------------------------
@@ -157,16 +170,19 @@ class DicomNode:
         called = str(primitive.called_ae_title).strip()
         address, port = assoc.requestor.address, assoc.requestor.port
         if self._stopping.is_set():
+            self.metrics.association(AssociationResult.REJECTED)
             _reject(assoc, REJECT_BUSY)
             return
         if not self.settings.promiscuous and self.settings.peer_for(calling, address) is None:
             reason = f"calling AE title {calling!r} from {address} is not a configured peer"
             # Audited (the first of a window at once, the others counted) before the peer hears it.
             self.rejections.note(Rejection(calling, called, address, port, reason))
+            self.metrics.association(AssociationResult.REJECTED)
             _reject(assoc, REJECT_CALLING_AE)
         elif self.door is not None and not self.door.negotiate(assoc):
             reason = f"{self.settings.max_associations} associations already open (max_associations)"
             self.rejections.note(Rejection(calling, called, address, port, reason))
+            self.metrics.association(AssociationResult.REJECTED)
             _reject(assoc, REJECT_LIMIT)
 
     def _write_rejection(self, rejection: Rejection) -> None:
@@ -200,6 +216,7 @@ class DicomNode:
         stats = self.tracker.pop(assoc)
         if stats is None:
             return
+        self.metrics.association(result)
         best_effort(lambda: self.repository.close_association(
             stats.association_id, result=result, stored=stats.stored, failed=stats.failed,
             bytes_stored=stats.bytes_stored,

@@ -94,6 +94,8 @@ class NodeSettings(SectionSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0,
                                     description="how long open associations may go on after SIGTERM")
     promiscuous: bool = Field(default=False, description="accept any calling AE title (labs only)")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="serve Prometheus /metrics on this port "
+                              "at node.bind; 0 = off")
     spool_dir: Path | None = Field(default=None, description="default <data_dir>/spool")
     peers: tuple[PeerSettings, ...] = ()
 

@@ -116,6 +116,10 @@ class Orthanc:
     dicomweb: bool = False  # load the DICOMweb plugin, serving under /dicom-web/
     proc: subprocess.Popen | None = None
 
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
+
     def start(self) -> Orthanc:
         binary = require_tool("/usr/sbin/Orthanc")
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from db.repository import Repository
 from db.task_names import BATCH_QUEUE
 from db.vocabulary import CompletedBy, Severity
@@ -18,6 +20,7 @@ from node.header import UnreadableDataset, read_file_header
 from node.instances import checked_identity, instance_record
 from node.spool import Spool
 from node.uids import InvalidUID
+from worker.dicomweb import WebService, private_download_dir, retrieve_study
 from worker.grouping.series_info import iter_dicom_files
 
 log = logging.getLogger(__name__)
@@ -77,3 +80,46 @@ def import_folder(paths: Iterable[Path], spool: Spool, repository: Repository, *
         repository.audit("batch.unreadable", f"{len(summary.unreadable)} files could not be imported",
                          severity=Severity.WARNING, detail={"files": summary.unreadable[:100]})
     return summary
+
+
+@dataclass
+class RetrievedStudy:
+    """One study of ``triphase batch dicomweb``: how many instances came, and what the import made of them."""
+
+    study_uid: str
+    retrieved: int = 0
+    summary: ImportSummary | None = None
+    problem: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"study_uid": self.study_uid, "retrieved": self.retrieved}
+        if self.summary is not None:
+            out |= {"stored": self.summary.stored, "already_there": self.summary.already_there,
+                    "unreadable": len(self.summary.unreadable), "queued": bool(self.summary.studies_queued)}
+        if self.problem:
+            out["problem"] = self.problem
+        return out
+
+
+def import_from_dicomweb(service: WebService, study_uids: Iterable[str], spool: Spool, repository: Repository, *,
+                         downloads: Path, shadow: bool = False) -> list[RetrievedStudy]:
+    """WADO-RS each study into a private folder under ``downloads``, then :func:`import_folder` it.
+
+    The files take the path every batch import takes (checked, stored in the spool, recorded, the
+    study queued on the batch queue); the downloaded copies are removed after each study. A study
+    that fails to arrive is reported and the others go on.
+    """
+    done = []
+    for study_uid in study_uids:
+        row = RetrievedStudy(study_uid)
+        with private_download_dir(downloads) as folder:
+            try:
+                row.retrieved = len(retrieve_study(service, study_uid, Path(folder)))
+            except requests.RequestException as exc:
+                row.problem = f"retrieve failed: {exc}"
+            if row.retrieved:
+                row.summary = import_folder([Path(folder)], spool, repository, shadow=shadow)
+            elif row.problem is None:
+                row.problem = "the server returned no instances"
+        done.append(row)
+    return done

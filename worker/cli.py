@@ -204,6 +204,8 @@ def _masked(section: str | None, values: dict[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         if isinstance(value, dict):
             masked[name] = _masked(name, value)
+        elif isinstance(value, list):  # tables in arrays, such as [[worker.destinations]]
+            masked[name] = [_masked(name, item) if isinstance(item, dict) else item for item in value]
         elif isinstance(value, str) and value and is_secret_name(name):
             masked[name] = MASK
         elif isinstance(value, str) and "://" in value:

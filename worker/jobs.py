@@ -31,18 +31,22 @@ from db.vocabulary import AnalysisOutcome, SendState, Severity
 from models.architectures import default_registry
 from models.artifact import Artifact, resolve_artifact
 from models.inference import Classifier
+from node.metrics import AuditWatch, Metrics, Step
 from node.settings import NodeSettings
 from worker.analysis import AnalysisResult, analyse_study
+from worker.dicomweb import WebService
 from worker.errors import PermanentError, TransientError
 from worker.grouping import Rules, load_rules
 from worker.grouping.matching import group_study
 from worker.grouping.series_info import scan_studies
 from worker.results.algorithm import algorithm_for
 from worker.results.identity import device_uid
-from worker.results.writeback import Destination, SendOutcome, send_to
+from worker.results.outcome import SendOutcome
+from worker.results.stow import WebDestination
+from worker.results.writeback import Destination, send_to
 from worker.retry import ONLY_ATTEMPT, Attempt
 from worker.roi import RoiSource, annotation_files
-from worker.settings import DestinationSettings, GroupingSettings, ModelsSection, WorkerSettings
+from worker.settings import DestinationKind, DestinationSettings, GroupingSettings, ModelsSection, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +66,13 @@ class NoModelError(PermanentError, LookupError):
     """No model is configured for a study's task: trying again cannot help, so the job is skipped."""
 
 
-def _destination(settings: DestinationSettings) -> Destination:
+def _destination(settings: DestinationSettings) -> Destination | WebDestination:
+    if settings.kind is DestinationKind.DICOMWEB and settings.url:
+        ca_bundle = str(settings.tls_ca_file) if settings.tls_ca_file else None
+        return WebDestination(settings.name, WebService(settings.url, settings.token, ca_bundle), settings.shadow)
     tls_files = (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
-    return Destination(settings.name, settings.ae_title, settings.host, settings.port, settings.shadow, settings.tls,
-                       *(str(path) if path else None for path in tls_files))
+    return Destination(settings.name, settings.ae_title or "", settings.host or "", settings.port or 0,
+                       settings.shadow, settings.tls, *(str(path) if path else None for path in tls_files))
 
 
 @dataclass
@@ -76,12 +83,13 @@ class WorkerContext:
     rules: Rules
     spool_root: Path
     results_root: Path
-    destinations: list[Destination]
+    destinations: list[Destination | WebDestination]
     models: dict[str, str]
     calling_ae: str
     data_dir: Path
     models_dir: Path
     device: str = "auto"
+    metrics: Metrics = field(default_factory=Metrics)
     _loaded: dict[str, tuple[Artifact, Classifier]] = field(default_factory=dict)
 
     @classmethod
@@ -89,8 +97,10 @@ class WorkerContext:
         worker = runtime.section(WorkerSettings)
         node = runtime.section(NodeSettings)
         general = runtime.general
+        metrics = Metrics()
+        AuditWatch(runtime.database(), metrics).start()  # job and send counts, as committed by this process
         return cls(
-            repository=Repository(runtime.database()),
+            metrics=metrics, repository=Repository(runtime.database()),
             rules=load_rules(runtime.section(GroupingSettings).rules),
             spool_root=node.spool_dir or general.spool_dir, results_root=general.data_dir / "results",
             destinations=[_destination(d) for d in worker.destinations],
@@ -229,6 +239,7 @@ def run_send(ctx: WorkerContext, job_id: int, attempt: Attempt = ONLY_ATTEMPT) -
 
 
 TASK_BODIES: Mapping[str, TaskBody] = {ANALYSE_TASK: run_analyse, SEND_TASK: run_send}
+TASK_STEPS: Mapping[str, Step] = {ANALYSE_TASK: Step.ANALYSE, SEND_TASK: Step.SEND}
 
 
 def park(ctx: WorkerContext, job_id: int, reason: str) -> JobState:
@@ -243,7 +254,8 @@ def park(ctx: WorkerContext, job_id: int, reason: str) -> JobState:
 def _classified(task_name: str, ctx: WorkerContext, job_id: int, attempt: Attempt) -> JobState:
     """The body's result; any failure leaves as a TransientError or a PermanentError."""
     try:
-        return TASK_BODIES[task_name](ctx, job_id, attempt)
+        with ctx.metrics.timed(TASK_STEPS[task_name]):
+            return TASK_BODIES[task_name](ctx, job_id, attempt)
     except (TransientError, PermanentError):
         raise
     except TRANSIENT_CAUSES as exc:

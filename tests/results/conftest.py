@@ -47,6 +47,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     return get
 
 
+@pytest.fixture
+def result_files(trained, tmp_path: Path) -> tuple[Path, list[Path], str]:
+    """The SR and SCs of the first synthetic CT study, as files, with its source folder and UID."""
+    from tests.results.test_sr_sc import analyse_first
+
+    studies, artifact, classifier = trained("ct-histology")
+    result = analyse_first(studies, classifier, artifact, tmp_path)
+    assert result.sr is not None
+    files = [tmp_path / "SR.dcm"]
+    result.sr.save_as(files[0], enforce_file_format=True)
+    for number, sc in enumerate(result.scs):
+        files.append(tmp_path / f"SC{number}.dcm")
+        sc.save_as(files[-1], enforce_file_format=True)
+    return sorted(studies.glob("study-*"))[0], files, result.study_uid
+
+
 def pipeline_node(folder: Path, *, broker_url: str, artifact: Artifact, task: str, destination: tuple[str, int],
                   sender: str, **node_settings: object) -> Any:
     """A node process configured with a broker, a model for ``task`` and one destination."""

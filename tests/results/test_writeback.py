@@ -12,23 +12,9 @@ import pytest
 
 from tests.conftest import free_port
 from tests.processes import NodeProcess
-from tests.results.test_sr_sc import analyse_first
 from worker.results.writeback import Destination, send_to, send_with_retries
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-def result_files(trained, tmp_path: Path) -> tuple[Path, list[Path], str]:
-    studies, artifact, classifier = trained("ct-histology")
-    result = analyse_first(studies, classifier, artifact, tmp_path)
-    assert result.sr is not None
-    files = [tmp_path / "SR.dcm"]
-    result.sr.save_as(files[0], enforce_file_format=True)
-    for number, sc in enumerate(result.scs):
-        files.append(tmp_path / f"SC{number}.dcm")
-        sc.save_as(files[-1], enforce_file_format=True)
-    return sorted(studies.glob("study-*"))[0], files, result.study_uid
 
 
 def test_results_land_in_the_source_study_in_orthanc(orthanc_factory, result_files) -> None:

@@ -21,10 +21,13 @@ from node.cli import remote_node
 from node.scu import find_studies, move_study
 from node.settings import NodeSettings
 from node.spool import Spool
-from worker.batch import import_folder
+from worker.batch import import_folder, import_from_dicomweb
 from worker.celery_app import create_app, publish_outbox
 from worker.demo import run_demo
+from worker.dicomweb import search_studies, service_for
 from worker.evaluation.imports import import_file
+from worker.metrics import WorkerMetricsService
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,10 @@ def worker(
             except Exception:  # noqa: BLE001 - database or broker down: try again next sweep
                 log.warning("outbox sweep failed; retrying in %.0f s", sweep_s)
 
+    settings = runtime.section(WorkerSettings)
+    metrics = WorkerMetricsService.start(data_dir=runtime.general.data_dir, bind=settings.metrics_bind,
+                                         port=settings.metrics_port, database=repository.db,
+                                         app=celery) if settings.metrics_port else None
     if _broker_up(celery):
         publish_outbox(celery, repository)
     sweeper = threading.Thread(target=sweep, name="outbox-sweeper", daemon=True)
@@ -62,6 +69,8 @@ def worker(
                             "-P", "prefork", "--without-gossip", "--without-mingle", "-n", "triphase@%h"])
     finally:
         stop.set()
+        if metrics is not None:
+            metrics.stop()
 
 
 def _broker_up(celery: Celery) -> bool:
@@ -151,6 +160,16 @@ def batch_import(
             typer.echo(f"  unreadable {path}: {reason}", err=True)
 
 
+def _query_keys(query: list[str]) -> dict[str, str]:
+    keys = {}
+    for item in query:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--query")
+        keys[key.strip()] = value.strip()
+    return keys
+
+
 @batch_app.command("pacs")
 def batch_pacs(
     ctx: typer.Context,
@@ -163,12 +182,7 @@ def batch_pacs(
 ) -> None:
     """C-FIND the PACS, C-MOVE each study to this node (which must be running) and queue it as batch work."""
     runtime: Runtime = ctx.obj
-    keys = {}
-    for item in query:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--query")
-        keys[key.strip()] = value.strip()
+    keys = _query_keys(query)
     remote = remote_node(source, runtime)
     ae_title = runtime.section(NodeSettings).ae_title
     matches = find_studies(remote, keys, calling_ae=ae_title)
@@ -194,4 +208,37 @@ def batch_pacs(
     for row in rows:
         typer.echo("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
     if any("problem" in r or r.get("failed") for r in rows):
+        raise typer.Exit(1)
+
+
+@batch_app.command("dicomweb")
+def batch_dicomweb(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", help="the DICOMweb base URL, or the name of a configured "
+                                     "dicomweb destination (its token and CA bundle are used)")],
+    query: Annotated[list[str], typer.Option("--query", help="KEY=VALUE QIDO-RS study filter, repeatable (e.g. "
+                                             "StudyDate=20250101-20251231, ModalitiesInStudy=CT)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list the matches, retrieve nothing")] = False,
+    shadow: Annotated[bool, typer.Option("--shadow", help="analyse and audit only; send nothing back")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
+) -> None:
+    """QIDO-RS search a DICOMweb server, WADO-RS retrieve each study into the spool and queue it as batch work."""
+    runtime: Runtime = ctx.obj
+    service = service_for(url, runtime.section(WorkerSettings).destinations)
+    matches = search_studies(service, _query_keys(query))
+    rows: list[dict[str, object]] = [{"study_uid": m.study_uid, "study_date": m.study_date,
+                                      "modalities": m.modalities} for m in matches]
+    if not dry_run:
+        spool = Spool.from_settings(runtime.section(NodeSettings), runtime.general)
+        retrieved = import_from_dicomweb(service, [m.study_uid for m in matches], spool,
+                                         Repository(runtime.database()), downloads=runtime.general.data_dir
+                                         / "downloads", shadow=shadow)
+        rows = [r.as_json() for r in retrieved]
+    if as_json:
+        typer.echo(json.dumps({"matches": len(matches), "studies": rows}, indent=2))
+    else:
+        typer.echo(f"{len(matches)} studies match at {service.url}")
+        for row in rows:
+            typer.echo("  " + ", ".join(f"{k} {v}" for k, v in row.items() if v is not None))
+    if any("problem" in r for r in rows):
         raise typer.Exit(1)

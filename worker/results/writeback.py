@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from db.vocabulary import SendState
 from node.scu import FileToSend, RemoteNode, SendResult, client_tls_context, scan, send
 from worker.errors import TransientError
+from worker.results.outcome import SendOutcome
+from worker.results.stow import WebDestination, stow_to
 from worker.retry import DESTINATION_DOWN, ONLY_ATTEMPT, Attempt, RetryPolicy, retry_transient
 
 log = logging.getLogger(__name__)
@@ -45,22 +47,6 @@ class Destination:
         return client_tls_context(ca_file=self.tls_ca_file, cert_file=self.tls_cert_file, key_file=self.tls_key_file)
 
 
-@dataclass(frozen=True)
-class SendOutcome:
-    """One destination's result; ``transient`` marks a failure that a later attempt may cure."""
-
-    destination: str
-    state: SendState
-    attempts: int = 0
-    statuses: Mapping[str, str] = field(default_factory=dict)  # file name -> status or error
-    reason: str | None = None
-    transient: bool = False
-
-    def as_json(self) -> dict[str, object]:
-        return {"destination": self.destination, "state": self.state, "attempts": self.attempts,
-                "statuses": dict(self.statuses), "reason": self.reason}
-
-
 def _transient(result: SendResult) -> bool:
     """Worth another try: nothing reached the peer, or it was out of resources."""
     if any("rejected" in why for _, why in result.failed):
@@ -76,11 +62,13 @@ def _statuses(result: SendResult) -> dict[str, str]:
     return out
 
 
-def send_to(destination: Destination, files: Sequence[Path], *, calling_ae: str, timeout_s: float = 30.0,
-            attempt: Attempt = ONLY_ATTEMPT) -> SendOutcome:
+def send_to(destination: Destination | WebDestination, files: Sequence[Path], *, calling_ae: str,
+            timeout_s: float = 30.0, attempt: Attempt = ONLY_ATTEMPT) -> SendOutcome:
     """Send every file to one destination, once; on the last ``attempt`` a transient failure is final."""
     if destination.shadow:
         return SendOutcome(destination.name, SendState.SHADOWED, 0, {}, "shadow destination: nothing sent")
+    if isinstance(destination, WebDestination):
+        return stow_to(destination, files, attempt=attempt)
     remote = RemoteNode(destination.ae_title, destination.host, destination.port)
     try:
         tls = destination.tls_context()
@@ -106,8 +94,8 @@ def send_to(destination: Destination, files: Sequence[Path], *, calling_ae: str,
     return SendOutcome(destination.name, SendState.FAILED, attempt.number, statuses, reason, transient=True)
 
 
-def send_with_retries(destination: Destination, files: Sequence[Path], *, calling_ae: str, timeout_s: float = 30.0,
-                      backoff_s: Sequence[float] = DESTINATION_DOWN.delays_s,
+def send_with_retries(destination: Destination | WebDestination, files: Sequence[Path], *, calling_ae: str,
+                      timeout_s: float = 30.0, backoff_s: Sequence[float] = DESTINATION_DOWN.delays_s,
                       sleep: Callable[[float], object] = time.sleep) -> SendOutcome:
     """:func:`send_to` outside a task: wait ``backoff_s`` between attempts while failures are transient."""
 

@@ -1,0 +1,87 @@
+"""``/metrics`` of ``triphase worker``: the counts of every pool process, added up.
+
+Celery's prefork pool runs tasks in child processes, each with counters of its own that the parent's
+HTTP server cannot see. prometheus-client's multiprocess mode solves this: every process writes its
+values to memory-mapped files in one directory and the parent's collector sums them when scraped.
+The directory is private (0700), made fresh for each run under the data directory and removed at
+exit, so a restarted worker never adds up an earlier run's files and two workers never share one.
+
+The parent also reports the queue depths (outbox rows not yet published, and the broker's
+``arrival`` and ``batch`` queues), read when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from celery import Celery
+from kombu.exceptions import ChannelError, OperationalError
+from prometheus_client import CollectorRegistry, values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from db.engine import Database
+from db.task_names import ARRIVAL_QUEUE, BATCH_QUEUE
+from node.metrics import AuditWatch, Metrics, MetricsServer, QueueDepth
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_multiprocess_values(directory: Path) -> None:
+    """Make every metric created from now on (here and in forked children) write to ``directory``.
+
+    prometheus-client reads ``PROMETHEUS_MULTIPROC_DIR`` once, when it is first imported; in this
+    process the node's modules imported it before the worker knew it would fork, so its choice of
+    value class is made again here, the way prometheus-client's own tests switch modes.
+    """
+    os.environ[MULTIPROC_ENV] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+
+
+def broker_queue_depths(app: Celery, queues: tuple[str, ...] = (ARRIVAL_QUEUE, BATCH_QUEUE)
+                        ) -> list[tuple[str, int]]:
+    """Messages waiting in each of the broker's queues; nothing when the broker is unreachable."""
+    depths: list[tuple[str, int]] = []
+    try:
+        with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+            channel = connection.default_channel
+            for queue in queues:
+                try:
+                    depths.append((queue, int(channel.queue_declare(queue=queue, passive=True).message_count)))
+                except ChannelError:  # Redis keeps no key for an empty queue
+                    depths.append((queue, 0))
+    except (OperationalError, OSError):
+        log.warning("queue depth: the broker could not be reached")
+        return []
+    return depths
+
+
+@dataclass
+class WorkerMetricsService:
+    """The parent's multiprocess collector, its HTTP server, and the parent's own counters (the sweeper)."""
+
+    directory: Path
+    server: MetricsServer
+    watch: AuditWatch
+
+    @classmethod
+    def start(cls, *, data_dir: Path, bind: str, port: int, database: Database, app: Celery) -> WorkerMetricsService:
+        directory = Path(tempfile.mkdtemp(prefix="metrics-", dir=data_dir))  # mode 0700
+        use_multiprocess_values(directory)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]  # likewise
+        registry.register(QueueDepth(database, extra=lambda: broker_queue_depths(app)))
+        watch = AuditWatch(database, Metrics()).start()  # the outbox sweeper's transitions, in this process
+        return cls(directory, MetricsServer(registry, bind, port).start(), watch)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.watch.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

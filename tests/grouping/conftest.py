@@ -54,3 +54,23 @@ def rewrite(folder: Path, change: Callable[[pydicom.Dataset], None]) -> None:
         ds = pydicom.dcmread(path)
         change(ds)
         ds.save_as(path)
+
+
+@pytest.fixture(scope="session")
+def multiframe_run(synth_run, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """``multiframe_run(task, style)``: the studies of ``synth_run`` with every classic CT/MR series
+    turned into one Legacy Converted Enhanced instance by highdicom's converters (same series UIDs)."""
+    from worker.synth.multiframe import convert_study
+
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(task: str, style: str) -> Path:
+        if (task, style) not in cache:
+            out = tmp_path_factory.mktemp(f"mf-{task}-{style}") / "run"
+            shutil.copytree(synth_run(task, style), out)
+            for study in sorted(out.glob("study-*")):
+                convert_study(study)
+            cache[(task, style)] = out
+        return cache[(task, style)]
+
+    return make

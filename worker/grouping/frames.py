@@ -15,8 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import pixel_array
 
 # Vendor-specific places a diffusion b-value may be (the standard tag is often absent).
 _B_VALUE_TAGS = ((0x0018, 0x9087), (0x0043, 0x1039), (0x0019, 0x100C), (0x2001, 0x1003))
@@ -309,3 +311,20 @@ def dimension_names(ds: Dataset) -> tuple[str, ...]:
         names.append(keyword_for_tag(int(pointer)) or str(pointer) if pointer is not None else "")
     return tuple(names)
 
+
+
+def frame_pixels(ds: Dataset, frame_number: int | None) -> np.ndarray:
+    """One frame's stored values rescaled (HU for CT), with the frame's own Pixel Value Transformation.
+
+    Decodes only that frame where the transfer syntax allows (pydicom's ``pixel_array`` for
+    classic images, ``pydicom.pixels.pixel_array(..., index=)`` for multi-frame objects).
+    """
+    view = FrameView(ds, frame_number)
+    if frame_number is None:
+        plane = ds.pixel_array
+    else:
+        plane = pixel_array(ds, index=frame_number - 1)
+    slope = as_float(view.get("RescaleSlope", "PixelValueTransformationSequence"))
+    intercept = as_float(view.get("RescaleIntercept", "PixelValueTransformationSequence"))
+    values: np.ndarray = plane.astype(np.float32) * (1.0 if slope is None else slope) + (intercept or 0.0)
+    return values

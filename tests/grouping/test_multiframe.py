@@ -5,6 +5,7 @@ and grouping of every vendor style in both forms."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -13,25 +14,26 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from tests.grouping.conftest import STYLES
-from worker.grouping import group_paths, load_rules
+from worker.grouping import Grouping, group_paths, load_rules
 from worker.grouping.frames import FrameView, read_frames
 from worker.grouping.series_info import image_infos, scan_studies
 from worker.grouping.splitting import split_phases
 from worker.synth.multiframe import convert_series
 
 RULES = load_rules()
+Run = Callable[[str, str], Path]
 TASKS = ("ct-histology", "mri-ehcc")
 
 
 def _classic_series(run: Path, description: str) -> list[Dataset]:
     study = sorted(run.glob("study-*"))[0]
-    found = [ds for ds in map(pydicom.dcmread, sorted(study.glob("*.dcm")))
+    found: list[Dataset] = [ds for ds in map(pydicom.dcmread, sorted(study.glob("*.dcm")))
              if description in str(ds.get("SeriesDescription", ""))]
     assert found, description
     return found
 
 
-def _roles(results: dict) -> dict[str, dict[str, tuple[str, int | None] | None]]:
+def _roles(results: dict[str, Grouping]) -> dict[str, dict[str, tuple[str, int | None] | None]]:
     return {uid: {role: None if m is None else (m.series.series_uid, m.series.acquisition_number)
                   for role, m in g.roles.items()} for uid, g in results.items()}
 
@@ -40,7 +42,8 @@ def _roles(results: dict) -> dict[str, dict[str, tuple[str, int | None] | None]]
     ("ct-histology", "siemens", "ArtPhase"), ("mri-ehcc", "canon", "Quick3D Dynamic"),
     ("mri-ehcc", "siemens", "TRACEW"), ("mri-ehcc", "siemens", "t1_fl2d_opp-in"),
     ("mri-ehcc", "ge", "DUAL ECHO OP")])
-def test_frames_of_a_converted_series_state_what_the_classic_images_did(synth_run, task, style, description) -> None:
+def test_frames_of_a_converted_series_state_what_the_classic_images_did(synth_run: Run, task: str, style: str,
+                                                                        description: str) -> None:
     classic = _classic_series(synth_run(task, style), description)
     converted, mapping = convert_series(classic)
     frames = {info.frame_number: info for info in image_infos(converted, Path("mf.dcm"))}
@@ -85,7 +88,8 @@ def _as_enhanced_mr(converted: Dataset) -> Dataset:
     return ds
 
 
-def test_enhanced_mr_functional_groups_are_read_and_phases_split_by_temporal_position(synth_run, tmp_path) -> None:
+def test_enhanced_mr_functional_groups_are_read_and_phases_split_by_temporal_position(synth_run: Run,
+                                                                                     tmp_path: Path) -> None:
     classic = _classic_series(synth_run("mri-ehcc", "canon"), "Quick3D Dynamic")
     enhanced = _as_enhanced_mr(convert_series(classic)[0])
     facts = read_frames(enhanced)
@@ -120,7 +124,7 @@ def test_pydicom_enhanced_mr_samples(name: str) -> None:
 
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("task", TASKS)
-def test_legacy_converted_twin_groups_like_the_classic_study(synth_run, multiframe_run, task: str,
+def test_legacy_converted_twin_groups_like_the_classic_study(synth_run: Run, multiframe_run: Run, task: str,
                                                                style: str) -> None:
     classic = group_paths(sorted(synth_run(task, style).glob("study-*")), RULES)
     converted_run = multiframe_run(task, style)

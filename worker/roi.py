@@ -17,6 +17,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from worker.grouping.frames import as_int
 from worker.grouping.series_info import SeriesInfo
 
 log = logging.getLogger(__name__)
@@ -59,27 +60,82 @@ class Lesion:
         return float(max(np.subtract(self.box_max_mm, self.box_min_mm)))
 
 
-def seg_frame_geometry(ds: Dataset, frame: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float], int]:
-    """Position, orientation, pixel spacing and segment number of one SEG frame."""
+ImageGeometry = tuple[np.ndarray, np.ndarray, tuple[float, float]]
+"""Position, orientation (6 values) and pixel spacing (row, column) of one image or frame."""
+GeometryIndex = dict[tuple[str, int | None], ImageGeometry]
+"""(SOP Instance UID, frame number or None for a classic image) -> that image's geometry."""
+
+
+def geometry_index(series: Iterable[SeriesInfo]) -> GeometryIndex:
+    """The geometry of every image and frame of some series, as derived objects reference them."""
+    return {image.reference: (np.asarray(image.position), np.asarray(image.orientation), image.pixel_spacing)
+            for item in series for image in item.images
+            if image.position is not None and image.orientation is not None and image.pixel_spacing is not None}
+
+
+def referenced_geometry(index: GeometryIndex, reference: Dataset) -> ImageGeometry | None:
+    """The image an item with ReferencedSOPInstanceUID (and ReferencedFrameNumber) points at.
+
+    A reference without a frame number to a one-frame instance, or with frame 1 to a classic
+    image, means the same image.
+    """
+    uid = str(reference.get("ReferencedSOPInstanceUID", ""))
+    frame = as_int(reference.get("ReferencedFrameNumber"))  # the first, when a region spans several
+    for key in ((uid, frame), (uid, None if frame == 1 else 1 if frame is None else frame)):
+        if key in index:
+            return index[key]
+    return None
+
+
+def _source_geometry(per_frame: Dataset, index: GeometryIndex) -> ImageGeometry | None:
+    """The geometry of the source frame a SEG frame was derived from (DerivationImageSequence)."""
+    for derivation in per_frame.get("DerivationImageSequence") or []:
+        for source in derivation.get("SourceImageSequence") or []:
+            found = referenced_geometry(index, source)
+            if found is not None:
+                return found
+    return None
+
+
+def seg_frame_geometry(ds: Dataset, frame: int, index: GeometryIndex | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], int]:
+    """Position, orientation, pixel spacing and segment number of one SEG frame.
+
+    The SEG's own plane position and orientation are used; without them, those of the source
+    image or frame it references (SOP Instance UID and ReferencedFrameNumber) in ``index``.
+    """
     per_frame = ds.PerFrameFunctionalGroupsSequence[frame]
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else Dataset()
 
-    def item(name: str) -> Dataset:
+    def item(name: str) -> Dataset | None:
         for groups in (per_frame, shared):
-            if name in groups:
+            if name in groups and groups[name]:
                 found: Dataset = groups[name][0]
                 return found
-        raise ValueError(f"SEG frame {frame + 1} has no {name}")
+        return None
 
-    position = np.array(item("PlanePositionSequence").ImagePositionPatient, dtype=float)
-    orientation = np.array(item("PlaneOrientationSequence").ImageOrientationPatient, dtype=float)
-    row_spacing, column_spacing = (float(v) for v in item("PixelMeasuresSequence").PixelSpacing)
-    segment = int(item("SegmentIdentificationSequence").ReferencedSegmentNumber)
-    return position, orientation, (row_spacing, column_spacing), segment
+    segment_item = item("SegmentIdentificationSequence")
+    if segment_item is None:
+        raise ValueError(f"SEG frame {frame + 1} has no SegmentIdentificationSequence")
+    segment = int(segment_item.ReferencedSegmentNumber)
+    position, orientation, measures = (item(n) for n in ("PlanePositionSequence", "PlaneOrientationSequence",
+                                                         "PixelMeasuresSequence"))
+    source = _source_geometry(per_frame, index or {})
+    if position is None or orientation is None or measures is None:
+        if source is None:
+            raise ValueError(f"SEG frame {frame + 1} has no plane geometry and no resolvable source frame")
+        return source[0], source[1], source[2], segment
+    row_spacing, column_spacing = (float(v) for v in measures.PixelSpacing)
+    return (np.array(position.ImagePositionPatient, dtype=float),
+            np.array(orientation.ImageOrientationPatient, dtype=float), (row_spacing, column_spacing), segment)
 
 
-def lesions_from_seg(path: Path) -> list[Lesion]:
-    """One lesion per segment of a DICOM Segmentation (TrackingID becomes the lesion id)."""
+def lesions_from_seg(path: Path, geometry: GeometryIndex | None = None) -> list[Lesion]:
+    """One lesion per segment of a DICOM Segmentation (TrackingID becomes the lesion id).
+
+    ``geometry`` (from :func:`geometry_index`) places frames whose SEG lacks plane geometry via
+    the source image or multi-frame frame they reference.
+    """
     ds = dcmread(path)
     masks = ds.pixel_array
     if masks.ndim == 2:
@@ -88,7 +144,7 @@ def lesions_from_seg(path: Path) -> list[Lesion]:
     points: dict[int, list[np.ndarray]] = {}
     areas: dict[int, list[tuple[float, np.ndarray]]] = {}
     for frame in range(masks.shape[0]):
-        position, orientation, spacing, segment = seg_frame_geometry(ds, frame)
+        position, orientation, spacing, segment = seg_frame_geometry(ds, frame, geometry)
         rows, cols = np.nonzero(masks[frame])
         if not len(rows):
             continue
@@ -165,12 +221,12 @@ def _walk_regions(items: Iterable[Dataset] | None, tracking: str, found: dict[st
         _walk_regions(item.get("ContentSequence"), current, found)
 
 
-def lesions_from_sr(path: Path, image_geometry: dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]]
-                    ) -> list[Lesion]:
+def lesions_from_sr(path: Path, image_geometry: GeometryIndex) -> list[Lesion]:
     """Lesions from image regions in a TID 1500 SR: SCOORD3D directly, SCOORD via its image.
 
-    ``image_geometry`` maps SOP Instance UIDs to (position, orientation, pixel spacing) so a 2-D
-    region drawn on an image can be placed in patient coordinates.
+    ``image_geometry`` (from :func:`geometry_index`) maps (SOP Instance UID, frame number) to
+    (position, orientation, pixel spacing) so a 2-D region drawn on an image, or on one frame of a
+    multi-frame image (ReferencedFrameNumber), can be placed in patient coordinates.
     """
     ds = dcmread(path)
     found: dict[str, list[tuple[Dataset, str]]] = {}
@@ -186,10 +242,10 @@ def lesions_from_sr(path: Path, image_geometry: dict[str, tuple[np.ndarray, np.n
             reference = next((c for c in item.get("ContentSequence", []) if "ReferencedSOPSequence" in c), None)
             if reference is None:
                 continue
-            uid = str(reference.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-            if uid not in image_geometry:
+            located = referenced_geometry(image_geometry, reference.ReferencedSOPSequence[0])
+            if located is None:
                 continue
-            position, orientation, spacing = image_geometry[uid]
+            position, orientation, spacing = located
             columns, rows = data.reshape(-1, 2).T  # SCOORD is (column, row) pairs
             slices.append(position[None, :] + columns[:, None] * spacing[1] * orientation[None, :3]
                           + rows[:, None] * spacing[0] * orientation[None, 3:])
@@ -204,8 +260,9 @@ def annotation_files(series: list[SeriesInfo]) -> dict[str, list[Path]]:
     for item in series:
         kind = ("seg" if item.sop_class_uid == SEG_STORAGE else "rtstruct" if item.sop_class_uid == RTSTRUCT_STORAGE
                 else "sr" if item.sop_class_uid.startswith(SR_STORAGE_PREFIX) else None)
-        if kind:
-            found[kind].extend(image.path for image in item.images)
+        if kind:  # a multi-frame object (a SEG) has an entry per frame: list each file once
+            found[kind].extend(path for path in dict.fromkeys(image.path for image in item.images)
+                               if path not in found[kind])
     return found
 
 

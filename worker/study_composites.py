@@ -27,6 +27,7 @@ from worker.roi import (
     RoiSource,
     annotation_files,
     fallback_lesion,
+    geometry_index,
     lesions_from_rtstruct,
     lesions_from_seg,
     lesions_from_sr,
@@ -49,6 +50,7 @@ class LesionComposite:
     motion: dict[str, Motion | None]
     source_images: dict[str, str]  # role -> SOP Instance UID of the source image nearest the slice
     reference_image: str = ""  # SOP Instance UID of the reference role's image at this slice
+    source_frames: dict[str, int] = field(default_factory=dict)  # role -> its frame, for multi-frame sources
 
 
 @dataclass
@@ -76,6 +78,7 @@ class StudyComposites:
             "crop": [list(item.crop[0]), list(item.crop[1])],
             "motion": {role: None if m is None else m.as_json() for role, m in item.motion.items()},
             "source_images": item.source_images,
+            "source_frames": item.source_frames,
             "lesion": {"centre_mm": [round(v, 2) for v in item.lesion.centre_mm],
                        "size_mm": round(item.lesion.size_mm, 1)},
         }
@@ -102,16 +105,17 @@ def _series_of(grouping: Grouping, role: str) -> SeriesInfo:
     return match.series
 
 
-def _nearest_source_image(grouping: Grouping, role: str, point_mm: np.ndarray) -> str:
+def _nearest_source_image(grouping: Grouping, role: str, point_mm: np.ndarray) -> tuple[str, int | None]:
+    """(SOP Instance UID, frame number or None) of the role's image or frame nearest the slice."""
     match = grouping.roles[role]
     assert match is not None
     images = [i for i in match.series.images if i.position is not None and i.orientation is not None]
     if not images:
-        return ""
+        return "", None
     orientation = np.asarray(images[0].orientation)
     normal = np.cross(orientation[:3], orientation[3:])
     nearest = min(images, key=lambda i: abs(float(np.dot(normal, np.asarray(i.position) - point_mm))))
-    return nearest.sop_instance_uid
+    return nearest.reference
 
 
 Displacement = dict[str, tuple[float, float, float]]
@@ -148,21 +152,22 @@ def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Vol
         slice_point = reference.to_patient(np.array([[index, centre[1], centre[2]]]))[0]
         sources = {role: _nearest_source_image(grouping, role, slice_point) for role in recipe.channels}
         out.append(LesionComposite(lesion, composite, index,
-                                   ((crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)), motion, sources,
-                                   _nearest_source_image(grouping, reference_role, slice_point)))
+                                   ((crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)), motion,
+                                   {role: uid for role, (uid, _) in sources.items()},
+                                   reference_image=_nearest_source_image(grouping, reference_role, slice_point)[0],
+                                   source_frames={role: frame for role, (_, frame) in sources.items()
+                                                  if frame is not None}))
     return out
 
 
 def find_lesions(series: list[SeriesInfo], grouping: Grouping) -> list[Lesion]:
     """Lesions from the study's annotations, in order of preference: SEG, RTSTRUCT, SR regions."""
     annotations = annotation_files(series)
-    lesions = [lesion for path in annotations["seg"] for lesion in lesions_from_seg(path)]
+    geometry = geometry_index(m.series for m in grouping.roles.values() if m is not None)
+    lesions = [lesion for path in annotations["seg"] for lesion in lesions_from_seg(path, geometry)]
     if not lesions:
         lesions = [lesion for path in annotations["rtstruct"] for lesion in lesions_from_rtstruct(path)]
     if not lesions and annotations["sr"]:
-        geometry = {i.sop_instance_uid: (np.asarray(i.position), np.asarray(i.orientation), i.pixel_spacing)
-                    for m in grouping.roles.values() if m is not None for i in m.series.images
-                    if i.position is not None and i.orientation is not None and i.pixel_spacing is not None}
         lesions = [lesion for path in annotations["sr"] for lesion in lesions_from_sr(path, geometry)]
     return lesions
 

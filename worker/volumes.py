@@ -4,17 +4,22 @@ Phases are acquired in different breath-holds with different fields of view and 
 the same slice index is not the same anatomy. Every volume therefore carries the affine that maps
 voxel indices (k, j, i) to patient millimetres (LPS), built from ImagePositionPatient,
 ImageOrientationPatient and PixelSpacing, and all roles are resampled onto the reference role's grid.
+The frames of an Enhanced or Legacy Converted instance are slices like classic images: their
+geometry and rescale come from the functional groups (:mod:`worker.grouping.frames`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from scipy.ndimage import map_coordinates
 
-from worker.grouping.series_info import SeriesInfo
+from worker.grouping.frames import frame_pixels
+from worker.grouping.series_info import ImageInfo, SeriesInfo
 
 
 class VolumeError(ValueError):
@@ -73,20 +78,10 @@ def load_volume(series: SeriesInfo) -> Volume:
     orientation = np.asarray(located[0][2], dtype=float)
     normal = np.cross(orientation[:3], orientation[3:])
     order = sorted(located, key=lambda item: float(np.dot(normal, item[1])))
-    slices = []
-    spacing: tuple[float, float] | None = None
-    for image, _, _ in order:
-        ds = dcmread(image.path)
-        if spacing is None:
-            row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
-            spacing = row_spacing, column_spacing
-        try:
-            pixels = ds.pixel_array.astype(np.float32)
-        except Exception as exc:  # an undecodable image, whatever the codec raises, is a typed failure
-            raise VolumeError(f"cannot decode pixels of series {series.key}: {exc}") from exc
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        slices.append(pixels * slope + intercept)
+    spacing = next((image.pixel_spacing for image, _, _ in order if image.pixel_spacing is not None), None)
+    if spacing is None:
+        raise VolumeError(f"series {series.key} has no pixel spacing")
+    slices = _planes([image for image, _, _ in order], series.key)
     if len({s.shape for s in slices}) != 1:
         raise VolumeError(f"series {series.key} mixes image sizes")
     positions = np.array([position for _, position, _ in order], dtype=float)
@@ -94,9 +89,25 @@ def load_volume(series: SeriesInfo) -> Volume:
     step = steps.mean(axis=0) if len(steps) else normal
     if len(steps) and np.max(np.linalg.norm(steps - step, axis=1)) > 0.1 * np.linalg.norm(step) + 0.01:
         raise VolumeError(f"series {series.key} has irregular slice spacing")
-    assert spacing is not None
     affine = affine_from(positions[0], orientation, spacing, step)
     return Volume(np.stack(slices), affine, series.frame_of_reference)
+
+
+def _planes(images: list[ImageInfo], key: str) -> list[np.ndarray]:
+    """Rescaled pixels of each image or frame, reading a multi-frame file once for all its frames."""
+    opened: dict[Path, Dataset] = {}
+    planes = []
+    for image in images:
+        ds: Dataset | None = opened.get(image.path)
+        if ds is None:
+            ds = dcmread(image.path)
+            if image.frame_number is not None:
+                opened[image.path] = ds
+        try:
+            planes.append(frame_pixels(ds, image.frame_number))
+        except Exception as exc:  # an undecodable image, whatever the codec raises, is a typed failure
+            raise VolumeError(f"cannot decode pixels of series {key}: {exc}") from exc
+    return planes
 
 
 def resample_onto(moving: Volume, reference: Volume, *, shift_mm: np.ndarray | None = None,

@@ -24,8 +24,9 @@ def synth_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], 
     def make(task: str, style: str) -> Path:
         if (task, style) not in cache:
             out = tmp_path_factory.mktemp(f"{task}-{style}")
-            size = dict(slices=8, matrix=32) if task == "ct-histology" else dict(slices=6, matrix=32)
-            generate_run(out, StudyOptions(task=task, seed=3, difficulty=0.3, style=style, **size), 2, [])
+            slices = 8 if task == "ct-histology" else 6
+            generate_run(out, StudyOptions(task=task, seed=3, difficulty=0.3, style=style, slices=slices, matrix=32),
+                         2, [])
             cache[(task, style)] = out
         return cache[(task, style)]
 
@@ -54,3 +55,24 @@ def rewrite(folder: Path, change: Callable[[pydicom.Dataset], None]) -> None:
         ds = pydicom.dcmread(path)
         change(ds)
         ds.save_as(path)
+
+
+@pytest.fixture(scope="session")
+def multiframe_run(synth_run: Callable[[str, str], Path],
+                   tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """``multiframe_run(task, style)``: the studies of ``synth_run`` with every classic CT/MR series
+    turned into one Legacy Converted Enhanced instance by highdicom's converters (same series UIDs)."""
+    from worker.synth.multiframe import convert_study
+
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(task: str, style: str) -> Path:
+        if (task, style) not in cache:
+            out = tmp_path_factory.mktemp(f"mf-{task}-{style}") / "run"
+            shutil.copytree(synth_run(task, style), out)
+            for study in sorted(out.glob("study-*")):
+                convert_study(study)
+            cache[(task, style)] = out
+        return cache[(task, style)]
+
+    return make

@@ -17,6 +17,7 @@ import numpy as np
 from pydicom import dcmread
 from scipy.ndimage import map_coordinates
 
+from worker.grouping.frames import frame_pixels
 from worker.grouping.series_info import ImageInfo, SeriesInfo
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,7 @@ def _image_near(series: SeriesInfo, z: float) -> _Level | None:
 
 
 def _hu(image: ImageInfo) -> np.ndarray:
-    ds = dcmread(image.path)
-    return ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(
-        ds.get("RescaleIntercept", 0) or 0)
+    return frame_pixels(dcmread(image.path), image.frame_number)
 
 
 def _common_level(series: Sequence[SeriesInfo]) -> list[_Level] | None:

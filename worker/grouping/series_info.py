@@ -3,7 +3,9 @@
 A real study is messy: several phases in one series, a thin and a thick reconstruction of the same
 acquisition, localizers, reformats, screen saves, SEG and SR objects. This module turns a folder of
 files into :class:`SeriesInfo` records (one per series, or per acquisition when one series holds
-several), each with the facts the rules look at and nothing decided yet.
+several), each with the facts the rules look at and nothing decided yet. A multi-frame instance
+(Enhanced or Legacy Converted CT/MR) contributes one image entry per frame, read by
+:mod:`worker.grouping.frames`, so the rules never need to know which form the archive holds.
 """
 
 from __future__ import annotations
@@ -15,13 +17,28 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from worker.grouping.frames import (
+    FrameFacts,
+    as_float,
+    as_int,
+    as_strings,
+    contrast_agent,
+    contrast_start,
+    dimension_names,
+    frame_views,
+    parse_time,
+    read_frames,
+    scanning_sequence,
+)
+
 log = logging.getLogger(__name__)
+__all__ = ["ImageInfo", "SeriesInfo", "StudyScan", "image_infos", "iter_dicom_files", "parse_time",
+           "scan_studies"]
 
 IMAGE_STORAGE_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image, Enhanced CT (.2.1), Legacy converted (.2.2)
@@ -30,8 +47,6 @@ IMAGE_STORAGE_PREFIXES = (
 NON_IMAGE_CLASSES = {"1.2.840.10008.5.1.4.1.1.4.2"}  # MR spectroscopy
 SECONDS_PER_DAY = 86400.0
 
-# Vendor-specific places a diffusion b-value may be (the standard tag is often absent).
-_B_VALUE_TAGS = ((0x0018, 0x9087), (0x0043, 0x1039), (0x0019, 0x100C), (0x2001, 0x1003))
 
 
 @dataclass(frozen=True)
@@ -46,9 +61,19 @@ class ImageInfo:
     acquisition_seconds: float | None  # seconds since midnight of the study day
     echo_time: float | None
     b_value: float | None
-    image_type: tuple[str, ...] = ()
+    image_type: tuple[str, ...] = ()  # ImageType, or the frame's FrameType
     pixel_spacing: tuple[float, float] | None = None
     images_in_acquisition: int | None = None  # (0020,1002), where the scanner writes it
+    frame_number: int | None = None  # 1-based frame of a multi-frame instance; None for a classic image
+    stack_id: str | None = None
+    dimension_values: tuple[int, ...] = ()
+    contrast: bool | None = None
+    reference_seconds: float | None = None
+
+    @property
+    def reference(self) -> tuple[str, int | None]:
+        """How a derived object names this image: SOP Instance UID and, for a frame, its number."""
+        return self.sop_instance_uid, self.frame_number
 
 
 @dataclass
@@ -77,6 +102,7 @@ class SeriesInfo:
     mr_acquisition_type: str | None = None
     field_strength: float | None = None
     manufacturer: str = ""
+    dimension_names: tuple[str, ...] = ()  # what each DimensionIndexValues position indexes
 
     # --- derived facts ---------------------------------------------------------------------------
 
@@ -150,125 +176,62 @@ def _plane(orientation: tuple[float, ...] | None) -> str:
     return ("sagittal", "coronal", "axial")[axis]
 
 
-def parse_time(value: Any) -> float | None:
-    """DICOM TM (HHMMSS.FFFFFF, or with colons) to seconds since midnight."""
-    if value is None:
-        return None
-    text = str(value).strip().replace(":", "")
-    if len(text) < 2 or not text[:2].isdigit():
-        return None
-    try:
-        hours = int(text[0:2])
-        minutes = int(text[2:4]) if len(text) >= 4 else 0
-        seconds = float(text[4:]) if len(text) > 4 else 0.0
-    except ValueError:
-        return None
-    return hours * 3600 + minutes * 60 + seconds
-
-
-def _float(value: Any) -> float | None:
-    try:
-        if value is None or value == "":
-            return None
-        if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, bytes))):
-            value = value[0]
-        return float(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _int(value: Any) -> int | None:
-    number = _float(value)
-    return None if number is None else int(number)
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(v.strip().upper() for v in value.split("\\") if v.strip())
-    return tuple(str(v).strip().upper() for v in value if str(v).strip())
-
-
-def _b_value(ds: Dataset) -> float | None:
-    for tag in _B_VALUE_TAGS:
-        element = ds.get(tag)
-        if element is None:
-            continue
-        raw = element.value
-        if isinstance(raw, bytes):
-            raw = raw.decode("ascii", "ignore").split("\\")[0]
-        value = _float(raw)
-        if value is None:
-            continue
-        if tag == (0x0043, 0x1039) and value >= 1e9:  # GE stores 1000000000 + b
-            value -= 1e9
-        return value
-    return None
-
-
-def _point(value: Any) -> tuple[float, float, float] | None:
-    """A three-valued attribute (ImagePositionPatient) as floats, or None when absent or malformed."""
-    if not value or len(value) != 3:
-        return None
-    x, y, z = (float(v) for v in value)
-    return x, y, z
-
-
-def _spacing(value: Any) -> tuple[float, float] | None:
-    """A two-valued attribute (PixelSpacing: row, column) as floats, or None."""
-    if not value or len(value) != 2:
-        return None
-    row, column = (float(v) for v in value)
-    return row, column
-
-
-def _image_info(ds: Dataset, path: Path) -> ImageInfo:
-    position = ds.get("ImagePositionPatient")
-    orientation = ds.get("ImageOrientationPatient")
-    acq_time = parse_time(ds.get("AcquisitionTime"))
-    if acq_time is None and ds.get("AcquisitionDateTime"):
-        text = str(ds.AcquisitionDateTime)
-        acq_time = parse_time(text[8:]) if len(text) > 8 else None
+def _image_info(facts: FrameFacts, sop_instance_uid: str, instance_number: int | None, path: Path,
+                images_in_acquisition: int | None) -> ImageInfo:
     return ImageInfo(
         path=path,
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-        instance_number=_int(ds.get("InstanceNumber")),
-        position=_point(position),
-        orientation=tuple(float(v) for v in orientation) if orientation and len(orientation) == 6 else None,
-        acquisition_number=_int(ds.get("AcquisitionNumber")),
-        temporal_position=_int(ds.get("TemporalPositionIdentifier")),
-        acquisition_seconds=acq_time,
-        echo_time=_float(ds.get("EchoTime")),
-        b_value=_b_value(ds),
-        image_type=_strings(ds.get("ImageType")),
-        pixel_spacing=_spacing(ds.get("PixelSpacing")),
-        images_in_acquisition=_int(ds.get("ImagesInAcquisition")),
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        position=facts.position,
+        orientation=facts.orientation,
+        acquisition_number=facts.acquisition_number,
+        temporal_position=facts.temporal_position,
+        acquisition_seconds=facts.acquisition_seconds,
+        echo_time=facts.echo_time,
+        b_value=facts.b_value,
+        image_type=facts.frame_type,
+        pixel_spacing=facts.pixel_spacing,
+        frame_number=facts.frame_number,
+        stack_id=facts.stack_id,
+        dimension_values=facts.dimension_values,
+        contrast=facts.contrast,
+        reference_seconds=facts.reference_seconds,
+        images_in_acquisition=images_in_acquisition,
     )
 
 
+def image_infos(ds: Dataset, path: Path) -> list[ImageInfo]:
+    """One entry per frame of an image object (one for a classic image)."""
+    uid, number = str(ds.get("SOPInstanceUID", "")), as_int(ds.get("InstanceNumber"))
+    announced = as_int(ds.get("ImagesInAcquisition"))
+    return [_image_info(facts, uid, number, path, announced) for facts in read_frames(ds)]
+
+
 def _series_from(ds: Dataset) -> SeriesInfo:
+    first = frame_views(ds)[0]  # series facts as the first frame (or classic image) states them
     return SeriesInfo(
         study_uid=str(ds.get("StudyInstanceUID", "")),
         series_uid=str(ds.get("SeriesInstanceUID", "")),
         modality=str(ds.get("Modality", "")).upper(),
         sop_class_uid=str(ds.get("SOPClassUID", "")),
         description=" ".join(str(ds.get(k, "") or "") for k in ("SeriesDescription", "ProtocolName")).strip(),
-        image_type=_strings(ds.get("ImageType")),
+        image_type=as_strings(first.get("FrameType", "CTImageFrameTypeSequence", "MRImageFrameTypeSequence"))
+        or as_strings(ds.get("ImageType")),
         frame_of_reference=str(ds.FrameOfReferenceUID) if ds.get("FrameOfReferenceUID") else None,
-        series_number=_int(ds.get("SeriesNumber")),
-        slice_thickness=_float(ds.get("SliceThickness")),
-        contrast_agent=str(ds.get("ContrastBolusAgent") or "").strip() or None,
-        contrast_route=str(ds.get("ContrastBolusRoute") or "").strip() or None,
-        contrast_start_seconds=parse_time(ds.get("ContrastBolusStartTime")),
-        scanning_sequence=_strings(ds.get("ScanningSequence")),
-        sequence_variant=_strings(ds.get("SequenceVariant")),
-        sequence_name=str(ds.get("SequenceName") or ""),
-        repetition_time=_float(ds.get("RepetitionTime")),
-        echo_train_length=_float(ds.get("EchoTrainLength")),
-        mr_acquisition_type=str(ds.get("MRAcquisitionType") or "").strip() or None,
-        field_strength=_float(ds.get("MagneticFieldStrength")),
+        series_number=as_int(ds.get("SeriesNumber")),
+        slice_thickness=as_float(first.get("SliceThickness", "PixelMeasuresSequence")),
+        contrast_agent=contrast_agent(first),
+        contrast_route=str(first.get("ContrastBolusRoute") or "").strip() or None,
+        contrast_start_seconds=contrast_start(first),
+        scanning_sequence=scanning_sequence(first),
+        sequence_variant=as_strings(first.get("SequenceVariant")),
+        sequence_name=str(first.get("SequenceName") or first.get("PulseSequenceName") or ""),
+        repetition_time=as_float(first.get("RepetitionTime", "MRTimingAndRelatedParametersSequence")),
+        echo_train_length=as_float(first.get("EchoTrainLength", "MRTimingAndRelatedParametersSequence")),
+        mr_acquisition_type=str(first.get("MRAcquisitionType") or "").strip() or None,
+        field_strength=as_float(first.get("MagneticFieldStrength")),
         manufacturer=str(ds.get("Manufacturer") or ""),
+        dimension_names=dimension_names(ds),
     )
 
 
@@ -307,9 +270,9 @@ def scan_studies(paths: Iterable[Path]) -> StudyScan:
             series = by_series[series_uid] = _series_from(ds)
             scan.series[series.study_uid].append(series)
         try:
-            series.images.append(_image_info(ds, path))
+            series.images.extend(image_infos(ds, path))
         except (TypeError, ValueError) as exc:
             scan.unreadable.append((path, f"unreadable geometry: {exc}"))
     for series in by_series.values():
-        series.images.sort(key=lambda i: (i.acquisition_number or 0, i.instance_number or 0))
+        series.images.sort(key=lambda i: (i.acquisition_number or 0, i.instance_number or 0, i.frame_number or 0))
     return scan

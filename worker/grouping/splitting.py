@@ -6,12 +6,19 @@ TemporalPositionIdentifier, else clusters of acquisition time. Repeated position
 b-value are diffusion data and stay together. A gradient-echo series with two echo times at the
 same positions is a dual-echo (in/opposed-phase) acquisition and is split by echo time; spin-echo
 multi-echo data stays together.
+
+A multi-frame instance (Enhanced or Legacy Converted CT/MR) holding several phases is split the
+same way on its frames' functional-group facts: FrameAcquisitionNumber and TemporalPositionIndex
+in the Frame Content macro, then StackID, then any dimension index that is not the slice position,
+then FrameAcquisitionDateTime clusters, and last, when one series holds several multi-frame
+instances at the same positions, by instance. The reason names the attribute used.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 
 from worker.grouping.series_info import ImageInfo, SeriesInfo
 
@@ -69,17 +76,57 @@ def split_phases(series: SeriesInfo) -> tuple[list[SeriesInfo], str | None]:
         groups = _groups_by(images, lambda i: echoes.index(round(i.echo_time, 2)) + 1
                             if i.echo_time is not None else None)
         if groups:
-            parts = [series.with_images(sorted(g, key=lambda i: i.instance_number or 0), number)
-                     for number, g in sorted(groups.items())]
+            parts = [series.with_images(sorted(g, key=_order), number) for number, g in sorted(groups.items())]
             return parts, f"one dual-echo series held {len(parts)} echoes, split by echo time"
         return [series], None
-    for how, groups in (
-        ("AcquisitionNumber", _groups_by(images, lambda i: i.acquisition_number)),
-        ("TemporalPositionIdentifier", _groups_by(images, lambda i: i.temporal_position)),
-        ("acquisition time", _time_clusters(images)),
-    ):
+    for how, groups in _candidate_splits(series):
         if groups:
-            parts = [series.with_images(sorted(g, key=lambda i: i.instance_number or 0), number)
-                     for number, g in sorted(groups.items())]
+            parts = [series.with_images(sorted(g, key=_order), number) for number, g in sorted(groups.items())]
             return parts, f"one series held {len(parts)} acquisitions, split by {how}"
     return [series], None
+
+
+def _order(image: ImageInfo) -> tuple[int, int]:
+    return image.instance_number or 0, image.frame_number or 0
+
+
+_POSITION_DIMENSIONS = {"ImagePositionPatient", "InStackPositionNumber", "SliceLocation", "PlanePositionSequence"}
+
+
+def _dimension_splits(series: SeriesInfo) -> list[tuple[str, dict[int, list[ImageInfo]] | None]]:
+    """One candidate per dimension index that does not index the slice position."""
+    width = {len(i.dimension_values) for i in series.images}
+    if len(width) != 1 or not (size := width.pop()):
+        return []
+    names = series.dimension_names if len(series.dimension_names) == size else ("",) * size
+    return [(f"dimension index {k + 1} ({name or 'unnamed'}) in DimensionIndexValues",
+             _stacks(_groups_by(series.images, partial(_dimension_value, k))))
+            for k, name in enumerate(names) if name not in _POSITION_DIMENSIONS]
+
+
+def _dimension_value(k: int, image: ImageInfo) -> int:
+    return image.dimension_values[k]
+
+
+def _stacks(groups: dict[int, list[ImageInfo]] | None) -> dict[int, list[ImageInfo]] | None:
+    """Only groups of several slices each: an index that counts frames one by one is not a phase."""
+    return groups if groups and all(len(g) > 1 for g in groups.values()) else None
+
+
+def _candidate_splits(series: SeriesInfo) -> list[tuple[str, dict[int, list[ImageInfo]] | None]]:
+    images = series.images
+    frames = any(i.frame_number is not None for i in images)
+    stacks = sorted({i.stack_id for i in images if i.stack_id is not None})
+    instances = sorted({i.sop_instance_uid for i in images})
+    return [
+        ("FrameAcquisitionNumber (Frame Content)" if frames else "AcquisitionNumber",
+         _groups_by(images, lambda i: i.acquisition_number)),
+        ("TemporalPositionIndex (Frame Content)" if frames else "TemporalPositionIdentifier",
+         _groups_by(images, lambda i: i.temporal_position)),
+        ("StackID (Frame Content)",
+         _groups_by(images, lambda i: stacks.index(i.stack_id) + 1 if i.stack_id is not None else None)),
+        *(_dimension_splits(series) if frames else []),
+        ("FrameAcquisitionDateTime (Frame Content)" if frames else "acquisition time", _time_clusters(images)),
+        ("instance (one multi-frame instance per acquisition)",
+         _stacks(_groups_by(images, lambda i: instances.index(i.sop_instance_uid) + 1 if i.frame_number else None))),
+    ]

@@ -11,7 +11,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from worker.synth.context import StudyOptions
+from worker.synth.multiframe import convert_study
 from worker.synth.run import generate_run
+from worker.synth.study import StudyRecord
 from worker.synth.tasks import parse_difficulty
 from worker.synth.truth import DEFAULT_READERS, parse_readers
 
@@ -51,6 +53,9 @@ def synth(
         help="dynamic phases in one series split by AcquisitionNumber (default: the style's habit)")] = None,
     extras: Annotated[bool, typer.Option("--extras/--no-extras",
                                          help="localizer, reformat, ADC map and dose screen series")] = True,
+    multiframe: Annotated[bool, typer.Option(
+        "--multiframe", help="turn each CT/MR series into one Legacy Converted Enhanced instance (highdicom)")
+                          ] = False,
     readers: Annotated[str | None, typer.Option(
         "--readers", help="simulated readers group:count:accuracy[,...] (default: the paper's figures; "
                           "'' for none)")] = None,
@@ -73,7 +78,12 @@ def synth(
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True, disable=studies < 2) as progress:
         bar = progress.add_task("studies", total=studies)
-        summary = generate_run(out_dir, options, studies, groups, on_study=lambda _: progress.advance(bar))
+        def done(record: StudyRecord) -> None:
+            if multiframe:
+                convert_study(record.folder)
+            progress.advance(bar)
+
+        summary = generate_run(out_dir, options, studies, groups, on_study=done)
     counts = ", ".join(f"{k} {v}" for k, v in summary.label_counts.items())
     typer.echo(f"{summary.studies} studies, {summary.files} files, {summary.lesions} lesions ({counts}) "
                f"in {out_dir}")

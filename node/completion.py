@@ -148,6 +148,9 @@ class CompletionMonitor:
         self.poll_s = poll_s
         self.settle_s = settle_s
         self.rules = CompletionRules(repository, spool_root, role_check, policy)
+        # A study whose last instance came before this process started may have been cut off by a
+        # crash or a stop: it completes by its (renewed) quiet period, or by roles once more arrives.
+        self.started_at = utcnow()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -168,7 +171,8 @@ class CompletionMonitor:
         settled_before = now - dt.timedelta(seconds=self.settle_s)
         completed: list[CompletedStudy] = []
         for study in studies:
-            completion = self.rules.decide(study, settled=study.last_received_at <= settled_before)
+            settled = self.started_at <= study.last_received_at <= settled_before
+            completion = self.rules.decide(study, settled=settled)
             if completion is None:
                 continue
             done = self.repository.complete_revision(study, completion)

@@ -27,6 +27,7 @@ from typing import Protocol
 
 from db.vocabulary import Severity
 from node.hosts import parse_address
+from node.periodic import PeriodicFlush
 
 log = logging.getLogger(__name__)
 
@@ -188,36 +189,23 @@ def _canonical(address: str) -> str:
     return str(parsed) if parsed is not None else address
 
 
-class DoorLog:
+class DoorLog(PeriodicFlush):
     """Counts of door events per source address, flushed as one warning and one audit row per
     address and window (never one database write per hostile packet)."""
 
+    thread_name = "door-log"
     AUDIT_KIND = "connection.refused"
 
     def __init__(self, auditor: Auditor, window_s: float = 10.0) -> None:
         self.auditor = auditor
-        self.window_s = window_s
+        super().__init__(window_s)
         self._counts: dict[str, Counter[DoorEvent]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def note(self, address: str, event: DoorEvent) -> None:
         log.debug("connection from %s closed: %s", address, event)
         with self._lock:
             self._counts.setdefault(address, Counter())[event] += 1
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="door-log", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self.flush()
 
     def flush(self) -> None:
         """Write what was counted since the last flush: one row per address."""
@@ -231,7 +219,3 @@ class DoorLog:
                                    detail={"address": address, **{str(e): n for e, n in events.items()}})
             except Exception:  # the door keeps working while the audit database is down
                 log.exception("could not audit refused connections")
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.window_s):
-            self.flush()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from db.vocabulary import Severity
 from node.gate import Auditor
+from node.periodic import PeriodicFlush
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +30,19 @@ class Rejection:
     reason: str
 
 
-class RejectionLog:
+class RejectionLog(PeriodicFlush):
     """Per-address counts of rejected associations, flushed once per window (thread-safe)."""
 
+    thread_name = "rejection-log"
     AUDIT_KIND = "association.rejected"
 
     def __init__(self, auditor: Auditor, write_first: Callable[[Rejection], object], window_s: float = 10.0) -> None:
         self.auditor = auditor
         self.write_first = write_first
-        self.window_s = window_s
+        super().__init__(window_s)
         self._seen: set[str] = set()  # addresses whose first rejection of this window was written
         self._more: dict[str, Counter[str]] = {}  # address -> calling AE title -> further rejections
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def note(self, rejection: Rejection) -> None:
         with self._lock:
@@ -69,19 +69,3 @@ class RejectionLog:
                                    detail={"address": address, "count": count, "calling_ae": dict(titles)})
             except Exception:  # rejections go on while the audit database is down
                 log.exception("could not audit rejected associations")
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="rejection-log", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.window_s):
-            self.flush()

@@ -109,11 +109,12 @@ class Orthanc:
     """A real Orthanc (Debian package) with its own configuration and storage in a temp folder."""
 
     folder: Path
-    modalities: dict[str, list[Any]] = field(default_factory=dict)
+    modalities: dict[str, Any] = field(default_factory=dict)
     aet: str = "ORTHANC"
     http_port: int = field(default_factory=free_port)
     dicom_port: int = field(default_factory=free_port)
     dicomweb: bool = False  # load the DICOMweb plugin, serving under /dicom-web/
+    extra_config: dict[str, Any] = field(default_factory=dict)  # merged over the defaults (e.g. DICOM TLS)
     proc: subprocess.Popen | None = None
 
     @property
@@ -135,6 +136,7 @@ class Orthanc:
         if self.dicomweb:
             plugin = require_file(DICOMWEB_PLUGIN, "Orthanc's DICOMweb plugin (orthanc-dicomweb)")
             config |= {"Plugins": [str(plugin)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+        config |= self.extra_config
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config))
         env = dict(os.environ, TCP_NODELAY="1")

@@ -3,10 +3,13 @@ and without client certificates, and a probe does not delay SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import time
+import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ from tests.certificates import Pki, make_pki
 from tests.conftest import free_port, require_tool
 from tests.factories import write_study
 from tests.node.test_door import closed_by_peer, stalled
-from tests.processes import NodeProcess
+from tests.processes import NodeProcess, Orthanc
 
 pytestmark = pytest.mark.interop
 DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")
@@ -69,13 +72,18 @@ def test_sigterm_is_not_delayed_by_a_probe(tmp_path: Path) -> None:
         node.kill()
 
 
-@pytest.fixture
-def tls_node(tmp_path: Path, pki: Pki) -> NodeProcess:
+def tls_only_node(folder: Path, pki: Pki, peers: list[dict[str, str]]) -> NodeProcess:
+    """A node that listens with TLS alone and requires a client certificate from the test CA."""
     tls_port = free_port()
     tls = (f"[node.tls]\nport = {tls_port}\ncertificate = \"{pki.server_cert}\"\nprivate_key = \"{pki.server_key}\"\n"
            f"ca_certificates = \"{pki.ca}\"\nrequire_client_certificate = true\n")
     # TLS only: the process's port is the TLS listener's (a bare connect is how start() waits for it)
-    return NodeProcess(tmp_path / "node", peers=PEERS, port=tls_port, extra_node={"plain": False}, extra_toml=tls)
+    return NodeProcess(folder, peers=peers, port=tls_port, extra_node={"plain": False}, extra_toml=tls)
+
+
+@pytest.fixture
+def tls_node(tmp_path: Path, pki: Pki) -> NodeProcess:
+    return tls_only_node(tmp_path / "node", pki, PEERS)
 
 
 def test_dcmtk_over_tls_with_a_client_certificate(tls_node: NodeProcess, pki: Pki, tmp_path: Path) -> None:
@@ -108,3 +116,29 @@ def test_dcmtk_without_a_trusted_client_certificate_is_refused(tls_node: NodePro
     finally:
         tls_node.terminate()
     assert "tls_failed" in tls_node.log()
+
+
+def test_orthanc_sends_over_tls_with_a_client_certificate(orthanc_factory: Callable[..., Orthanc], pki: Pki,
+                                                          tmp_path: Path) -> None:
+    """Orthanc as the PACS pushes over DICOM TLS with its own client certificate; the same Orthanc
+    without TLS towards the same port is refused."""
+    node = tls_only_node(tmp_path / "node", pki, [*PEERS, {"name": "pacs", "ae_title": "ORTHANC"}])
+    study_uid, files = write_study(tmp_path / "study", series=1, per_series=3)
+    try:
+        node.start()
+        target = {"AET": "TRIPHASE", "Host": "127.0.0.1", "Port": node.port}
+        orthanc = orthanc_factory(
+            modalities={"node": {**target, "UseDicomTls": True}, "plain": target},
+            extra_config={"DicomTlsEnabled": True, "DicomTlsCertificate": str(pki.client_cert),
+                          "DicomTlsPrivateKey": str(pki.client_key), "DicomTlsTrustedCertificates": str(pki.ca),
+                          "DicomTlsRemoteCertificateRequired": False})
+        orthanc_study = orthanc.upload(files)
+        orthanc.post("/modalities/node/echo", {})
+        orthanc.post("/modalities/node/store", orthanc_study)
+        listing = json.loads(node.cli("studies", "--json").stdout)
+        assert [(s["study_uid"], s["instances"], s["calling_ae"]) for s in listing] == [(study_uid, 3, "ORTHANC")]
+        with pytest.raises(urllib.error.HTTPError):
+            orthanc.post("/modalities/plain/echo", {}, timeout=30)
+    finally:
+        node.terminate()
+    assert "tls_failed" in node.log()

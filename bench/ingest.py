@@ -1,15 +1,19 @@
-"""Ingest throughput: the same 300 CT instances (512 x 512 int16) over one association.
+"""Ingest throughput: the same CT instances (512 x 512 int16) over one or several associations.
 
-dcmtk ``storescu`` (TCP_NODELAY=1) sends to ``triphase node`` (durable writes and audit rows on),
-to dcmtk ``storescp`` and to Orthanc, each started here on loopback; prints instances/s, MB/s and
-the ratios, and writes the figures to ``bench/results/``. Run from the repository root:
+dcmtk ``storescu`` (by absolute path, TCP_NODELAY=1) sends to ``triphase node`` (durable writes and
+audit rows on), to dcmtk ``storescp`` and to Orthanc, each started here on loopback, in one run; with
+``--associations N`` the instances are split into N parts sent at once over N associations (one
+``storescu`` each). Prints instances/s, MB/s and the ratios, and writes the figures to
+``bench/results/``. Run from the repository root:
 
-    python bench/ingest.py [--instances 300] [--repeat 3] [--db-url postgresql+psycopg://...]
+    python bench/ingest.py [--instances 300] [--repeat 3] [--associations 4] [--receivers 2]
+                           [--db-url postgresql+psycopg://127.0.0.1/test]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -17,18 +21,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pydicom.uid import generate_uid  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench.provenance import header, write_result  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.factories import ct_dataset  # noqa: E402
 from tests.processes import NodeProcess, Orthanc, wait_for_port  # noqa: E402
 
+# dcmtk's tools by path: a virtual environment puts pynetdicom's own storescu/storescp first on PATH
+STORESCU = "/usr/bin/storescu"
+STORESCP = "/usr/bin/storescp"
 ENV = dict(os.environ, TCP_NODELAY="1")
 
 
@@ -48,77 +59,112 @@ def make_instances(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def storescu(port: int, called: str, files: list[Path]) -> float:
-    started = time.perf_counter()
-    run = subprocess.run(["storescu", "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
-                         env=ENV, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - started
+def storescu(port: int, called: str, files: list[Path]) -> None:
+    run = subprocess.run([STORESCU, "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
+                         env=ENV, capture_output=True, text=True, timeout=900)
     if run.returncode != 0:
         raise RuntimeError(f"storescu to {called} failed: {run.stderr[-2000:]}")
-    return elapsed
 
 
-def bench_triphase(files: list[Path], work: Path, repeat: int, db_url: str) -> list[float]:
-    times = []
-    for i in range(repeat):
-        node = NodeProcess(work / f"triphase{i}", peers=[{"name": "bench", "ae_title": "BENCH"}], db_url=db_url)
-        node.extra_node = {"quiet_period_s": 3600}
-        node.start()
-        try:
-            times.append(storescu(node.port, "TRIPHASE", files))
-            count = json.loads(node.cli("studies", "--json").stdout)[0]["instances"]
-            if count != len(files):
-                raise RuntimeError(f"triphase recorded {count} of {len(files)} instances")
-        finally:
-            node.terminate()
-    return times
+def send(port: int, called: str, files: list[Path], associations: int) -> float:
+    """Seconds to send every file over ``associations`` concurrent associations (one storescu each)."""
+    parts = [files[i::associations] for i in range(associations)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=associations) as pool:
+        for done in [pool.submit(storescu, port, called, part) for part in parts if part]:
+            done.result()
+    return time.perf_counter() - started
 
 
-def bench_storescp(files: list[Path], work: Path, repeat: int) -> list[float]:
-    times = []
-    for i in range(repeat):
-        out = work / f"storescp{i}"
-        out.mkdir(parents=True)
-        port = free_port()
-        proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), str(port)], env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(port, proc=proc)
-            times.append(storescu(port, "STORESCP", files))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-    return times
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """The embedded SQLite database (empty ``server_url``), or a new PostgreSQL database on that
+    server for one run, dropped afterwards: every run receives the study for the first time."""
+    if not server_url:
+        yield ""
+        return
+    name = f"triphase_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{server_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
-def bench_orthanc(files: list[Path], work: Path, repeat: int) -> list[float]:
-    times = []
-    for i in range(repeat):
-        orthanc = Orthanc(work / f"orthanc{i}", modalities={"bench": ["BENCH", "127.0.0.1", 104]})
-        orthanc.start()
-        try:
-            times.append(storescu(orthanc.dicom_port, orthanc.aet, files))
-        finally:
-            orthanc.stop()
-    return times
+def run_triphase(files: list[Path], work: Path, server_url: str, associations: int, receivers: int) -> float:
+    with fresh_database(server_url) as db_url:
+        return _run_triphase(files, work, db_url, associations, receivers)
+
+
+def _run_triphase(files: list[Path], work: Path, db_url: str, associations: int, receivers: int) -> float:
+    node = NodeProcess(work, peers=[{"name": "bench", "ae_title": "BENCH"}], db_url=db_url)
+    node.extra_node = {"quiet_period_s": 3600, "receivers": receivers}
+    node.start()
+    try:
+        seconds = send(node.port, "TRIPHASE", files, associations)
+        count = json.loads(node.cli("studies", "--json").stdout)[0]["instances"]
+        if count != len(files):
+            raise RuntimeError(f"triphase recorded {count} of {len(files)} instances")
+        return seconds
+    finally:
+        node.terminate()
+
+
+def run_storescp(files: list[Path], work: Path, associations: int) -> float:
+    work.mkdir(parents=True)
+    port = free_port()
+    # --fork: a process per association, so several associations are served at once
+    fork = ["--fork"] if associations > 1 else []
+    proc = subprocess.Popen([STORESCP, *fork, "-aet", "STORESCP", "-od", str(work), str(port)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=proc)
+        return send(port, "STORESCP", files, associations)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def run_orthanc(files: list[Path], work: Path, associations: int) -> float:
+    orthanc = Orthanc(work, modalities={"bench": ["BENCH", "127.0.0.1", 104]})
+    orthanc.start()
+    try:
+        return send(orthanc.dicom_port, orthanc.aet, files, associations)
+    finally:
+        orthanc.stop()
+
+
+def measure(files: list[Path], work: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Each receiver once per round, the rounds one after another: a machine whose load drifts
+    during the run weighs on every receiver alike."""
+    results: dict[str, list[float]] = {"triphase": [], "storescp": [], "orthanc": []}
+    for i in range(args.repeat):
+        results["triphase"].append(run_triphase(files, work / f"triphase{i}", args.db_url, args.associations,
+                                                args.receivers))
+        results["storescp"].append(run_storescp(files, work / f"storescp{i}", args.associations))
+        results["orthanc"].append(run_orthanc(files, work / f"orthanc{i}", args.associations))
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--db-url", default="", help="audit database for triphase (default: embedded SQLite)")
+    parser.add_argument("--db-url", default="", help="a PostgreSQL server for triphase's audit database, "
+                        "e.g. postgresql+psycopg://127.0.0.1/test (each run gets a new database there; "
+                        "default: the embedded SQLite)")
+    parser.add_argument("--associations", type=int, default=1, help="concurrent associations (storescu processes)")
+    parser.add_argument("--receivers", type=int, default=1, help="triphase's [node] receivers (processes)")
     args = parser.parse_args()
 
     data = make_instances(ROOT / "bench" / "work" / "ingest-ct512", args.instances)
     megabytes = sum(p.stat().st_size for p in data) / 1e6
     with tempfile.TemporaryDirectory(prefix="triphase-bench-") as tmp:
-        work = Path(tmp)
-        results = {
-            "triphase": bench_triphase(data, work, args.repeat, args.db_url),
-            "storescp": bench_storescp(data, work, args.repeat),
-            "orthanc": bench_orthanc(data, work, args.repeat),
-        }
+        results = measure(data, Path(tmp), args)
     figures = {}
     for name, times in results.items():
         median = statistics.median(times)
@@ -129,6 +175,7 @@ def main() -> None:
     report = header("ingest") | {
         "instances": len(data), "megabytes": round(megabytes, 1),
         "database": "postgresql" if args.db_url.startswith("postgresql") else "sqlite",
+        "associations": args.associations, "receivers": args.receivers,
         "figures": figures, "ratios": ratios,
     }
     for name, fig in figures.items():
@@ -136,7 +183,7 @@ def main() -> None:
               f"(median of {args.repeat})")
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = write_result(f"ingest-{stamp}-{report['database']}", report)
+    path = write_result(f"ingest-{stamp}-{report['database']}-a{args.associations}-r{args.receivers}", report)
     print(f"written to {path}")
 
 

@@ -23,6 +23,8 @@ from db.repository import Repository
 from db.runtime import Runtime
 from node import publisher, recovery, scp, scu
 from node.dispatch import JobDispatcher, OutboxOnly
+from node.metrics import SharedMetrics
+from node.receivers import ReceiverPool, ReceiverSpec, listening_settings
 from node.scu import RemoteNode
 from node.settings import BrokerSettings, NodeSettings
 from node.spool import Spool
@@ -84,7 +86,11 @@ def run_node(
         dispatcher = publisher.CeleryPublisher(broker.url, repository,
                                                visibility_timeout_s=broker.visibility_timeout_s)
     factory = ctx.meta.get(ROLE_CHECK_FACTORY)
+    # Counters of several receiving processes are added up; set up before any counter exists.
+    shared = (SharedMetrics.create(runtime.general.data_dir, repository.db)
+              if settings.receivers > 1 and settings.metrics_port else None)
     node = scp.DicomNode(settings, spool, repository, dispatcher, role_check=factory(runtime) if factory else None)
+    node.metrics_registry = shared.registry if shared else None
 
     stop = threading.Event()
 
@@ -95,13 +101,31 @@ def run_node(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     node.start()
+    pool = _start_receivers(runtime, settings, node)
     ports = ", ".join(map(str, node.door.listeners)) if node.door else str(node.port)
-    typer.echo(f"triphase node {settings.ae_title} listening on {settings.bind} port {ports}", err=True)
+    typer.echo(f"triphase node {settings.ae_title} listening on {settings.bind} port {ports}"
+               f"{f' ({settings.receivers} receiving processes)' if pool else ''}", err=True)
     # Wake up regularly: a signal delivered to another thread only runs its Python handler when
     # the main thread next runs bytecode, and a bare wait() might never return.
     while not stop.wait(0.5):
-        pass
+        if pool is not None:
+            pool.supervise()
+    if pool is not None:
+        pool.stop()
     node.shutdown()
+    if pool is not None:
+        pool.join()
+    if shared is not None:
+        shared.remove()
+
+
+def _start_receivers(runtime: Runtime, settings: NodeSettings, node: scp.DicomNode) -> ReceiverPool | None:
+    """The further receiving processes of ``[node] receivers``, on the ports the node just bound."""
+    if settings.receivers <= 1:
+        return None
+    level = "DEBUG" if runtime.debug else runtime.general.log_level.upper()
+    spec = ReceiverSpec(runtime.config, listening_settings(settings, node.port, node.tls_port), level, 0)
+    return ReceiverPool(spec, settings.receivers - 1, grace_s=settings.shutdown_grace_s).start()
 
 
 def remote_node(text: str, runtime: Runtime) -> RemoteNode:

@@ -221,6 +221,13 @@ class DoorServer(ThreadedAssociationServer):
         super().__init__(ae, address, ae_title, contexts, None, evt_handlers=evt_handlers,
                          request_handler=request_handler)
 
+    def server_bind(self) -> None:
+        """Several receiving processes may listen on the same port (``node.receivers``); the kernel
+        spreads the connections. Every socket on the port must ask for it, the first one included."""
+        if self.door.settings.receivers > 1 and self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
     def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
                         client_address: tuple[str, int] | str) -> None:
         if not isinstance(request, socket.socket) or isinstance(client_address, str):

@@ -19,16 +19,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server, values
 from prometheus_client.context_managers import Timer
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
@@ -48,6 +54,44 @@ PREFIX = "triphase"
 # From a tenth of a second (a send to a PACS next door) to two hours (a study arriving slowly).
 STEP_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 _PENDING = "triphase_audit_events"
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_multiprocess_values(directory: Path) -> None:
+    """Make every metric created from now on (here and in forked children) write to ``directory``.
+
+    prometheus-client reads ``PROMETHEUS_MULTIPROC_DIR`` once, when it is first imported; in this
+    process the node's modules imported it before the process knew it would have children, so its
+    choice of value class is made again here, the way prometheus-client's own tests switch modes.
+    Spawned children inherit the variable and choose the same class when they import it.
+    """
+    os.environ[MULTIPROC_ENV] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+
+
+@dataclass
+class SharedMetrics:
+    """``/metrics`` for a node with several receiving processes: each process writes its counters to
+    a private directory (0700, made fresh for each run, removed at exit) and the first one serves
+    their sum, with the queue depths."""
+
+    directory: Path
+    registry: CollectorRegistry
+
+    @classmethod
+    def create(cls, data_dir: Path, database: Database) -> SharedMetrics:
+        """Call before any counter is created (the node's, and before receivers are started)."""
+        directory = Path(tempfile.mkdtemp(prefix="metrics-", dir=data_dir))
+        use_multiprocess_values(directory)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]  # untyped
+        registry.register(QueueDepth(database))
+        return cls(directory, registry)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class Step(StrEnum):

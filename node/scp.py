@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 
+from prometheus_client import CollectorRegistry
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
@@ -68,14 +69,18 @@ def build_ae(settings: NodeSettings) -> AE:
 class DicomNode:
     def __init__(self, settings: NodeSettings, spool: Spool, repository: Repository,
                  dispatcher: JobDispatcher, *, role_check: RoleCheck | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, completes: bool = True) -> None:
         """``role_check`` (injected by whoever knows the grouping rules) lets a study complete as
-        soon as it is whole; without it, studies complete by the quiet period or the hard cap."""
+        soon as it is whole; without it, studies complete by the quiet period or the hard cap.
+        ``completes=False`` makes a further receiving process (:mod:`node.receivers`): it stores
+        and audits, while the first process completes studies and serves ``/metrics``."""
         self.settings = settings
         self.repository = repository
+        self.completes = completes
         self.tracker = AssociationTracker()
         self.metrics = metrics or Metrics()
-        self.metrics.registry.register(QueueDepth(repository.db))
+        if completes:
+            self.metrics.registry.register(QueueDepth(repository.db))
         self.audit_watch = AuditWatch(repository.db, self.metrics)
         self.metrics_server: MetricsServer | None = None
         self.store_handler = StoreHandler(settings, spool, repository, self.tracker, self.metrics)
@@ -85,6 +90,8 @@ class DicomNode:
         self.ae = build_ae(settings)
         install(self.ae, IntakeLimits(max_instance_bytes=settings.max_instance_mb * 1024 * 1024, spool=spool))
         self.door: Door | None = None
+        # What /metrics serves: this process's registry, or all receivers' values added up (cli.py)
+        self.metrics_registry: CollectorRegistry | None = None
         self.rejections = RejectionLog(repository, self._write_rejection)
         self._stopping = threading.Event()
 
@@ -115,14 +122,16 @@ class DicomNode:
             (evt.EVT_ABORTED, self._on_ended, [AssociationResult.ABORTED]),
             (evt.EVT_CONN_CLOSE, self._on_ended, [AssociationResult.ABORTED]),
         ]
-        self.audit_watch.start()
-        if self.settings.metrics_port:
-            self.metrics_server = MetricsServer(self.metrics.registry, self.settings.bind,
+        if self.completes:
+            self.audit_watch.start()
+        if self.settings.metrics_port and self.completes:
+            self.metrics_server = MetricsServer(self.metrics_registry or self.metrics.registry, self.settings.bind,
                                                 self.settings.metrics_port).start()
         self.door = Door(self.ae, self.settings, self.repository, handlers, on_finished=self._on_finished)
         self.door.start()
         self.rejections.start()
-        self.monitor.start()
+        if self.completes:
+            self.monitor.start()
         log.info("DICOM node %s listening on %s port %s (%d peers configured%s)", self.settings.ae_title,
                  self.settings.bind, ", ".join(map(str, self.door.listeners)), len(self.settings.peers),
                  ", promiscuous" if self.settings.promiscuous else "")
@@ -148,10 +157,11 @@ class DicomNode:
         if door is not None:
             door.close()
         self.rejections.stop()
-        self.monitor.stop()
+        if self.completes:
+            self.monitor.stop()
+            self.audit_watch.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
-        self.audit_watch.stop()
         log.info("DICOM node stopped")
 
     # --- association events ---------------------------------------------------------------------

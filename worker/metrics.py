@@ -13,7 +13,6 @@ The parent also reports the queue depths (outbox rows not yet published, and the
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,28 +20,14 @@ from pathlib import Path
 
 from celery import Celery
 from kombu.exceptions import ChannelError, OperationalError
-from prometheus_client import CollectorRegistry, values
+from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from db.engine import Database
 from db.task_names import ARRIVAL_QUEUE, BATCH_QUEUE
-from node.metrics import AuditWatch, Metrics, MetricsServer, QueueDepth
+from node.metrics import AuditWatch, Metrics, MetricsServer, QueueDepth, use_multiprocess_values
 
 log = logging.getLogger(__name__)
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def use_multiprocess_values(directory: Path) -> None:
-    """Make every metric created from now on (here and in forked children) write to ``directory``.
-
-    prometheus-client reads ``PROMETHEUS_MULTIPROC_DIR`` once, when it is first imported; in this
-    process the node's modules imported it before the worker knew it would fork, so its choice of
-    value class is made again here, the way prometheus-client's own tests switch modes.
-    """
-    os.environ[MULTIPROC_ENV] = str(directory)
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
-
 
 def broker_queue_depths(app: Celery, queues: tuple[str, ...] = (ARRIVAL_QUEUE, BATCH_QUEUE)
                         ) -> list[tuple[str, int]]:

@@ -1,0 +1,144 @@
+"""More receiving processes on the same ports, so that N associations use N cores.
+
+One Python process receives on one core: pynetdicom's reactors, the header walk and the commit of
+every instance share one interpreter lock. With ``[node] receivers = N`` the node starts N - 1
+further processes that listen on the same plain and TLS ports (``SO_REUSEPORT``: the kernel spreads
+new connections over the listening sockets) and write to the same spool and database. Each is a
+full door (ARTIM, PDU and size limits, per-address cap, audit) whose association limits count its
+own connections. Only the first process, which starts them, runs recovery, completes studies and
+serves ``/metrics``: completion reads the deadlines every process writes into the study rows, so a
+study completes exactly once whichever process received its instances.
+
+The first process supervises the others: a receiver that dies is started again (and logged), and
+SIGTERM stops them all with the same grace period as its own associations. A receiver whose first
+process has died (kill -9) stops by itself, so a restarted node never shares its port with orphans.
+Connections waiting in a receiver's accept queue when it is killed are lost with it (the sender's
+association fails and it sends again); accepted associations are never acknowledged unstored.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+
+from db.private import restrict_new_files
+from db.repository import Repository
+from db.runtime import Runtime
+from db.settings import ConfigFile
+from node.dispatch import OutboxOnly
+from node.scp import DicomNode
+from node.settings import NodeSettings
+from node.spool import Spool
+
+log = logging.getLogger(__name__)
+
+# Receivers started again within this many seconds of their last start count as crash-looping.
+RESTART_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True)
+class ReceiverSpec:
+    """What a receiving process needs: the configuration as the first process read it, with the
+    ports it actually listens on (a configured port 0 picks one; the others must share it)."""
+
+    config: ConfigFile
+    settings: NodeSettings
+    log_level: str
+    index: int
+    parent: int = 0  # the first process: a receiver whose parent has gone stops as if told to
+
+
+def listening_settings(settings: NodeSettings, plain_port: int | None, tls_port: int | None) -> NodeSettings:
+    """``settings`` with the ports the first process bound, for the receivers to bind as well."""
+    update: dict[str, object] = {}
+    if plain_port is not None and settings.plain:
+        update["port"] = plain_port
+    if tls_port is not None and settings.tls is not None:
+        update["tls"] = settings.tls.model_copy(update={"port": tls_port})
+    return settings.model_copy(update=update)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+
+
+def receive(spec: ReceiverSpec) -> None:
+    """The body of one receiving process: a door on the shared ports until SIGTERM."""
+    restrict_new_files()
+    _configure_logging(spec.log_level)
+    runtime = Runtime(config=spec.config)
+    repository = Repository(runtime.database(upgrade=False))
+    spool = Spool.from_settings(spec.settings, runtime.general)
+    node = DicomNode(spec.settings, spool, repository, OutboxOnly(), completes=False)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the first process decides
+    node.start()
+    log.info("receiver %d listening", spec.index)
+    while not stop.wait(0.5):
+        if spec.parent and os.getppid() != spec.parent:
+            log.warning("receiver %d: the node's first process has gone; stopping", spec.index)
+            break
+    node.shutdown()
+    runtime.close()
+
+
+class ReceiverPool:
+    """The further receiving processes of one node, started, kept running and stopped by the first."""
+
+    def __init__(self, spec: ReceiverSpec, count: int, *, grace_s: float) -> None:
+        self.spec, self.count, self.grace_s = spec, count, grace_s
+        self._context = multiprocessing.get_context("spawn")  # no inherited threads, locks or connections
+        self._processes: dict[int, BaseProcess] = {}
+        self._started_at: dict[int, float] = {}
+
+    def start(self) -> ReceiverPool:
+        for index in range(1, self.count + 1):
+            self._start(index)
+        return self
+
+    def _start(self, index: int) -> None:
+        spec = ReceiverSpec(self.spec.config, self.spec.settings, self.spec.log_level, index, os.getpid())
+        process = self._context.Process(target=receive, args=(spec,), name=f"triphase-receiver-{index}",
+                                        daemon=False)
+        process.start()
+        self._processes[index] = process
+        self._started_at[index] = time.monotonic()
+
+    def alive(self) -> int:
+        return sum(1 for p in self._processes.values() if p.is_alive())
+
+    def supervise(self) -> None:
+        """Start again every receiver that has exited (not more often than every few seconds)."""
+        for index, process in list(self._processes.items()):
+            if process.is_alive() or time.monotonic() - self._started_at[index] < RESTART_BACKOFF_S:
+                continue
+            log.warning("receiver %d exited with status %s; starting it again", index, process.exitcode)
+            process.close()
+            self._start(index)
+
+    def stop(self) -> None:
+        """SIGTERM to every receiver: each lets its associations finish within the grace period
+        (the first process does the same meanwhile, then :meth:`join`)."""
+        for process in self._processes.values():
+            if process.is_alive():
+                process.terminate()
+
+    def join(self) -> None:
+        deadline = time.monotonic() + self.grace_s + 15.0
+        for process in self._processes.values():
+            process.join(timeout=max(deadline - time.monotonic(), 0.1))
+            if process.is_alive():
+                log.warning("receiver %s did not stop in time; killed", process.name)
+                process.kill()
+                process.join(timeout=5)

@@ -1,0 +1,136 @@
+"""Several receiving processes on one port (``[node] receivers``): dcmtk over concurrent associations,
+every instance stored once, every study completed once, a receiver that dies started again, one
+``/metrics`` for all of them, and SIGTERM stopping the whole group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from db.engine import Database
+from db.queries import audit_events
+from tests.conftest import free_port, require_tool
+from tests.factories import write_study
+from tests.processes import NodeProcess
+
+pytestmark = pytest.mark.interop
+PEERS = [{"name": "dcmtk", "ae_title": "STORESCU"}]
+
+
+def children(pid: int) -> set[int]:
+    """Live process ids whose parent is ``pid`` (the receivers; spawn also starts a resource tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and state != "Z" and b"resource_tracker" not in cmdline:
+                found.add(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an exited one whose parent has not reaped it is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for_children(pid: int, count: int, timeout: float = 60, *, without: int = 0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = children(pid)
+        if len(found) == count and without not in found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"expected {count} receivers, found {children(pid)}")
+
+
+def storescu(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:
+    binary = require_tool("/usr/bin/storescu")  # by path: a virtual environment puts pynetdicom's first
+    return subprocess.run([binary, "-to", "20", "-ta", "20", "-td", "20", "-aet", "STORESCU", "-aec", "TRIPHASE",
+                           "127.0.0.1", str(port), *map(str, files)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, TCP_NODELAY="1"))
+
+
+def stored_total(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("triphase_instances_stored_total"))
+
+
+def test_receivers_share_the_port_and_complete_each_study_once(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    late_uid = ""
+    node = NodeProcess(tmp_path / "node", peers=PEERS,
+                       extra_node={"receivers": 3, "quiet_period_s": 2.0, "completion_poll_s": 0.2,
+                                   "max_per_address": 16, "metrics_port": metrics_port})
+    studies = [write_study(tmp_path / f"study{i}", series=2, per_series=6) for i in range(5)]
+    try:
+        node.start()
+        assert node.proc is not None
+        first = wait_for_children(node.proc.pid, 2)
+        # Two associations for each study (its two halves), ten at once: they land on several processes.
+        parts = [files[half::2] for _, files in studies for half in (0, 1)]
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            results = list(pool.map(lambda part: storescu(node.port, part), parts))
+        assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
+
+        deadline = time.monotonic() + 60
+        listing: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            listing = json.loads(node.cli("studies", "--json").stdout)
+            if len(listing) == 5 and all(s["state"] == "complete" for s in listing):
+                break
+            time.sleep(0.5)
+        assert sorted((s["study_uid"], s["instances"], s["revision"]) for s in listing) == sorted(
+            (uid, 12, 1) for uid, _ in studies)
+        assert stored_total(metrics_port) == 60  # every receiver's counter, added up
+
+        # A receiver that dies is started again, and the port still takes associations.
+        victim = sorted(first)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for_children(node.proc.pid, 2, timeout=30, without=victim)
+        late_uid, late = write_study(tmp_path / "late", series=1, per_series=4)
+        assert storescu(node.port, late).returncode == 0
+    finally:
+        assert node.terminate() == 0
+    assert node.proc is not None and not children(node.proc.pid)
+    database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
+    try:
+        completed = sorted(str(e.study_uid) for e in audit_events(database) if e.kind == "study.complete")
+        # once each, whichever process received the instances
+        assert [uid for uid in completed if uid != late_uid] == sorted(uid for uid, _ in studies)
+    finally:
+        database.close()
+    assert "receiver 1 exited" in node.log() or "receiver 2 exited" in node.log()
+
+
+def test_receivers_stop_when_the_first_process_is_killed(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "node", peers=PEERS, extra_node={"receivers": 2})
+    try:
+        node.start()
+        assert node.proc is not None
+        [receiver] = wait_for_children(node.proc.pid, 1)
+        node.proc.kill()
+        node.proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and running(receiver):
+            time.sleep(0.2)
+        assert not running(receiver)
+    finally:
+        node.kill()
+    assert "the node's first process has gone" in node.log()

@@ -27,7 +27,7 @@ from models.evaluation import metrics as m
 from models.evaluation.bootstrap import DEFAULT_RESAMPLES, Interval, IntervalJson, Statistic, bootstrap
 
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "roc_auc")
-PER_CLASS_METRICS = ("recall", "precision", "f1", "roc_auc_ovr")
+PER_CLASS_METRICS = ("recall", "specificity", "precision", "f1", "roc_auc_ovr")
 FPR_GRID = np.linspace(0.0, 1.0, 51)
 
 
@@ -59,7 +59,7 @@ def tpr_at(fpr_grid: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.
 def _label_values(codes: m.CodeMetrics) -> dict[str, float | np.ndarray]:
     return {"accuracy": codes["accuracy"], "balanced_accuracy": codes["balanced_accuracy"],
             "macro_f1": codes["macro_f1"], "cohen_kappa": codes["cohen_kappa"], "recall": codes["recall"],
-            "precision": codes["precision"], "f1": codes["f1"]}
+            "specificity": codes["specificity"], "precision": codes["precision"], "f1": codes["f1"]}
 
 
 def _statistic(true_codes: np.ndarray, pred_codes: np.ndarray, scores: np.ndarray | None,
@@ -91,6 +91,7 @@ def _point(true: np.ndarray, pred: np.ndarray, labels: list[str], scores: np.nda
         "macro_f1": m.macro_f1_score(true, pred, labels=labels),
         "cohen_kappa": m.cohen_kappa_score(true, pred, labels=labels),
         "recall": m.recall_per_class(true, pred, labels=labels),
+        "specificity": m.specificity_per_class(true, pred, labels=labels),
         "precision": m.precision_per_class(true, pred, labels=labels),
         "f1": m.f1_per_class(true, pred, labels=labels),
     }

@@ -172,6 +172,9 @@ def test_report_numbers_html_and_csv(repository: Repository, database: Database,
         support = int(np.sum(cases.y_true == label))
         assert summary["metrics"]["recall"][label]["n"] == summary["support"][label] == support
         assert summary["roc"][label]["n"] == summary["support"][label]
+        others = cases.y_true != label  # one-vs-rest specificity: an abstention calls no class
+        assert summary["metrics"]["specificity"][label]["estimate"] == pytest.approx(
+            np.mean(cases.y_pred[others] != label))
 
     paths = write_report(document, tmp_path / "report")
     assert json.loads(paths["json"].read_text()) == document

@@ -7,7 +7,8 @@ threshold chosen on the other folds), so the selective accuracy it quotes is not
 
 One definition, used by cross-validation and by ``evaluate`` alike:
 - accuracy, recall, balanced accuracy and F1 are over all lesions, an abstention counting as wrong
-  (``accuracy_abstain_as_wrong``);
+  (``accuracy_abstain_as_wrong``); one-vs-rest specificity counts it as a true negative for the
+  other classes, since it calls none of them;
 - ``accuracy_answered`` (selective accuracy) and Cohen's kappa are over the answered lesions only,
   always reported beside the coverage (``answered`` / ``abstained``);
 - the confusion matrix holds every lesion: rows the truth, columns the classes plus

@@ -11,6 +11,9 @@ counts as perfect:
 - ``labels`` fixes the class order; default: sorted union of y_true and y_pred.
 - Per-class recall/precision/F1 of a class with no support (or no predictions) is NaN in the
   per-class vector, and macro averages are taken over the classes present in ``y_true``.
+- Specificity of a class is one-vs-rest: the share of the other classes' lesions not called this
+  class; an abstention calls no class, so for the other classes it is a true negative (it is
+  still a miss for its own class's recall). NaN when every lesion is of the class.
 - Balanced accuracy is the mean recall over classes present in ``y_true`` (scikit-learn's rule).
 - One-vs-rest ROC-AUC of a class absent from ``y_true`` (or present everywhere) is NaN; the macro
   AUC averages the defined ones.
@@ -52,6 +55,7 @@ class CodeMetrics(TypedDict):
     macro_f1: float
     cohen_kappa: float
     recall: np.ndarray
+    specificity: np.ndarray
     precision: np.ndarray
     f1: np.ndarray
 
@@ -135,6 +139,19 @@ def _per_class(kind: str, y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence
 def recall_per_class(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] | None = None) -> np.ndarray:
     """Sensitivity of each class in ``labels`` order; NaN for a class absent from y_true."""
     return _per_class("recall", y_true, y_pred, labels)
+
+
+def specificity_per_class(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] | None = None
+                          ) -> np.ndarray:
+    """One-vs-rest specificity of each class: scikit-learn's recall of "not this class" (so an
+    abstention is a true negative for every class but its own); NaN when no lesion is of another class."""
+    true, pred, labels = check_targets(y_true, y_pred, labels)
+    out = np.full(len(labels), np.nan)
+    for k, label in enumerate(labels):
+        negative = true != label
+        if negative.any():
+            out[k] = sk.recall_score(negative, pred != label)
+    return out
 
 
 def precision_per_class(y_true: ArrayLike, y_pred: ArrayLike, *, labels: Sequence[str] | None = None) -> np.ndarray:
@@ -289,8 +306,10 @@ def metrics_from_codes(true_codes: np.ndarray, pred_codes: np.ndarray, n_classes
     cm = confusion_from_codes(true_codes, pred_codes, n_classes).astype(np.float64)
     support = np.bincount(true_codes, minlength=n_classes).astype(np.float64)
     predicted, hits = cm.sum(axis=0), np.diag(cm)
+    negatives = float(true_codes.size) - support
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(support > 0, hits / support, np.nan)
+        specificity = np.where(negatives > 0, 1.0 - (predicted - hits) / negatives, np.nan)
         precision = np.where(predicted > 0, hits / predicted, np.nan)
         f1 = np.where(support > 0, np.where(hits > 0, 2 * hits / (support + predicted), 0.0), np.nan)
     present = support > 0
@@ -303,7 +322,7 @@ def metrics_from_codes(true_codes: np.ndarray, pred_codes: np.ndarray, n_classes
         "balanced_accuracy": float(np.mean(recall[present])) if present.any() else float("nan"),
         "macro_f1": float(np.mean(f1[present])) if present.any() else float("nan"),
         "cohen_kappa": float(kappa),
-        "recall": recall, "precision": precision, "f1": f1,
+        "recall": recall, "specificity": specificity, "precision": precision, "f1": f1,
     }
 
 
@@ -375,6 +394,7 @@ METRICS: tuple[PointMetric, ...] = (
     PointMetric("macro_f1", macro_f1_score),
     PointMetric("cohen_kappa", cohen_kappa_score),
     PointMetric("recall", recall_per_class, per_class=True),
+    PointMetric("specificity", specificity_per_class, per_class=True),
     PointMetric("precision", precision_per_class, per_class=True),
     PointMetric("f1", f1_per_class, per_class=True),
     PointMetric("roc_auc", roc_auc_score, needs_scores=True),

@@ -31,7 +31,7 @@ from scipy.stats import f as f_distribution
 from scipy.stats import norm
 from scipy.stats import t as t_distribution
 
-from models.evaluation.bootstrap import patient_groups
+from models.evaluation.bootstrap import patient_jackknife
 
 Fom = Callable[[np.ndarray], np.ndarray]
 """Figures of merit of every (treatment, reader) cell computed on the cases at these indices."""
@@ -43,16 +43,11 @@ def jackknife_covariance(fom: Fom, clusters: Sequence[str] | np.ndarray) -> tupl
 
     With one case per cluster this is the case jackknife of the OR literature (MRMCaov, RJafroc).
     """
-    groups = patient_groups(clusters)
-    everyone = np.arange(len(clusters))
-    estimate = np.asarray(fom(everyone), dtype=np.float64)
-    pseudo = np.empty((len(groups), estimate.size))
-    for g, members in enumerate(groups):
-        keep = np.ones(everyone.size, dtype=bool)
-        keep[members] = False
-        pseudo[g] = fom(everyone[keep])
+    estimate = np.asarray(fom(np.arange(len(clusters))), dtype=np.float64)
+    pseudo = np.array([np.asarray(fom(rows), dtype=np.float64).reshape(estimate.size)
+                       for rows in patient_jackknife(clusters)])
     centred = pseudo - pseudo.mean(axis=0)
-    count = len(groups)
+    count = pseudo.shape[0]
     covariance = (count - 1) / count * centred.T @ centred
     return estimate, covariance
 

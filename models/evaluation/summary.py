@@ -2,12 +2,12 @@
 
 Point estimates come from scikit-learn (:mod:`models.evaluation.metrics`); the intervals from the
 numpy fast path on the same resamples, so a report of thousands of resamples stays quick. ROC
-bands are the pointwise percentile interval of the true positive rate on a fixed grid of false
-positive rates.
+bands are the pointwise interval of the true positive rate on a fixed grid of false positive rates.
 
-Intervals are percentile intervals over 2,000 patient resamples. BCa is not used: its
-acceleration would need a patient-level jackknife of every metric, and for AUCs of classes with a
-handful of patients the bias correction is itself unstable; the percentile interval is stated.
+Intervals are BCa over 2,000 patient resamples, the acceleration from the leave-one-patient-out
+jackknife of the same fast path; where BCa is undefined (a class with one patient, a recall of 1
+in every resample, ...) the percentile interval, and each interval's ``ci_method`` says which
+(:mod:`models.evaluation.bootstrap`). Every per-class entry carries ``n``, the class's support.
 Multi-class AUC is given twice under ``auc``: the one-vs-rest macro average (``macro_ovr``, the
 same as ``roc_auc``) and Hand & Till's M (``hand_till``); kappa twice under ``kappa``: unweighted
 (``cohen_kappa``) and quadratic-weighted on the grade scale. ``resamples_lacking_class`` counts
@@ -17,23 +17,25 @@ the resamples in which a class was not drawn, where the macro averages change th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from models.abstention import INDETERMINATE, confusion_with_abstention
 from models.evaluation import metrics as m
-from models.evaluation.bootstrap import Interval, IntervalJson, Statistic, bootstrap
+from models.evaluation.bootstrap import DEFAULT_RESAMPLES, Interval, IntervalJson, Statistic, bootstrap
 
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "roc_auc")
-PER_CLASS_METRICS = ("recall", "precision", "f1", "roc_auc_ovr")
+PER_CLASS_METRICS = ("recall", "specificity", "precision", "f1", "roc_auc_ovr")
 FPR_GRID = np.linspace(0.0, 1.0, 51)
 
 
 @dataclass(frozen=True)
 class BootstrapSettings:
-    n_resamples: int = 2000
+    """Patient resamples, confidence level and the fixed seed that makes a report reproducible."""
+
+    n_resamples: int = DEFAULT_RESAMPLES
     confidence: float = 0.95
     seed: int = 0
 
@@ -57,7 +59,7 @@ def tpr_at(fpr_grid: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.
 def _label_values(codes: m.CodeMetrics) -> dict[str, float | np.ndarray]:
     return {"accuracy": codes["accuracy"], "balanced_accuracy": codes["balanced_accuracy"],
             "macro_f1": codes["macro_f1"], "cohen_kappa": codes["cohen_kappa"], "recall": codes["recall"],
-            "precision": codes["precision"], "f1": codes["f1"]}
+            "specificity": codes["specificity"], "precision": codes["precision"], "f1": codes["f1"]}
 
 
 def _statistic(true_codes: np.ndarray, pred_codes: np.ndarray, scores: np.ndarray | None,
@@ -89,6 +91,7 @@ def _point(true: np.ndarray, pred: np.ndarray, labels: list[str], scores: np.nda
         "macro_f1": m.macro_f1_score(true, pred, labels=labels),
         "cohen_kappa": m.cohen_kappa_score(true, pred, labels=labels),
         "recall": m.recall_per_class(true, pred, labels=labels),
+        "specificity": m.specificity_per_class(true, pred, labels=labels),
         "precision": m.precision_per_class(true, pred, labels=labels),
         "f1": m.f1_per_class(true, pred, labels=labels),
     }
@@ -107,21 +110,22 @@ GROUPED = {"roc_auc": ("auc", "macro_ovr"), "hand_till": ("auc", "hand_till"),
 
 
 def _intervals_json(point: dict[str, float | np.ndarray], intervals: dict[str, Interval | list[Interval]],
-                    labels: list[str]) -> dict[str, IntervalJson | dict[str, IntervalJson]]:
+                    labels: list[str], support: np.ndarray) -> dict[str, IntervalJson | dict[str, IntervalJson]]:
+    """Intervals under the scikit-learn point estimates; per-class ones with the class's support ``n``."""
     out: dict[str, IntervalJson | dict[str, IntervalJson]] = {}
     grouped: dict[str, dict[str, IntervalJson]] = {}
     for name, value in point.items():
         interval = intervals[name]
         if isinstance(interval, Interval):
-            entry = Interval(float(value), interval.low, interval.high, interval.resamples).as_json()
+            entry = replace(interval, estimate=float(value)).as_json()
             if name in GROUPED:
                 group, key = GROUPED[name]
                 grouped.setdefault(group, {})[key] = entry
             if name not in ("hand_till", "kappa_quadratic"):
                 out[name] = entry
         else:
-            out[name] = {label: Interval(float(v), i.low, i.high, i.resamples).as_json()
-                         for label, v, i in zip(labels, np.asarray(value), interval, strict=True)}
+            out[name] = {label: replace(i, estimate=float(v)).as_json() | {"n": int(n)}
+                         for label, v, i, n in zip(labels, np.asarray(value), interval, support, strict=True)}
     return out | grouped
 
 
@@ -148,13 +152,14 @@ def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.nda
     point = _point(true, pred, labels, scores, grades)
     recall = intervals["recall"]
     assert isinstance(recall, list)
+    support = np.array([int(np.sum(true == label)) for label in labels])
     result: dict[str, Any] = {
         "lesions": int(true.size), "patients": int(len(set(patients.tolist()))),
-        "support": {label: int(np.sum(true == label)) for label in labels},
+        "support": dict(zip(labels, support.tolist(), strict=True)),
         "resamples_lacking_class": {label: settings.n_resamples - r.resamples for label, r in zip(labels, recall,
                                                                                                  strict=True)},
         "outside_classes": int(np.sum(pred_codes < 0)),
-        "metrics": _intervals_json(point, intervals, labels),
+        "metrics": _intervals_json(point, intervals, labels, support),
         "confusion_matrix": {"labels": labels, "columns": [*labels, INDETERMINATE],
                              "matrix": confusion_with_abstention(true, pred, labels).tolist()},
     }
@@ -163,12 +168,12 @@ def summarise(y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.nda
                                  "lesions": m.quadratic_kappa(true, pred, scale=grades)[1],
                                  "rule": "lesions whose truth or prediction is off the grade scale are left out"}
     if scores is not None and curves:
-        result |= _curves(intervals, point, labels, true, scores)
+        result |= _curves(intervals, point, labels, true, scores, support)
     return result
 
 
 def _curves(intervals: dict[str, Interval | list[Interval]], point: dict[str, float | np.ndarray],
-            labels: list[str], true: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+            labels: list[str], true: np.ndarray, scores: np.ndarray, support: np.ndarray) -> dict[str, Any]:
     roc = {}
     for c, label in enumerate(labels):
         bands = intervals[f"tpr_{c}"]
@@ -176,5 +181,6 @@ def _curves(intervals: dict[str, Interval | list[Interval]], point: dict[str, fl
         if np.isnan(np.asarray(point["roc_auc_ovr"])[c]):
             continue
         roc[label] = {"fpr": FPR_GRID.tolist(), "tpr": [b.estimate for b in bands],
-                      "tpr_low": [b.low for b in bands], "tpr_high": [b.high for b in bands]}
+                      "tpr_low": [b.low for b in bands], "tpr_high": [b.high for b in bands],
+                      "ci_method": [b.method for b in bands], "n": int(support[c])}
     return {"roc": roc, "reliability": m.reliability_curve(true, scores, labels=labels)}

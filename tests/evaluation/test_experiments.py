@@ -112,6 +112,9 @@ def test_misregistration_arms_seeds_and_paired_tests(monkeypatch: pytest.MonkeyP
                                  n_resamples=SETTINGS.n_resamples, seed=SETTINGS.seed)
     assert rows[4]["accuracy_difference"] == pytest.approx(expected.difference.estimate)
     assert rows[4]["accuracy_difference_low"] == pytest.approx(expected.difference.low)
+    assert rows[4]["accuracy_p"] == pytest.approx(expected.p_value)
+    assert rows[4]["accuracy_difference_ci_method"] == expected.difference.method == "bca"
+    assert {r["accuracy_ci_method"] for r in rows} <= {"bca", "percentile"} and rows[2]["accuracy_p"] == 1.0
     tested = [r["accuracy_p"] for r in rows[1:]]
     assert [r["accuracy_p_holm"] for r in rows[1:]] == pytest.approx(multipletests(tested, method="holm")[1])
     for row in rows:

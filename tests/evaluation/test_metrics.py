@@ -52,6 +52,14 @@ def test_label_metrics_match_sklearn(name: str) -> None:
             assert recall[k] == pytest.approx(sk_recall[k])
         else:
             assert np.isnan(recall[k])  # absent class: undefined, not 0 and not 1
+    cm = sk.confusion_matrix(y, p, labels=LABELS)  # one-vs-rest specificity from the confusion matrix
+    specificity = m.specificity_per_class(y, p, labels=LABELS)
+    for k, label in enumerate(LABELS):
+        negatives = int(np.sum(y != label))
+        if negatives:
+            assert specificity[k] == pytest.approx(1 - (cm[:, k].sum() - cm[k, k]) / negatives)
+        else:
+            assert np.isnan(specificity[k])
     kappa = m.cohen_kappa_score(y, p, labels=LABELS)
     if name == "single-class" or len(set(y) | set(p)) == 1:
         assert np.isnan(kappa) or kappa == pytest.approx(sk.cohen_kappa_score(y, p, labels=LABELS))
@@ -66,7 +74,8 @@ def test_fast_path_equals_sklearn_path(name: str) -> None:
     for key, function in (("accuracy", m.accuracy_score), ("balanced_accuracy", m.balanced_accuracy_score),
                           ("macro_f1", m.macro_f1_score), ("cohen_kappa", m.cohen_kappa_score)):
         np.testing.assert_allclose(fast[key], function(y, p, labels=LABELS), equal_nan=True)
-    for key, function in (("recall", m.recall_per_class), ("precision", m.precision_per_class), ("f1", m.f1_per_class)):
+    for key, function in (("recall", m.recall_per_class), ("specificity", m.specificity_per_class),
+                          ("precision", m.precision_per_class), ("f1", m.f1_per_class)):
         np.testing.assert_allclose(fast[key], function(y, p, labels=LABELS), equal_nan=True)
     np.testing.assert_allclose(m.fast_auc_ovr(m.encode(y, LABELS), s), m.roc_auc_ovr(y, s, labels=LABELS),
                                equal_nan=True)
@@ -80,6 +89,12 @@ def test_indeterminate_predictions_count_as_wrong_like_sklearn() -> None:
     assert fast["accuracy"] == pytest.approx(sk.accuracy_score(y, p)) == pytest.approx(4 / 6)
     np.testing.assert_allclose(fast["recall"], sk.recall_score(y, p, labels=labels, average=None))
     np.testing.assert_allclose(fast["f1"], sk.f1_score(y, p, labels=labels, average=None))
+    # An abstention calls no class: a true negative for the other classes (the b and c lesions'
+    # abstentions for a, c and a, b), though a miss for its own class's recall.
+    np.testing.assert_allclose(fast["specificity"], [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(m.specificity_per_class(y, p, labels=labels), fast["specificity"])
+    called_b = np.array(["b", "indeterminate", "b", "b", "indeterminate", "c"], dtype=object)
+    np.testing.assert_allclose(m.specificity_per_class(y, called_b, labels=labels), [1.0, 3 / 4, 1.0])
     assert fast["cohen_kappa"] == pytest.approx(sk.cohen_kappa_score(y, p, labels=labels))
 
 

@@ -18,6 +18,7 @@ from db.engine import Database
 from db.migrate import upgrade
 from db.repository import Repository
 from models.evaluation import metrics as m
+from models.evaluation.delong import delong_test
 from models.evaluation.summary import BootstrapSettings
 from tests.evaluation.conftest import CLASSES, MODEL, add_study, analyse
 from worker.evaluation.cases import ModelCases
@@ -76,13 +77,65 @@ def check_reader_comparison(comparison: list, cases: ModelCases, reads_csv: Path
     assert general["readers"] == pytest.approx(roc_auc_score(truth, positive_score))
     assert general["model"] == pytest.approx(roc_auc_score(truth, cases.scores[rows, 1]))
     assert general["difference"] == pytest.approx(general["model"] - general["readers"])
+    assert general["n"] == int(truth.sum()) and general["ci_method"] == "normal"  # one reader: readers fixed
+    # One reader's AUC against the model's: DeLong's test, its variance clustered by patient.
+    delong = delong_test(truth, cases.scores[rows, 1], positive_score, clusters=cases.patient_ids[rows])
+    assert "DeLong" in general["method"] and general["p_value"] == pytest.approx(delong.p_value)
+    half_width = 1.959963985 * delong.difference / delong.z
+    assert general["ci95"] == pytest.approx([delong.difference - half_width, delong.difference + half_width])
     [abdominal] = [e for e in comparison if e["reader_group"] == "abdominal" and e["reader"] is None]
     assert abdominal["per_reader"].keys() == {"R2", "R3"} and "Hillis" in abdominal["method"]
+    assert abdominal["ci_method"] == "hillis_t"
     accuracy = [e for e in comparison if e["metric"] == "accuracy"]
     assert [e["reader"] for e in accuracy] == ["R2", "R3", "R1"]
+    assert {e["ci_method"] for e in accuracy} <= {"bca", "percentile"}
     for entry in comparison:
         assert 0 <= entry["p_value"] <= entry["p_adjusted"] <= 1
         assert entry["ci95"][0] <= entry["difference"] <= entry["ci95"][1]
+
+
+def intervals_and_class_tables(node: object, classes: set[str], path: str = "") -> tuple[list[str], list[str]]:
+    """Walk the report: the paths of every bootstrap interval (a dict with low, high and resamples)
+    and of every per-class table (a dict keyed by classes, or a list of entries with a class)."""
+    intervals: list[str] = []
+    tables: list[str] = []
+    if isinstance(node, dict):
+        if {"low", "high", "resamples"} <= node.keys():
+            intervals.append(path)
+        if node and set(node) <= classes:
+            tables.append(path)
+        items: list[tuple[str, object]] = list(node.items())
+    elif isinstance(node, list):
+        if any(isinstance(e, dict) and e.get("class") for e in node):
+            tables.append(path)
+        items = [(str(k), v) for k, v in enumerate(node)]
+    else:
+        return intervals, tables
+    for key, value in items:
+        found = intervals_and_class_tables(value, classes, f"{path}/{key}")
+        intervals += found[0]
+        tables += found[1]
+    return intervals, tables
+
+
+def check_methods_and_support(document: dict, classes: list[str]) -> None:
+    """Every interval says how it was formed; every per-class table carries each class's support."""
+    intervals, tables = intervals_and_class_tables(document, set(classes))
+    assert len(intervals) > 50 and len(tables) > 10
+    methods = {str(pointer(document, p[1:])["ci_method"]) for p in intervals}  # type: ignore[index]
+    assert methods <= {"bca", "percentile"} and "bca" in methods
+    for path in tables:
+        table = pointer(document, path[1:])
+        entries = table.values() if isinstance(table, dict) else [e for e in table if e.get("class")]  # type: ignore[union-attr]
+        for entry in entries:
+            if isinstance(entry, dict):
+                assert isinstance(entry["n"], int), path
+            else:  # class -> count (support itself, resamples lacking a class): support beside it
+                assert "support" in pointer(document, path[1:].rpartition("/")[0]), path  # type: ignore[operator]
+    for entry in document["reader_comparison"]:
+        assert entry["ci_method"] in {"bca", "percentile", "hillis_t", "normal"}
+        if entry["class"]:
+            assert 0 < entry["n"] < entry["lesions"]
 
 
 def test_report_numbers_html_and_csv(repository: Repository, database: Database, populated: Callable[..., dict],
@@ -113,6 +166,15 @@ def test_report_numbers_html_and_csv(repository: Repository, database: Database,
     assert set(groups) == {"general", "abdominal"} and groups["abdominal"]["readers"] == ["R2", "R3"]
     assert groups["abdominal"]["reads"] == 2 * files["lesions"]
     check_reader_comparison(section["reader_comparison"], cases, files["reads"])
+    check_methods_and_support(document, CLASSES)
+    assert document["bootstrap"]["n_resamples"] == SETTINGS.n_resamples and "BCa" in document["bootstrap"]["interval"]
+    for label in CLASSES:
+        support = int(np.sum(cases.y_true == label))
+        assert summary["metrics"]["recall"][label]["n"] == summary["support"][label] == support
+        assert summary["roc"][label]["n"] == summary["support"][label]
+        others = cases.y_true != label  # one-vs-rest specificity: an abstention calls no class
+        assert summary["metrics"]["specificity"][label]["estimate"] == pytest.approx(
+            np.mean(cases.y_pred[others] != label))
 
     paths = write_report(document, tmp_path / "report")
     assert json.loads(paths["json"].read_text()) == document
@@ -185,6 +247,9 @@ def test_cli_imports_and_evaluates(tmp_path: Path) -> None:
     document = json.loads(report.output)
     assert document["models"][0]["summary"]["metrics"]["accuracy"]["estimate"] == 0.5
     assert (tmp_path / "out" / "report.html").is_file()
+    default = runner.invoke(app, ["evaluate", "--out", str(tmp_path / "out2"), "--json"], env=env)
+    assert default.exit_code == 0, default.output
+    assert json.loads(default.output)["bootstrap"]["n_resamples"] == 2000
 
 
 def test_since_and_until_select_predictions_by_time(repository: Repository, database: Database,

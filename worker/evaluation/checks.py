@@ -21,7 +21,8 @@ from worker.evaluation.cases import ModelCases, training_overlap
 from worker.evaluation.document import CalibrationSection, ModelSection, TrainingCheck
 
 ABSTENTION_NOTE = ("an indeterminate (abstained) prediction counts as wrong for accuracy, recall, balanced "
-                  "accuracy and F1 (all lesions); kappa is over the answered lesions, beside the coverage; the "
+                  "accuracy and F1 (all lesions); it calls no class, so it is a true negative in the other classes' "
+                  "one-vs-rest specificity; kappa is over the answered lesions, beside the coverage; the "
                   "confusion matrix holds every lesion, abstentions in its indeterminate column")
 CALIBRATION_DEFINITION = ("per class, one-vs-rest over all evaluated lesions: mean predicted probability vs "
                           "observed rate, and the class-wise ECE (equal-width bins, each bin's gap weighted by "

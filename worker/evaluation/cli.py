@@ -14,6 +14,7 @@ import typer
 from db.repository import Repository
 from db.runtime import Runtime
 from models.architectures import default_registry
+from models.evaluation.bootstrap import DEFAULT_RESAMPLES
 from models.evaluation.summary import BootstrapSettings
 from models.training import TrainingConfig
 from models.transforms import NO_AUGMENTATION, Augmentation
@@ -99,7 +100,7 @@ def evaluate(
     since: Annotated[str | None, typer.Option("--since", help="predictions made on or after (ISO, UTC)")] = None,
     until: Annotated[str | None, typer.Option("--until", help="predictions made before (ISO, UTC)")] = None,
     readers: Annotated[bool, typer.Option("--readers/--no-readers", help="compare with readers' reads")] = True,
-    resamples: ResamplesOption = 1000,
+    resamples: ResamplesOption = DEFAULT_RESAMPLES,
     seed: SeedOption = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print report.json on stdout")] = False,
     include_training: Annotated[bool, typer.Option(
@@ -202,7 +203,7 @@ def experiment_misregistration(
                                                help="add the unregistered arm (the paper's question)")] = True,
     folds: FoldsOption = 5, inner_folds: InnerOption = 3, epochs: EpochsOption = 30, task: TaskExperimentOption = None,
     input_size: SizeOption = None, random_init: RandomInitOption = False, device: DeviceOption = None,
-    resamples: ResamplesOption = 2000, seed: SeedOption = 0, seeds: SeedsOption = "0,1,2",
+    resamples: ResamplesOption = DEFAULT_RESAMPLES, seed: SeedOption = 0, seeds: SeedsOption = "0,1,2",
     batch_size: BatchOption = 32, patience: PatienceOption = 5, learning_rate: RateOption = None,
     augment: AugmentOption = True,
 ) -> None:
@@ -238,7 +239,7 @@ def experiment_architectures(
                                                   "with (default: the first)")] = None,
     folds: FoldsOption = 5, inner_folds: InnerOption = 3, epochs: EpochsOption = 30, task: TaskExperimentOption = None,
     input_size: SizeOption = None, random_init: RandomInitOption = False, device: DeviceOption = None,
-    resamples: ResamplesOption = 2000, seed: SeedOption = 0, seeds: SeedsOption = "0,1,2",
+    resamples: ResamplesOption = DEFAULT_RESAMPLES, seed: SeedOption = 0, seeds: SeedsOption = "0,1,2",
     batch_size: BatchOption = 32, patience: PatienceOption = 5, learning_rate: RateOption = None,
     augment: AugmentOption = True,
 ) -> None:

@@ -106,8 +106,9 @@ class Report(TypedDict):
 
 ExperimentRow = dict[str, "str | float | None"]
 """One table row, an arm: its name and setting (transform, degree; or architecture, mode), then each
-metric's mean over seeds, ``_low``, ``_high`` and ``_seed_sd``, and, except for the reference, the
-paired comparison with the reference (``_difference``, ``_difference_low``/``_high``, ``_p``, ``_p_holm``)."""
+metric's mean over seeds, ``_low``, ``_high``, ``_ci_method`` ("bca" or "percentile") and ``_seed_sd``,
+and, except for the reference, the paired comparison with the reference (``_difference``,
+``_difference_low``/``_high``, ``_difference_ci_method``, ``_p``, ``_p_holm``)."""
 
 
 class ExperimentResult(TypedDict):

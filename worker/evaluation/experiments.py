@@ -161,7 +161,7 @@ def _row(fixed: ExperimentRow, data: ExperimentData, probabilities: np.ndarray,
         assert isinstance(interval, Interval)
         spread = float(np.std([m[name] for m in per_seed], ddof=1)) if len(per_seed) > 1 else float("nan")
         row |= {name: interval.estimate, f"{name}_low": interval.low, f"{name}_high": interval.high,
-                f"{name}_seed_sd": spread}
+                f"{name}_ci_method": interval.method, f"{name}_seed_sd": spread}
     return row
 
 
@@ -181,7 +181,8 @@ def _compare(rows: list[ExperimentRow], arms: list[np.ndarray], reference: int, 
                                      n_resamples=settings.n_resamples, confidence=settings.confidence,
                                      seed=settings.seed)
             rows[k] |= {f"{name}_difference": test.difference.estimate, f"{name}_difference_low": test.difference.low,
-                        f"{name}_difference_high": test.difference.high, f"{name}_p": test.p_value}
+                        f"{name}_difference_high": test.difference.high,
+                        f"{name}_difference_ci_method": test.difference.method, f"{name}_p": test.p_value}
             tested.append(k)
         finite = [k for k in tested if np.isfinite(cast(float, rows[k][f"{name}_p"]))]
         if finite:
@@ -259,8 +260,9 @@ def _result(kind: str, data: ExperimentData, design: Design, arms: list[tuple[Ex
     _compare(rows, [p for _, p in arms], reference, data, design.settings)
     result: ExperimentResult = json_ready({
         "experiment": kind, **design.as_json(), "reference": str(rows[reference]["arm"]),
-        "test": "metrics are means over seeds with 95% percentile patient-bootstrap intervals; each arm minus "
-                "the reference by a paired patient bootstrap (two-sided p), Holm-adjusted across arms per metric",
+        "test": "metrics are means over seeds with 95% patient-bootstrap intervals, BCa where defined, else "
+                "percentile (each _ci_method says which); each arm minus the reference by a paired patient bootstrap "
+                "(two-sided p inverting that interval), Holm-adjusted across arms per metric",
         "rows": rows, "lesions": len(data.labels), "patients": len(set(data.patient_ids.tolist())),
         **(extra or {}),
         "probabilities": {str(fixed["arm"]): p for fixed, p in arms}})

@@ -6,11 +6,18 @@ readers and patients random, the covariance from a patient-level jackknife. The 
 the one-vs-rest AUC of each class when the group's reads carry a confidence (a rating), else the
 sensitivity and the specificity at each reader's own operating point: the model's sensitivity at
 the reader's specificity, and its specificity at the reader's sensitivity (a hard read has no ROC
-curve to compare with a continuous score).
+curve to compare with a continuous score). A group of one reader cannot have random readers: its
+AUC is compared by DeLong's test with Obuchowski's clustered variance (the two AUCs of the same
+lesions, patients as clusters), its operating points by the patient-jackknife z test.
 
 Each reader is also compared with the model on accuracy on the lesions that reader read: McNemar's
 test (mid-p; the exact p from statsmodels less the point probability) and a patient-level paired
-bootstrap interval of the difference. An abstention counts as wrong, as in the model's accuracy.
+bootstrap interval of the difference (BCa where defined, else percentile). An abstention counts as
+wrong, as in the model's accuracy.
+
+Every entry says how its ``ci95`` was formed (``ci_method``): ``hillis_t`` (OR, Hillis df),
+``normal`` (one reader: jackknife z), or the bootstrap's ``bca`` / ``percentile``; an entry of one
+class carries ``n``, the lesions of that class among the compared ones.
 
 p-values are Holm-adjusted within two families: the group comparisons (every class, metric and
 group together) and the per-reader accuracy comparisons.
@@ -29,7 +36,8 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from models.evaluation.bootstrap import paired_difference
-from models.evaluation.mrmc import ModelVsReaders, model_vs_readers
+from models.evaluation.delong import delong_covariance
+from models.evaluation.mrmc import ModelVsReaders, model_vs_readers, single_test
 from models.evaluation.summary import BootstrapSettings
 from worker.evaluation.cases import ModelCases, Read, reader_scores
 
@@ -37,7 +45,15 @@ from worker.evaluation.cases import ModelCases, Read, reader_scores
 class Method(StrEnum):
     OR_HILLIS = "Obuchowski-Rockette, Hillis ddf, patient-jackknife covariance; readers and patients random"
     ONE_READER = "patient-jackknife z test; a single reader, so readers fixed"
+    ONE_READER_AUC = "clustered DeLong z test (Obuchowski 1997, patients as clusters); one reader, so readers fixed"
     MCNEMAR = "McNemar mid-p (statsmodels exact binomial); 95% CI by patient-level paired bootstrap"
+
+
+class CiMethod(StrEnum):
+    """How a comparison's ``ci95`` was formed (``bca`` and ``percentile`` as the bootstrap's)."""
+
+    HILLIS_T = "hillis_t"
+    NORMAL = "normal"
 
 
 class Metric(StrEnum):
@@ -58,6 +74,7 @@ ReaderComparison = TypedDict("ReaderComparison", {
     "readers": "float | None",
     "difference": "float | None",  # model - readers
     "ci95": "list[float | None]",
+    "ci_method": str,
     "p_value": "float | None",
     "p_adjusted": "float | None",
     "family": str,
@@ -65,6 +82,7 @@ ReaderComparison = TypedDict("ReaderComparison", {
     "patients": int,
     "per_reader": NotRequired["dict[str, float | None]"],
     "df": NotRequired["float | None"],
+    "n": NotRequired[int],
 })
 
 
@@ -151,17 +169,24 @@ def _clean(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def _method(metric: Metric, outcome: ModelVsReaders) -> Method:
+    if outcome.random_readers:
+        return Method.OR_HILLIS
+    return Method.ONE_READER_AUC if metric is Metric.AUC else Method.ONE_READER
+
+
 def _group_entry(group: GroupReads, label: str, metric: Metric, outcome: ModelVsReaders,
-                 patients: np.ndarray) -> ReaderComparison:
+                 patients: np.ndarray, positives: int) -> ReaderComparison:
     result = outcome.result
-    return {"reader_group": group.group, "reader": None, "class": label,
-            "method": (Method.OR_HILLIS if outcome.random_readers else Method.ONE_READER).value,
+    random_readers = outcome.random_readers
+    return {"reader_group": group.group, "reader": None, "class": label, "method": _method(metric, outcome).value,
             "metric": metric.value, "model": _clean(outcome.model), "readers": _clean(outcome.readers),
             "difference": _clean(result.estimate), "ci95": [_clean(result.low), _clean(result.high)],
+            "ci_method": (CiMethod.HILLIS_T if random_readers else CiMethod.NORMAL).value,
             "p_value": _clean(result.p_value), "p_adjusted": None, "family": "reader groups",
             "lesions": int(group.rows.size), "patients": int(len(set(patients.tolist()))),
             "per_reader": {r: _clean(v) for r, v in zip(group.readers, outcome.per_reader, strict=True)},
-            "df": _clean(result.df)}
+            "df": _clean(result.df), "n": positives}
 
 
 def _group_entries(cases: ModelCases, group: GroupReads, confidence: float) -> list[ReaderComparison]:
@@ -182,10 +207,24 @@ def _group_entries(cases: ModelCases, group: GroupReads, confidence: float) -> l
             values = np.array([[r.label == label for r in per_reader] for per_reader in group.reads], dtype=float)
             metrics = [Metric.SENSITIVITY, Metric.SPECIFICITY]
         for metric in metrics:
-            outcome = model_vs_readers(_fom(metric, positive, cases.scores[rows, c], values), patients,
-                                       len(group.readers), confidence=confidence)
-            out.append(_group_entry(group, label, metric, outcome, patients))
+            if metric is Metric.AUC and len(group.readers) == 1:
+                outcome = _one_reader_delong(positive, cases.scores[rows, c], values[0], patients, confidence)
+            else:
+                outcome = model_vs_readers(_fom(metric, positive, cases.scores[rows, c], values), patients,
+                                           len(group.readers), confidence=confidence)
+            out.append(_group_entry(group, label, metric, outcome, patients, int(positive.sum())))
     return out
+
+
+def _one_reader_delong(positive: np.ndarray, model_score: np.ndarray, reader_score: np.ndarray,
+                       patients: np.ndarray, confidence: float) -> ModelVsReaders:
+    """Model AUC minus the one reader's AUC on the same lesions, by DeLong's test with the
+    variance clustered by patient (:func:`models.evaluation.delong.delong_covariance`); the normal
+    interval of the difference (readers fixed)."""
+    aucs, covariance = delong_covariance(positive, np.vstack([model_score, reader_score]), patients)
+    variance = covariance[0, 0] + covariance[1, 1] - 2.0 * covariance[0, 1]
+    result = single_test(np.array([aucs[0] - aucs[1]]), np.array([[variance]]), confidence=confidence)
+    return ModelVsReaders(float(aucs[0]), float(aucs[1]), (float(aucs[1]),), result)
 
 
 def mid_p_mcnemar(model_right: np.ndarray, reader_right: np.ndarray) -> tuple[float, float]:
@@ -224,7 +263,8 @@ def _reader_entries(cases: ModelCases, reads: dict[tuple[str, str], list[Read]],
         out.append({"reader_group": group, "reader": reader, "class": None, "method": Method.MCNEMAR.value,
                     "metric": Metric.ACCURACY.value, "model": float(model_right.mean()),
                     "readers": float(reader_hits.mean()), "difference": _clean(test.difference.estimate),
-                    "ci95": [_clean(test.difference.low), _clean(test.difference.high)], "p_value": p_mid,
+                    "ci95": [_clean(test.difference.low), _clean(test.difference.high)],
+                    "ci_method": test.difference.method, "p_value": p_mid,
                     "p_adjusted": None, "family": "readers", "lesions": int(rows.size),
                     "patients": int(len(set(cases.patient_ids[rows].tolist())))})
     return out

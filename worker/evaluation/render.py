@@ -106,21 +106,24 @@ def _plots(summary: Summary, title: str) -> str:
 
 def _metrics_table(summary: Summary, key: str) -> str:
     metrics = summary["metrics"]
-    rows = ["<tr><th>metric</th><th>class</th><th>estimate</th><th>95% low</th><th>95% high</th></tr>"]
+    rows = ["<tr><th>metric</th><th>class</th><th>n</th><th>estimate</th><th>95% low</th><th>95% high</th>"
+            "<th>interval</th></tr>"]
     for name, value in metrics.items():
         entries = [("", value, f"{key}/metrics/{name}")] if "estimate" in value else \
             [(label, v, f"{key}/metrics/{name}/{label}") for label, v in value.items()]
         for label, interval, path in entries:
-            rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(label)}</td>"
+            support = _cell(interval["n"], f"{path}/n") if "n" in interval else "<td></td>"
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(label)}</td>{support}"
                         + "".join(_cell(interval[part], f"{path}/{part}") for part in ("estimate", "low", "high"))
-                        + "</tr>")
+                        + f"<td>{html.escape(interval.get('ci_method', ''))}</td></tr>")
     return f"<p>{summary['lesions']} lesions of {summary['patients']} patients.</p><table>{''.join(rows)}</table>"
 
 
 def _comparison_table(entries: list[ReaderComparison], key: str) -> str:
     """The model against each reader group (MRMC) and each reader (accuracy), Holm-adjusted."""
     head = ("<tr><th>group</th><th>reader</th><th>class</th><th>metric</th><th>model</th><th>readers</th>"
-            "<th>difference</th><th>95% low</th><th>95% high</th><th>p</th><th>p (Holm)</th><th>method</th></tr>")
+            "<th>n</th><th>difference</th><th>95% low</th><th>95% high</th><th>interval</th><th>p</th><th>p (Holm)</th>"
+            "<th>method</th></tr>")
     rows = [head]
     for k, entry in enumerate(entries):
         path = f"{key}/{k}"
@@ -128,6 +131,8 @@ def _comparison_table(entries: list[ReaderComparison], key: str) -> str:
                   ("ci95/0", entry["ci95"][0]), ("ci95/1", entry["ci95"][1]), ("p_value", entry["p_value"]),
                   ("p_adjusted", entry["p_adjusted"]))
         cells = [_cell(value, f"{path}/{name}") for name, value in values]
+        cells.insert(2, _cell(entry["n"], f"{path}/n") if "n" in entry else "<td></td>")
+        cells.insert(6, f"<td>{html.escape(entry.get('ci_method', ''))}</td>")
         text = [entry["reader_group"], entry["reader"] or "all", entry["class"] or "", entry["metric"]]
         rows.append("<tr>" + "".join(f"<td>{html.escape(t)}</td>" for t in text) + "".join(cells)
                     + f"<td>{html.escape(entry['method'])}</td></tr>")
@@ -241,9 +246,9 @@ def render_html(document: Report) -> str:
            f"<style>{STYLE}</style></head><body>",
            RESUBSTITUTION_BANNER if document.get("resubstitution") else "",
            "<h1>triphase evaluation</h1>",
-           "<p>Produced by an algorithm; research use only, not for diagnostic use. Intervals: 95% percentile "
-           "bootstrap over patients "
-           f"({document['bootstrap']['n_resamples']} resamples, seed {document['bootstrap']['seed']}). "
+           "<p>Produced by an algorithm; research use only, not for diagnostic use. Intervals: 95% bootstrap "
+           f"over patients ({document['bootstrap']['n_resamples']} resamples, seed {document['bootstrap']['seed']}), "
+           "BCa where defined, else percentile (column 'interval'). "
            f"{html.escape(document['label_metrics_note'])}.</p>"]
     for state, info in document["skipped_studies"].items():
         out.append(_counts(f"Studies {state} ({info['studies']})", info["reasons"]))
@@ -258,7 +263,8 @@ def _metric_rows(model: str, subject: str, summary: Summary) -> Iterator[CsvRow]
         entries = [("", value)] if "estimate" in value else list(value.items())
         for label, interval in entries:
             yield [model, subject, name, label, interval["estimate"], interval["low"], interval["high"],
-                   interval["resamples"], summary["lesions"], summary["patients"]]
+                   interval["resamples"], summary["lesions"], summary["patients"], interval.get("ci_method"),
+                   interval.get("n")]
 
 
 def _reader_rows(model: str, readers: ReadersSection) -> Iterator[CsvRow]:
@@ -283,7 +289,8 @@ def _csv_rows(document: Report) -> Iterator[CsvRow]:
         for entry in section.get("reader_comparison", []):
             subject = f"comparison:{entry['reader_group']}:{entry['reader'] or 'all'}"
             yield [model, subject, f"{entry['metric']}_difference", entry["class"] or "", entry["difference"],
-                   entry["ci95"][0], entry["ci95"][1], "", entry["lesions"], entry["patients"]]
+                   entry["ci95"][0], entry["ci95"][1], "", entry["lesions"], entry["patients"], entry.get("ci_method"),
+                   entry.get("n")]
 
 
 EXPERIMENT_COLUMNS = ("accuracy", "roc_auc", "hand_till", "balanced_accuracy", "macro_f1", "cohen_kappa")
@@ -366,7 +373,8 @@ def render_experiment_html(result: ExperimentResult) -> str:
         "</body></html>"])
 
 
-CSV_HEADER = ["model", "subject", "metric", "class", "estimate", "low", "high", "resamples", "lesions", "patients"]
+CSV_HEADER = ["model", "subject", "metric", "class", "estimate", "low", "high", "resamples", "lesions", "patients",
+              "ci_method", "n"]
 
 
 def write_report(document: Report, out_dir: Path) -> dict[str, Path]:

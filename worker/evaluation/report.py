@@ -37,6 +37,8 @@ from worker.evaluation.reader_comparison import compare_readers
 
 INDETERMINATE = "indeterminate"
 DEFAULT_BOOTSTRAP = BootstrapSettings()
+INTERVAL_RULE = ("BCa (bias correction from the replicates, ties half; acceleration from the leave-one-patient-out "
+                 "jackknife) where defined, else percentile; each interval's ci_method says which")
 
 
 def skipped_studies(database: Database, *, since: dt.datetime | None,
@@ -121,7 +123,7 @@ def evaluate(database: Database, *, model: str | None = None, task: str | None =
         "filters": {"model": model, "task": task, "since": since.isoformat() if since else None,
                     "until": until.isoformat() if until else None, "readers": readers,
                     "include_training": include_training},
-        "bootstrap": asdict(settings) | {"unit": "patient", "interval": "percentile (not BCa)"},
+        "bootstrap": asdict(settings) | {"unit": "patient", "interval": INTERVAL_RULE},
         "label_metrics_note": ABSTENTION_NOTE,
         "resubstitution": include_training,
         "excluded_training_lesions": sum(t["excluded_training_lesions"] for _, t in selected),

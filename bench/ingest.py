@@ -7,7 +7,7 @@ audit rows on), to dcmtk ``storescp`` and to Orthanc, each started here on loopb
 ``bench/results/``. Run from the repository root:
 
     python bench/ingest.py [--instances 300] [--repeat 3] [--associations 4] [--receivers 2]
-                           [--db-url postgresql+psycopg://127.0.0.1/test]
+                           [--db-url postgresql+psycopg://127.0.0.1/test] [--baseline COMMIT]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,13 +96,40 @@ def fresh_database(server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def run_triphase(files: list[Path], work: Path, server_url: str, associations: int, receivers: int) -> float:
+@dataclass
+class TreeNode(NodeProcess):
+    """``triphase node`` from another checkout of the code (an earlier commit, for comparison)."""
+
+    tree: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)  # before the editable install's own folder
+        return env
+
+
+@contextlib.contextmanager
+def checkout(commit: str) -> Iterator[Path]:
+    """A temporary worktree of ``commit``, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="triphase-baseline-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), commit], cwd=ROOT, check=True,
+                   capture_output=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True)
+
+
+def run_triphase(files: list[Path], work: Path, server_url: str, associations: int, receivers: int,
+                 tree: Path | None = None) -> float:
     with fresh_database(server_url) as db_url:
-        return _run_triphase(files, work, db_url, associations, receivers)
+        return _run_triphase(files, work, db_url, associations, receivers, tree)
 
 
-def _run_triphase(files: list[Path], work: Path, db_url: str, associations: int, receivers: int) -> float:
-    node = NodeProcess(work, peers=[{"name": "bench", "ae_title": "BENCH"}], db_url=db_url)
+def _run_triphase(files: list[Path], work: Path, db_url: str, associations: int, receivers: int,
+                  tree: Path | None) -> float:
+    node = TreeNode(work, peers=[{"name": "bench", "ae_title": "BENCH"}], db_url=db_url, tree=tree)
     node.extra_node = {"quiet_period_s": 3600, "receivers": receivers}
     node.start()
     try:
@@ -138,13 +166,17 @@ def run_orthanc(files: list[Path], work: Path, associations: int) -> float:
         orthanc.stop()
 
 
-def measure(files: list[Path], work: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+def measure(files: list[Path], work: Path, args: argparse.Namespace, baseline: Path | None
+            ) -> dict[str, list[float]]:
     """Each receiver once per round, the rounds one after another: a machine whose load drifts
     during the run weighs on every receiver alike."""
     results: dict[str, list[float]] = {"triphase": [], "storescp": [], "orthanc": []}
     for i in range(args.repeat):
         results["triphase"].append(run_triphase(files, work / f"triphase{i}", args.db_url, args.associations,
                                                 args.receivers))
+        if baseline is not None:
+            results.setdefault("baseline", []).append(run_triphase(
+                files, work / f"baseline{i}", args.db_url, args.associations, 1, baseline))
         results["storescp"].append(run_storescp(files, work / f"storescp{i}", args.associations))
         results["orthanc"].append(run_orthanc(files, work / f"orthanc{i}", args.associations))
     return results
@@ -159,23 +191,27 @@ def main() -> None:
                         "default: the embedded SQLite)")
     parser.add_argument("--associations", type=int, default=1, help="concurrent associations (storescu processes)")
     parser.add_argument("--receivers", type=int, default=1, help="triphase's [node] receivers (processes)")
+    parser.add_argument("--baseline", default="", help="also run triphase of this commit (e.g. one before a "
+                        "change), one receiving process, in the same rounds")
     args = parser.parse_args()
 
     data = make_instances(ROOT / "bench" / "work" / "ingest-ct512", args.instances)
     megabytes = sum(p.stat().st_size for p in data) / 1e6
-    with tempfile.TemporaryDirectory(prefix="triphase-bench-") as tmp:
-        results = measure(data, Path(tmp), args)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="triphase-bench-"))
+        baseline = stack.enter_context(checkout(args.baseline)) if args.baseline else None
+        results = measure(data, Path(tmp), args, baseline)
     figures = {}
     for name, times in results.items():
         median = statistics.median(times)
         figures[name] = {"seconds": round(median, 3), "instances_per_s": round(len(data) / median, 1),
                          "mb_per_s": round(megabytes / median, 1), "runs": [round(t, 3) for t in times]}
     tri = figures["triphase"]["instances_per_s"]
-    ratios = {f"triphase_vs_{n}": round(tri / figures[n]["instances_per_s"], 2) for n in ("orthanc", "storescp")}
+    ratios = {f"triphase_vs_{n}": round(tri / figures[n]["instances_per_s"], 2) for n in figures if n != "triphase"}
     report = header("ingest") | {
         "instances": len(data), "megabytes": round(megabytes, 1),
         "database": "postgresql" if args.db_url.startswith("postgresql") else "sqlite",
-        "associations": args.associations, "receivers": args.receivers,
+        "associations": args.associations, "receivers": args.receivers, "baseline_commit": args.baseline or None,
         "figures": figures, "ratios": ratios,
     }
     for name, fig in figures.items():

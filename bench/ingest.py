@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pydicom.uid import generate_uid  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench.provenance import header, write_result  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import free_port, new_postgres_database  # noqa: E402
 from tests.factories import ct_dataset  # noqa: E402
 from tests.processes import NodeProcess, Orthanc, wait_for_port  # noqa: E402
 
@@ -84,16 +82,8 @@ def fresh_database(server_url: str) -> Iterator[str]:
     if not server_url:
         yield ""
         return
-    name = f"triphase_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{server_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with new_postgres_database(server_url, prefix="triphase_bench") as url:
+        yield url
 
 
 @dataclass

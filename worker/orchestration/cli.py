@@ -170,15 +170,18 @@ def _query_keys(query: list[str]) -> dict[str, str]:
     return keys
 
 
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="list the matches, retrieve nothing")]
+ShadowOption = Annotated[bool, typer.Option("--shadow", help="analyse and audit only; send nothing back")]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable summary")]
+
+
 @batch_app.command("pacs")
 def batch_pacs(
     ctx: typer.Context,
     source: Annotated[str, typer.Option("--from", help="the PACS: AET@HOST:PORT or a configured peer name")],
     query: Annotated[list[str], typer.Option("--query", help="KEY=VALUE study-level matching key, repeatable (e.g. "
                                              "StudyDate=20250101-20251231, ModalitiesInStudy=CT)")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="list the matches, retrieve nothing")] = False,
-    shadow: Annotated[bool, typer.Option("--shadow", help="analyse and audit only; send nothing back")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
+    dry_run: DryRunOption = False, shadow: ShadowOption = False, as_json: JsonOption = False,
 ) -> None:
     """C-FIND the PACS, C-MOVE each study to this node (which must be running) and queue it as batch work."""
     runtime: Runtime = ctx.obj
@@ -218,9 +221,7 @@ def batch_dicomweb(
                                      "dicomweb destination (its token and CA bundle are used)")],
     query: Annotated[list[str], typer.Option("--query", help="KEY=VALUE QIDO-RS study filter, repeatable (e.g. "
                                              "StudyDate=20250101-20251231, ModalitiesInStudy=CT)")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="list the matches, retrieve nothing")] = False,
-    shadow: Annotated[bool, typer.Option("--shadow", help="analyse and audit only; send nothing back")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable summary")] = False,
+    dry_run: DryRunOption = False, shadow: ShadowOption = False, as_json: JsonOption = False,
 ) -> None:
     """QIDO-RS search a DICOMweb server, WADO-RS retrieve each study into the spool and queue it as batch work."""
     runtime: Runtime = ctx.obj

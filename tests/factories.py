@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -69,3 +71,42 @@ def write_study(folder: Path, *, series: int = 2, per_series: int = 3, size: int
             ds.save_as(path, enforce_file_format=True)
             paths.append(path)
     return study_uid, paths
+
+
+def _scaled_geometry(ds: Dataset, factor: int) -> None:
+    """Pixel spacing divided by ``factor`` and each frame's top-left pixel centre moved to match."""
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    orientation = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, dtype=float)
+    measures = shared.PixelMeasuresSequence[0]
+    row_spacing, column_spacing = (float(v) for v in measures.PixelSpacing)
+    measures.PixelSpacing = [round(row_spacing / factor, 6), round(column_spacing / factor, 6)]
+    shift = ((column_spacing - column_spacing / factor) / 2 * orientation[:3]
+             + (row_spacing - row_spacing / factor) / 2 * orientation[3:])
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        plane = item.PlanePositionSequence[0]
+        plane.ImagePositionPatient = [round(float(v), 4) for v in np.asarray(plane.ImagePositionPatient) - shift]
+
+
+def upscaled_multiframe(source: Path, target: Path, factor: int) -> int:
+    """``source`` (a Legacy Converted Enhanced instance, explicit VR little endian) with every frame
+    ``factor`` times as many rows and columns over the same field of view; returns the file's size.
+
+    A large multi-frame instance for tests, made cheaply: the header is written by pydicom and the
+    Pixel Data element appended by hand, one enlarged frame at a time, so the test never holds the
+    whole instance in memory either.
+    """
+    ds = pydicom.dcmread(source)
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and int(ds.BitsAllocated) == 16
+    frames = ds.pixel_array.reshape(int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
+    del ds.PixelData
+    assert max(ds.keys()) < 0x7FE00010, "Pixel Data must be the last element"
+    ds.Rows, ds.Columns = int(ds.Rows) * factor, int(ds.Columns) * factor
+    _scaled_geometry(ds, factor)
+    ds.save_as(target, enforce_file_format=True)
+    stored = frames.dtype.newbyteorder("<")
+    block = np.ones((factor, factor), dtype=stored)
+    with target.open("ab") as out:
+        out.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, frames.size * factor * factor * 2))
+        for frame in frames:
+            out.write(np.kron(frame.astype(stored), block).tobytes())
+    return target.stat().st_size

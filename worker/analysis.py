@@ -15,17 +15,18 @@ from typing import Any, TypedDict
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels.processing import apply_modality_lut
 
 from db.records import LesionPrediction
 from db.vocabulary import AnalysisOutcome
 from models.compositing import ChannelRecipe, Window
 from models.inference import Classifier, Prediction
 from worker.grouping import Grouping, Rules
+from worker.grouping.frames import frame_pixels
 from worker.grouping.series_info import ImageInfo, SeriesInfo
 from worker.results.algorithm import AlgorithmInfo
 from worker.results.key_image import CapturedLesion, ReferenceView, reading_window
-from worker.results.outline import lesion_outline
+from worker.results.outline import ImagePlane, lesion_outline
+from worker.results.references import SourceImage
 from worker.results.sc import build_sc
 from worker.results.sr import LesionResult, build_sr
 from worker.study_composites import LesionComposite, StudyComposites, composites_for_study
@@ -98,9 +99,14 @@ def _depth(image: ImageInfo) -> float | None:
 
 
 def _reference_image(item: LesionComposite, study: StudyComposites) -> ImageInfo:
-    """The reference role's image at the composite's slice: the one the SC shows and the SR's region is on."""
+    """The reference role's image at the composite's slice: the one the SC shows and the SR's region is on.
+
+    Named by SOP Instance UID and, in a multi-frame instance, frame number: every frame of an
+    Enhanced or Legacy Converted series shares one UID, so the UID alone would pick the first.
+    """
     reference = _matched_series(study.grouping, study.reference_role)
-    chosen = next((i for i in reference.images if i.sop_instance_uid == item.reference_image), None)
+    wanted = (item.reference_image, item.reference_frame)
+    chosen = next((i for i in reference.images if i.reference == wanted), None)
     if chosen is not None:
         return chosen
     placed = [(depth, image) for image in reference.images if (depth := _depth(image)) is not None]
@@ -108,19 +114,26 @@ def _reference_image(item: LesionComposite, study: StudyComposites) -> ImageInfo
     return images[min(item.slice_index, len(images) - 1)]
 
 
-def _reference_view(item: LesionComposite, study: StudyComposites) -> tuple[ReferenceView, Dataset]:
-    """The reference slice in modality values with the lesion's outline on it, and its header (no pixels)."""
-    image = dcmread(_reference_image(item, study).path)
-    pixels = np.asarray(apply_modality_lut(image.pixel_array, image), dtype=np.float32)
-    del image.PixelData
+def _reference_view(item: LesionComposite, study: StudyComposites) -> tuple[ReferenceView, SourceImage]:
+    """The reference slice in modality values with the lesion's outline on it, and the image it is.
+
+    Of a multi-frame instance only the header and that frame's pixels are read; geometry comes
+    from the frame's functional groups, so the outline lands on the frame the SR and SC name.
+    """
+    chosen = _reference_image(item, study)
+    header = dcmread(chosen.path, stop_before_pixels=True)
+    frame = chosen.frame_number
+    pixels = frame_pixels(header, frame, source=chosen.path)
+    plane = ImagePlane.of(header, frame)
     modality = _matched_series(study.grouping, study.reference_role).modality
-    number = image.get("InstanceNumber")
+    number = header.get("InstanceNumber")
+    caption = "" if number is None else f"image {number}" + ("" if frame is None else f" frame {frame}")
     view = ReferenceView(pixels=pixels, window=reading_window(modality), role=study.reference_role,
-                         pixel_spacing=(float(image.PixelSpacing[0]), float(image.PixelSpacing[1])),
-                         outline=lesion_outline(item.lesion, image), crop=item.crop,
-                         orientation=tuple(float(v) for v in image.ImageOrientationPatient),
-                         caption="" if number is None else f"image {number}")
-    return view, image
+                         pixel_spacing=plane.spacing, outline=lesion_outline(item.lesion, header, frame),
+                         crop=item.crop,
+                         orientation=tuple(float(v) for v in (*plane.row_direction, *plane.column_direction)),
+                         caption=caption)
+    return view, SourceImage(header, frame)
 
 
 def _roles_used(grouping: Grouping, channels: tuple[str, str, str]) -> str:
@@ -180,9 +193,9 @@ def analyse_study(study_uid: str, series: list[SeriesInfo], rules: Rules, *, cla
             if sop_uid and grouping.roles.get(role) is not None:
                 if sop_uid not in evidence:
                     evidence[sop_uid] = _header(_matched_series(grouping, role), sop_uid)
-                channel_sources.append(evidence[sop_uid])
+                channel_sources.append(SourceImage(evidence[sop_uid], item.source_frames.get(role)))
         view, region_image = _reference_view(item, study)
-        evidence.setdefault(str(region_image.SOPInstanceUID), region_image)
+        evidence.setdefault(region_image.uid, region_image.header)
         lesion_results.append(LesionResult(item.lesion.lesion_id, prediction.label, prediction.probabilities,
                                            item.lesion.source.value, region_image, view.outline.polyline,
                                            _roles_used(grouping, recipe.channels)))

@@ -51,6 +51,7 @@ class LesionComposite:
     source_images: dict[str, str]  # role -> SOP Instance UID of the source image nearest the slice
     reference_image: str = ""  # SOP Instance UID of the reference role's image at this slice
     source_frames: dict[str, int] = field(default_factory=dict)  # role -> its frame, for multi-frame sources
+    reference_frame: int | None = None  # the frame of ``reference_image`` when it is a multi-frame instance
 
 
 @dataclass
@@ -79,6 +80,7 @@ class StudyComposites:
             "motion": {role: None if m is None else m.as_json() for role, m in item.motion.items()},
             "source_images": item.source_images,
             "source_frames": item.source_frames,
+            "reference_image": {"sop_instance_uid": item.reference_image, "frame": item.reference_frame},
             "lesion": {"centre_mm": [round(v, 2) for v in item.lesion.centre_mm],
                        "size_mm": round(item.lesion.size_mm, 1)},
         }
@@ -151,10 +153,11 @@ def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Vol
         composite = make_composite(planes, recipe, modality=modality, size=size, crop=crop)
         slice_point = reference.to_patient(np.array([[index, centre[1], centre[2]]]))[0]
         sources = {role: _nearest_source_image(grouping, role, slice_point) for role in recipe.channels}
+        reference_uid, reference_frame = _nearest_source_image(grouping, reference_role, slice_point)
         out.append(LesionComposite(lesion, composite, index,
                                    ((crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)), motion,
                                    {role: uid for role, (uid, _) in sources.items()},
-                                   reference_image=_nearest_source_image(grouping, reference_role, slice_point)[0],
+                                   reference_image=reference_uid, reference_frame=reference_frame,
                                    source_frames={role: frame for role, (_, frame) in sources.items()
                                                   if frame is not None}))
     return out

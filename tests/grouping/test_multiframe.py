@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from tests.grouping.conftest import STYLES
@@ -107,19 +106,6 @@ def test_enhanced_mr_functional_groups_are_read_and_phases_split_by_temporal_pos
     assert [p.acquisition_number for p in parts] == [1, 2, 3, 4]
     assert reason is not None and "TemporalPositionIndex (Frame Content)" in reason
     assert all(len({i.position for i in p.images}) == 6 for p in parts)
-
-
-@pytest.mark.parametrize("name", ["emri_small.dcm", "emri_small_big_endian.dcm", "emri_small_RLE.dcm",
-                                  "emri_small_jpeg_2k_lossless.dcm"])
-def test_pydicom_enhanced_mr_samples(name: str) -> None:
-    path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} is in pydicom-data, not installed here")
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    infos = image_infos(ds, Path(path))
-    assert len(infos) == int(ds.NumberOfFrames)
-    assert all(i.orientation is not None and i.position is not None and i.pixel_spacing for i in infos)
-    assert [i.frame_number for i in infos] == list(range(1, len(infos) + 1))
 
 
 @pytest.mark.parametrize("style", STYLES)

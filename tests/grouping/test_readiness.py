@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from highdicom.legacy import LegacyConvertedEnhancedCTImage
+from pydicom.uid import generate_uid
 
 from node.completion import RoleReport
 from tests.grouping.conftest import STYLES, copy_study, rewrite
@@ -63,3 +65,32 @@ def test_fewer_images_than_announced_makes_the_check_unsure(synth_run: Callable[
     rewrite(study, announce)
     report = _check(study)
     assert not report.ready and any("of 99 announced images" in reason for reason in report.unsure), report
+
+
+@pytest.mark.parametrize("style", ["siemens", "canon"])
+def test_multi_frame_studies_are_ready(multiframe_run: Callable[[str, str], Path], style: str) -> None:
+    """One instance per series (canon: one instance holding every phase) is whole as it stands."""
+    report = _check(sorted(multiframe_run("ct-histology", style).glob("study-*"))[0])
+    assert report.ready, report
+
+
+def test_a_missing_multi_frame_instance_makes_the_check_unsure(synth_run: Callable[[str, str], Path],
+                                                               tmp_path: Path) -> None:
+    """A series sent as three multi-frame instances (numbers 1, 2, 3) without the second is not whole."""
+    study = copy_study(synth_run("ct-histology", "siemens"), tmp_path / "study")
+    arterial = sorted(_series_files(study, "ArtPhase"),
+                      key=lambda p: int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber))
+    datasets = [pydicom.dcmread(path) for path in arterial]
+    thirds = [datasets[k * len(datasets) // 3:(k + 1) * len(datasets) // 3] for k in range(3)]
+    for path in arterial:
+        path.unlink()
+    for number, part in enumerate(thirds, start=1):
+        converted = LegacyConvertedEnhancedCTImage(
+            part, series_instance_uid=str(part[0].SeriesInstanceUID), series_number=int(part[0].SeriesNumber),
+            sop_instance_uid=generate_uid(), instance_number=number)
+        converted.save_as(study / f"arterial-{number}.dcm", enforce_file_format=True)
+    assert _check(study).ready
+    (study / "arterial-2.dcm").unlink()
+    report = _check(study)
+    assert not report.missing and not report.ready
+    assert any("1 instance number(s) missing between 1 and 3" in reason for reason in report.unsure), report

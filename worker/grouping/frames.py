@@ -13,6 +13,7 @@ image, so the same study gives the same answer whichever form the archive holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,9 +93,22 @@ def as_pair(value: Any) -> tuple[float, float] | None:
     return first, second
 
 
+#: Enhanced CT, Legacy Converted Enhanced CT, Enhanced MR, Enhanced MR Color, Legacy Converted Enhanced MR.
+MULTI_FRAME_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2",
+                                 "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.3",
+                                 "1.2.840.10008.5.1.4.1.1.4.4"})
+
+
 def is_multiframe(ds: Dataset) -> bool:
-    """Whether the object keeps its frame facts in functional groups (Enhanced, Legacy Converted)."""
-    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+    """Whether the object is made of numbered frames (Enhanced, Legacy Converted), each its own image.
+
+    Functional groups say so, and so does a multi-frame SOP class or more than one frame: an
+    Enhanced MR stripped of its functional groups (as some anonymisers and samples are) still has
+    frames that derived objects must name by number.
+    """
+    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+        return True
+    return str(ds.get("SOPClassUID", "")) in MULTI_FRAME_CLASSES or (as_int(ds.get("NumberOfFrames")) or 1) > 1
 
 
 class FrameView:
@@ -313,17 +327,23 @@ def dimension_names(ds: Dataset) -> tuple[str, ...]:
 
 
 
-def frame_pixels(ds: Dataset, frame_number: int | None) -> np.ndarray:
+def frame_pixels(ds: Dataset, frame_number: int | None, source: Path | None = None) -> np.ndarray:
     """One frame's stored values rescaled (HU for CT), with the frame's own Pixel Value Transformation.
 
     Decodes only that frame where the transfer syntax allows (pydicom's ``pixel_array`` for
-    classic images, ``pydicom.pixels.pixel_array(..., index=)`` for multi-frame objects).
+    classic images, ``pydicom.pixels.pixel_array(..., index=)`` for multi-frame objects). With
+    ``source`` (the file ``ds``'s header was read from, without its pixels) only that frame's
+    bytes are read from disk: a check that looks at one frame of an instance of hundreds of MB,
+    as the node's role check does, then costs one frame of memory, not the instance.
     """
     view = FrameView(ds, frame_number)
-    if frame_number is None:
+    index = None if frame_number is None else frame_number - 1
+    if source is not None:
+        plane = pixel_array(str(source), index=index)
+    elif index is None:
         plane = ds.pixel_array
     else:
-        plane = pixel_array(ds, index=frame_number - 1)
+        plane = pixel_array(ds, index=index)
     slope = as_float(view.get("RescaleSlope", "PixelValueTransformationSequence"))
     intercept = as_float(view.get("RescaleIntercept", "PixelValueTransformationSequence"))
     values: np.ndarray = plane.astype(np.float32) * (1.0 if slope is None else slope) + (intercept or 0.0)

@@ -47,7 +47,8 @@ def _image_near(series: SeriesInfo, z: float) -> _Level | None:
 
 
 def _hu(image: ImageInfo) -> np.ndarray:
-    return frame_pixels(dcmread(image.path), image.frame_number)
+    """The image's values; of a multi-frame instance only its frame is read (the node runs this check)."""
+    return frame_pixels(dcmread(image.path, stop_before_pixels=True), image.frame_number, source=image.path)
 
 
 def _common_level(series: Sequence[SeriesInfo]) -> list[_Level] | None:

@@ -11,6 +11,11 @@ middle (an instance not yet received; senders such as Orthanc do not send in ord
 images than Images in Acquisition (0020,1002) announces where a scanner writes it. A sender that
 pauses after the first half of a series sent in order leaves no such trace: the settle period
 covers that, and the quiet period anything the check cannot tell.
+
+A multi-frame instance (Enhanced, Legacy Converted) arrives whole in one C-STORE, so its frames are
+never short: one instance holding a whole series, or several phases of it, counts as whole. Only
+the instance numbers of several multi-frame instances in one series can show a hole, and Images
+in Acquisition, which counts classic images, says nothing about frames.
 """
 
 from __future__ import annotations
@@ -56,7 +61,9 @@ def series_short_of_images(series: SeriesInfo) -> list[str]:
         acquisitions = {None: list(series.images)}  # some images without a number: one group
     problems = []
     for images in acquisitions.values():
-        for finding in (_holes(images), _announced(images)):
+        instances = list({image.sop_instance_uid: image for image in images}.values())  # frames of one: one
+        classic = all(image.frame_number is None for image in images)
+        for finding in (_holes(instances), _announced(images) if classic else None):
             if finding:
                 label = f"series {series.series_number}" if series.series_number is not None else "a series"
                 problems.append(f"{label} ({series.description or 'no description'}): {finding}")

@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from scipy.ndimage import map_coordinates
 
+from worker.grouping.frames import FrameView, as_float
 from worker.roi import Lesion, seg_frame_geometry
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,19 @@ class ImagePlane:
     thickness: float  # slice spacing or thickness (mm), how far off the plane a SEG frame may lie
 
     @classmethod
-    def of(cls, header: Dataset) -> ImagePlane:
-        orientation = np.asarray(header.ImageOrientationPatient, dtype=float)
-        row_spacing, column_spacing = (float(v) for v in header.PixelSpacing)
-        thickness = float(header.get("SpacingBetweenSlices") or header.get("SliceThickness")
-                          or DEFAULT_SLICE_SPACING_MM)
-        return cls(np.asarray(header.ImagePositionPatient, dtype=float), orientation[:3], orientation[3:],
+    def of(cls, header: Dataset, frame_number: int | None = None) -> ImagePlane:
+        """The plane of a classic image, or of one frame of a multi-frame image (its functional groups)."""
+        view = FrameView(header, frame_number)
+        position = view.get("ImagePositionPatient", "PlanePositionSequence")
+        orientation_values = view.get("ImageOrientationPatient", "PlaneOrientationSequence")
+        spacing = view.get("PixelSpacing", "PixelMeasuresSequence")
+        if position is None or orientation_values is None or spacing is None:
+            raise ValueError(f"image {header.get('SOPInstanceUID', '')} frame {frame_number} has no plane geometry")
+        orientation = np.asarray(orientation_values, dtype=float)
+        row_spacing, column_spacing = (float(v) for v in spacing)
+        thickness = (as_float(view.get("SpacingBetweenSlices", "PixelMeasuresSequence"))
+                     or as_float(view.get("SliceThickness", "PixelMeasuresSequence")) or DEFAULT_SLICE_SPACING_MM)
+        return cls(np.asarray(position, dtype=float), orientation[:3], orientation[3:],
                    (row_spacing, column_spacing), (int(header.Rows), int(header.Columns)), thickness)
 
     @property
@@ -129,9 +137,9 @@ def box_on(plane: ImagePlane, lesion: Lesion) -> np.ndarray:
     return np.array([[c0, r0], [c1, r0], [c1, r1], [c0, r1], [c0, r0]], dtype=float)
 
 
-def lesion_outline(lesion: Lesion, header: Dataset) -> Outline:
-    """The SEG contour of the lesion on ``header``'s image when it came from a SEG, else its box."""
-    plane = ImagePlane.of(header)
+def lesion_outline(lesion: Lesion, header: Dataset, frame_number: int | None = None) -> Outline:
+    """The SEG contour of the lesion on ``header``'s image (or its frame) when it came from a SEG, else its box."""
+    plane = ImagePlane.of(header, frame_number)
     if lesion.segment is not None:
         mask = seg_mask_on(plane, *lesion.segment)
         if mask is not None:

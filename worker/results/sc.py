@@ -5,7 +5,8 @@ outlined, the channel acquisitions, the composite, the Grad-CAM, the class proba
 model and the use statement, burned in (BurnedInAnnotation YES). Patient and study attributes
 (and BodyPartExamined, whose absence makes dciodvfy report a Laterality error) come from the
 reference slice, which SourceImageSequence names first, followed by the channels' source images;
-the SR's image region is drawn on that same slice.
+the SR's image region is drawn on that same slice. A slice that is a frame of a multi-frame
+instance is named with its Referenced Frame Number (:mod:`worker.results.references`).
 """
 
 from __future__ import annotations
@@ -14,50 +15,30 @@ from collections.abc import Sequence
 
 import highdicom as hd
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 
 from worker.results import identity
 from worker.results.algorithm import AlgorithmInfo
 from worker.results.key_image import CapturedLesion, render, role_name
+from worker.results.references import SourceImage, source_image_sequence
 from worker.results.sr import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE, processing_equipment, software_versions
 
-__all__ = ["CapturedLesion", "build_sc", "source_image_sequence"]
+__all__ = ["CapturedLesion", "SourceImage", "build_sc", "source_image_sequence"]
 
 
-def source_image_sequence(images: Sequence[Dataset]) -> list[Dataset]:
-    """SourceImageSequence items for the images the picture derives from, each once, in order."""
-    items: list[Dataset] = []
-    seen: set[str] = set()
-    for image in images:
-        uid = str(image.SOPInstanceUID)
-        if uid in seen:
-            continue
-        seen.add(uid)
-        item = Dataset()
-        item.ReferencedSOPClassUID = image.SOPClassUID
-        item.ReferencedSOPInstanceUID = uid
-        purpose = Dataset()
-        purpose.CodeValue = codes.DCM.SourceImageForImageProcessingOperation.value
-        purpose.CodingSchemeDesignator = "DCM"
-        purpose.CodeMeaning = codes.DCM.SourceImageForImageProcessingOperation.meaning
-        item.PurposeOfReferenceCodeSequence = [purpose]
-        items.append(item)
-    return items
-
-
-def build_sc(study_uid: str, lesion: CapturedLesion, source: Dataset, *, algorithm: AlgorithmInfo,
-             instance_number: int, channel_sources: Sequence[Dataset] = (), series_number: int = 7702,
+def build_sc(study_uid: str, lesion: CapturedLesion, source: SourceImage, *, algorithm: AlgorithmInfo,
+             instance_number: int, channel_sources: Sequence[SourceImage] = (), series_number: int = 7702,
              series_description: str = "AI liver lesion key image (not for diagnostic use)") -> Dataset:
     """The Secondary Capture of one lesion, in the source study, with deterministic UIDs.
 
-    ``source`` is the header of the reference slice the picture shows; ``channel_sources`` are the
-    headers of the images that fed the colour channels.
+    ``source`` is the reference slice the picture shows (its header, and its frame when it is one);
+    ``channel_sources`` are the images that fed the colour channels.
     """
-    if "BodyPartExamined" not in source:
-        source = source.copy()
-        source.BodyPartExamined = "ABDOMEN"
+    header = source.header
+    if "BodyPartExamined" not in header:
+        header = header.copy()
+        header.BodyPartExamined = "ABDOMEN"
     sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=source,
+        ref_dataset=header,
         pixel_array=render(lesion, algorithm, NOT_FOR_DIAGNOSTIC_USE),
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
@@ -73,7 +54,7 @@ def build_sc(study_uid: str, lesion: CapturedLesion, source: Dataset, *, algorit
         software_versions=software_versions(algorithm),
         contributing_equipment=[processing_equipment(algorithm)],
     )
-    sc.BodyPartExamined = source.BodyPartExamined
+    sc.BodyPartExamined = header.BodyPartExamined
     sc.BurnedInAnnotation = "YES"
     sc.SeriesDescription = series_description
     sc.ImageComments = f"{lesion.label}; model {algorithm.version[:12]}; not for diagnostic use"

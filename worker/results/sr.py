@@ -5,7 +5,9 @@ its UID), the algorithm is named with its version (the model artifact's hash) an
 each lesion is a measurement group with its tracking identifier, finding site liver, the predicted
 class as a coded qualitative evaluation (private scheme 99TRIPHASE, documented in
 docs/CONFORMANCE.md), the probability of every class, the region on the source image, and the
-roles and series used. VerificationFlag stays UNVERIFIED: a person has not signed it.
+roles and series used. VerificationFlag stays UNVERIFIED: a person has not signed it. A region drawn
+on a frame of a multi-frame instance names that frame (Referenced Frame Number); the evidence lists
+each instance once (a Hierarchical SOP Instance Reference has no frame numbers).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydicom.sr.codedict import codes
 
 from worker.results import identity
 from worker.results.algorithm import AlgorithmInfo
+from worker.results.references import SourceImage
 
 PRIVATE_SCHEME = "99TRIPHASE"
 INDETERMINATE = "indeterminate"
@@ -53,7 +56,7 @@ class LesionResult:
     label: str  # a class, or "indeterminate"
     probabilities: dict[str, float]
     roi_source: str
-    region_image: Dataset  # header of the source image the region is drawn on
+    region_image: SourceImage  # the source image (or frame of a multi-frame instance) the region is drawn on
     region_pixels: np.ndarray  # (N, 2) column, row polyline, closed
     roles_used: str  # e.g. "R=arterial (series ...), G=delayed (...), B=pre (...)"
 
@@ -63,7 +66,8 @@ def _group(study_uid: str, result: LesionResult,
     region = hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
         graphic_data=np.asarray(result.region_pixels, dtype=float),
-        source_image=hd.sr.SourceImageForRegion.from_source_image(result.region_image),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(result.region_image.header,
+                                                                  referenced_frame_numbers=result.region_image.frames),
     )
     measurements = [
         hd.sr.Measurement(name=probability_concept(label), value=round(float(p), 6), unit=codes.UCUM.NoUnits,

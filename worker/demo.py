@@ -47,6 +47,7 @@ from worker.grouping.readiness import GroupingRoleCheck
 from worker.jobs import WorkerContext
 from worker.results.writeback import Destination
 from worker.synth.context import StudyOptions
+from worker.synth.multiframe import convert_study
 from worker.synth.run import generate_run
 
 TASK = "ct-histology"
@@ -93,13 +94,15 @@ class DemoResult:
     elapsed_s: float = 0.0
 
 
-def _write_studies(folder: Path, train_studies: int, demo_studies: int, seed: int) -> None:
+def _write_studies(folder: Path, train_studies: int, demo_studies: int, seed: int, *, multiframe: bool) -> None:
     def options(run_seed: int) -> StudyOptions:
         return StudyOptions(task=TASK, seed=run_seed, difficulty=0.15, balanced=True, slices=16, matrix=64,
                             style="mixed", extras=True)
 
     generate_run(folder / "training", options(seed), train_studies, [])
-    generate_run(folder / "incoming", options(seed + 1), demo_studies, [])
+    # Multi-frame: each incoming series becomes one Legacy Converted Enhanced instance, as an archive sends it.
+    convert = (lambda record: convert_study(record.folder)) if multiframe else None
+    generate_run(folder / "incoming", options(seed + 1), demo_studies, [], on_study=convert)
 
 
 def _train_model(studies: Path, models_dir: Path, say: Say) -> Artifact:
@@ -240,13 +243,14 @@ def _collect(folder: Path, database: Database, model: str) -> DemoResult:
 
 def run_demo(folder: Path, *, train_studies: int = 25, demo_studies: int = 4, seed: int = 0,
              quiet_period_s: float = 30.0, settle_s: float = 3.0, timeout_s: float = 150.0,
-             say: Say = print) -> DemoResult:
+             multiframe: bool = False, say: Say = print) -> DemoResult:
     started = time.monotonic()
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    say(f"1. Writing synthetic liver CT studies (pre-contrast, arterial, portal, delayed) to {folder}")
-    _write_studies(folder, train_studies, demo_studies, seed)
+    form = " as multi-frame Legacy Converted Enhanced CT" if multiframe else ""
+    say(f"1. Writing synthetic liver CT studies (pre-contrast, arterial, portal, delayed){form} to {folder}")
+    _write_studies(folder, train_studies, demo_studies, seed, multiframe=multiframe)
     say("2. Training a demonstration model: a tiny CNN from RANDOM INITIALISATION (no ImageNet weights are used\n"
         "   here) with an SVM on its features. It shows the pipeline; it does not reproduce the papers' accuracy.")
     artifact = _train_model(folder / "training", folder / "models", say)

@@ -89,12 +89,14 @@ def demo(
     studies: Annotated[int, typer.Option(min=1, max=20, help="studies sent to the node")] = 4,
     training: Annotated[int, typer.Option(min=10, max=200, help="studies the demo model is trained on")] = 25,
     seed: Annotated[int, typer.Option(help="synthetic data seed")] = 0,
+    multiframe: Annotated[bool, typer.Option("--multiframe", help="send each series as one multi-frame "
+                                             "Legacy Converted Enhanced CT instance")] = False,
 ) -> None:
     """Run the whole loop on synthetic studies: receive, group, composite, classify, SR + SC, evaluate."""
     runtime: Runtime = ctx.obj
     console = Console(soft_wrap=True)  # a path is never broken across lines, piped or not
     folder = out or runtime.general.data_dir / "demo"
-    result = run_demo(folder, train_studies=training, demo_studies=studies, seed=seed,
+    result = run_demo(folder, train_studies=training, demo_studies=studies, seed=seed, multiframe=multiframe,
                       say=lambda text: console.print(text, highlight=False, markup=False))
     console.print("4. Results (research use only; NOT FOR DIAGNOSTIC USE)", highlight=False, markup=False)
     for study in result.studies:

@@ -172,11 +172,13 @@ def _skip_reason(study: StudyComposites, model_task: str) -> str | None:
 
 
 def analyse_study(study_uid: str, series: list[SeriesInfo], rules: Rules, *, classifier: Classifier,
-                  algorithm: AlgorithmInfo, device_uid: str, tta: bool = False) -> AnalysisResult:
+                  algorithm: AlgorithmInfo, device_uid: str, tta: bool = False,
+                  grouping: Grouping | None = None) -> AnalysisResult:
+    """Composites, predictions, SR and SCs of one study (``grouping``: the study's, if already made)."""
     manifest = classifier.artifact.manifest
     recipe = recipe_from_manifest(manifest)
     size = int(manifest["input"]["preprocessing"]["input_size"])
-    study = composites_for_study(study_uid, series, rules, recipe=recipe, size=size)
+    study = composites_for_study(study_uid, series, rules, recipe=recipe, size=size, grouping=grouping)
     grouping = study.grouping
     roles = _roles_found(grouping)
     reason = _skip_reason(study, manifest["task"])

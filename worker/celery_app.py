@@ -15,6 +15,7 @@ caught inside SQLite during the fork, leaves the child a lock it can never take.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,7 +31,7 @@ from db.states import JobState
 from db.task_names import ANALYSE_TASK, ARRIVAL_QUEUE, BATCH_QUEUE, SEND_TASK
 from node.dispatch import publish_pending
 from node.settings import BrokerSettings
-from worker.devices import device_for_process
+from worker.devices import cpu_threads_for_process, device_for_process
 from worker.errors import TransientError
 from worker.retry import TASK_RETRIES
 
@@ -58,7 +59,7 @@ class PipelineTask(Task):  # type: ignore[misc]  # celery ships no type informat
     def context(self) -> WorkerContext:
         key = self.config.path
         if key not in self._contexts:
-            self._contexts[key] = _create_context(self.config)
+            self._contexts[key] = _create_context(self.config, int(self.app.conf.triphase_processes))
         return self._contexts[key]
 
     @classmethod
@@ -81,11 +82,13 @@ class PipelineTask(Task):  # type: ignore[misc]  # celery ships no type informat
                              max_retries=policy.attempts - 1) from exc
 
 
-def _create_context(config: ConfigFile) -> WorkerContext:
+def _create_context(config: ConfigFile, processes: int) -> WorkerContext:
+    """The pool process's context; its torch threads are its share of the cores (``processes`` share them)."""
     import torch  # noqa: PLC0415 - in the pool process, after the fork (module docstring)
 
     from worker.jobs import WorkerContext  # noqa: PLC0415 - likewise
 
+    torch.set_num_threads(cpu_threads_for_process(processes, len(os.sched_getaffinity(0))))
     ctx = WorkerContext.from_runtime(Runtime(config=config))
     if ctx.device == "auto":
         ctx.device = device_for_process("auto", getattr(current_process(), "index", 0), torch.cuda.device_count())
@@ -109,8 +112,11 @@ def send(task: PipelineTask, job_id: int) -> str:
     return task.run_job_step(job_id).value
 
 
-def create_app(config_path: Path | None = None) -> Celery:
-    """A Celery app for this installation's configuration (broker, database, models)."""
+def create_app(config_path: Path | None = None, *, processes: int = 1) -> Celery:
+    """A Celery app for this installation's configuration (broker, database, models).
+
+    ``processes`` is the size of the worker's pool: the pool processes share the machine's cores.
+    """
     config = ConfigFile.locate(config_path)
     broker = Runtime(config=config).section(BrokerSettings)
     app = Celery("triphase", broker=broker.url, set_as_current=False)
@@ -130,6 +136,7 @@ def create_app(config_path: Path | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         triphase_config=config,
+        triphase_processes=processes,
     )
     app.task(base=PipelineTask, name=ANALYSE_TASK, bind=True)(analyse)
     app.task(base=PipelineTask, name=SEND_TASK, bind=True)(send)

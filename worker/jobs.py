@@ -166,7 +166,8 @@ def run_analyse(ctx: WorkerContext, job_id: int, attempt: Attempt = ONLY_ATTEMPT
     series = scan.series.get(job.study_uid, [])
     if not series:
         raise PermanentError("the study's files are missing from the spool")
-    task = group_study(job.study_uid, series, ctx.rules).task
+    grouping = group_study(job.study_uid, series, ctx.rules)  # once: the analysis reuses it
+    task = grouping.task
     if task is None:
         return _finish(ctx, job_id, JobState.SKIPPED, "not applicable: no CT or MR task for this study")
     if job.annotation_required and not any(annotation_files(series).values()):
@@ -176,7 +177,7 @@ def run_analyse(ctx: WorkerContext, job_id: int, attempt: Attempt = ONLY_ATTEMPT
     except NoModelError as exc:
         return _finish(ctx, job_id, JobState.SKIPPED, str(exc))
     result = analyse_study(job.study_uid, series, ctx.rules, classifier=classifier,
-                           algorithm=algorithm_for(artifact), device_uid=device_uid(ctx.data_dir))
+                           algorithm=algorithm_for(artifact), device_uid=device_uid(ctx.data_dir), grouping=grouping)
     if result.outcome is AnalysisOutcome.SKIPPED:
         return _finish(ctx, job_id, JobState.SKIPPED, result.reason, roles=result.roles)
     if job.annotation_required and any(p.roi_source == RoiSource.FALLBACK_CENTRE for p in result.lesions):

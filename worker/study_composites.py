@@ -135,21 +135,24 @@ def _lesion_composites(lesion: Lesion, reference: Volume, volumes: dict[str, Vol
     k = int(round(reference.to_index(np.asarray(lesion.largest_slice_mm)[None, :])[0][0]))
     if not 0 <= k < reference.shape[0]:
         raise NoCompositesError(f"lesion {lesion.lesion_id} lies outside the reference series")
+    first, last = max(k - neighbours, 0), min(k + neighbours, reference.shape[0] - 1)
+    # Only the composited slices are resampled; a deliberate displacement needs the whole volume.
+    start, region = (0, None) if displace else (first, (slice(first, last + 1), slice(None), slice(None)))
     aligned: dict[str, np.ndarray] = {}
     motion: dict[str, Motion | None] = {}
     for role in recipe.channels:
         if volumes[role] is reference:
-            aligned[role], motion[role] = reference.voxels, None
+            aligned[role], motion[role] = reference.voxels[region or ...], None
         else:
-            aligned[role], motion[role] = align(reference, volumes[role], box, register=register)
+            aligned[role], motion[role] = align(reference, volumes[role], box, register=register, region=region)
         if displace and role in displace:
             aligned[role] = displaced(aligned[role], reference.spacing, displace[role])
     centre = reference.to_index(np.asarray(lesion.centre_mm)[None, :])[0]
     spacing = reference.spacing
     crop = crop_box(reference.shape[1:], (centre[1], centre[2]), (half_mm / spacing[1], half_mm / spacing[2]))
     out = []
-    for index in range(max(k - neighbours, 0), min(k + neighbours, reference.shape[0] - 1) + 1):
-        planes = {role: volume[index] for role, volume in aligned.items()}
+    for index in range(first, last + 1):
+        planes = {role: volume[index - start] for role, volume in aligned.items()}
         composite = make_composite(planes, recipe, modality=modality, size=size, crop=crop)
         slice_point = reference.to_patient(np.array([[index, centre[1], centre[2]]]))[0]
         sources = {role: _nearest_source_image(grouping, role, slice_point) for role in recipe.channels}
@@ -178,8 +181,9 @@ def find_lesions(series: list[SeriesInfo], grouping: Grouping) -> list[Lesion]:
 def composites_for_study(study_uid: str, series: list[SeriesInfo], rules: Rules, *,
                          recipe: ChannelRecipe | None = None, size: int = 224, register: bool = True,
                          fallback: Fallback = "centre", neighbours: int = 0,
-                         displace: Displacement | None = None) -> StudyComposites:
-    grouping = group_study(study_uid, series, rules)
+                         displace: Displacement | None = None, grouping: Grouping | None = None) -> StudyComposites:
+    """One composite per lesion; ``grouping`` is the study's, when the caller has grouped it already."""
+    grouping = grouping or group_study(study_uid, series, rules)
     task = grouping.task
     recipe = recipe or DEFAULT_RECIPES.get(task or "", DEFAULT_RECIPES["ct-histology"])
     result = StudyComposites(study_uid, grouping, recipe)

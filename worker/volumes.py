@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from scipy.ndimage import map_coordinates
+from scipy.ndimage import affine_transform
 
 from worker.grouping.frames import frame_pixels
 from worker.grouping.series_info import ImageInfo, SeriesInfo
@@ -110,18 +110,44 @@ def _planes(images: list[ImageInfo], key: str) -> list[np.ndarray]:
     return planes
 
 
+AXIS_ALIGNED = 1e-9
+"""Largest cross term (voxels per voxel) of an index-to-index map still treated as axis-aligned."""
+
+Region = tuple[slice, slice, slice]
+"""Part of a grid, one slice per axis (start, stop, step); ``slice(None)`` takes the whole axis."""
+
+
+def region_of(shape: tuple[int, int, int], region: Region | None) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(4x4 map from the region's own indices to the grid's, region shape) of ``region`` of a grid."""
+    scale = np.eye(4)
+    extent = []
+    for axis, part in enumerate(region or (slice(None),) * 3):
+        start, stop, step = part.indices(shape[axis])
+        scale[axis, axis], scale[axis, 3] = step, start
+        extent.append(len(range(start, stop, step)))
+    return scale, (extent[0], extent[1], extent[2])
+
+
 def resample_onto(moving: Volume, reference: Volume, *, shift_mm: np.ndarray | None = None,
-                  fill: float | None = None) -> np.ndarray:
-    """``moving`` sampled at the reference grid's voxel centres (trilinear).
+                  fill: float | None = None, region: Region | None = None) -> np.ndarray:
+    """``moving`` sampled at the reference grid's voxel centres (trilinear), or at those of ``region``.
 
     ``shift_mm`` moves the moving volume's content by that displacement in patient space (the
-    result of registration): the value at reference point p is taken from p - shift.
+    result of registration): the value at reference point p is taken from p - shift. Only the
+    voxels asked for are computed (the analysis needs the lesion's slices, not the whole grid):
+    index to index is one affine map, so no coordinates are built in memory.
     """
-    kk, jj, ii = np.meshgrid(*(np.arange(n) for n in reference.shape), indexing="ij")
-    points = reference.to_patient(np.c_[kk.ravel(), jj.ravel(), ii.ravel()])
+    scale, shape = region_of(reference.shape, region)
+    moved = np.eye(4)
     if shift_mm is not None:
-        points = points - shift_mm
-    indices = moving.to_index(points).T
+        moved[:3, 3] = -np.asarray(shift_mm, dtype=float)
+    matrix = np.linalg.inv(moving.affine) @ moved @ reference.affine @ scale
     value = float(moving.voxels.min()) if fill is None else fill
-    sampled: np.ndarray = map_coordinates(moving.voxels, indices, order=1, mode="constant", cval=value)
-    return sampled.reshape(reference.shape).astype(np.float32)
+    linear = matrix[:3, :3]
+    if np.all(np.abs(linear - np.diag(np.diag(linear))) < AXIS_ALIGNED):
+        # Grids along the same axes (the usual case: axial series): scipy's per-axis path, ~1.6x faster.
+        sampled: np.ndarray = affine_transform(moving.voxels, np.diag(linear), offset=matrix[:3, 3],
+                                               output_shape=shape, order=1, mode="constant", cval=value)
+    else:
+        sampled = affine_transform(moving.voxels, matrix, output_shape=shape, order=1, mode="constant", cval=value)
+    return sampled.astype(np.float32, copy=False)

@@ -43,7 +43,7 @@ def worker(
 ) -> None:
     """Run analysis and write-back tasks from the broker (Redis); republish what the broker lost."""
     runtime: Runtime = ctx.obj
-    celery = create_app(runtime.config.path)
+    celery = create_app(runtime.config.path, processes=concurrency)
     repository = Repository(runtime.database())
     stop = threading.Event()
 

@@ -49,6 +49,7 @@ from worker.results.writeback import Destination
 from worker.synth.context import StudyOptions
 from worker.synth.multiframe import convert_study
 from worker.synth.run import generate_run
+from worker.synth.study import StudyRecord
 
 TASK = "ct-histology"
 FINISHED = {"sent", "shadowed", "skipped", "failed"}
@@ -101,8 +102,10 @@ def _write_studies(folder: Path, train_studies: int, demo_studies: int, seed: in
 
     generate_run(folder / "training", options(seed), train_studies, [])
     # Multi-frame: each incoming series becomes one Legacy Converted Enhanced instance, as an archive sends it.
-    convert = (lambda record: convert_study(record.folder)) if multiframe else None
-    generate_run(folder / "incoming", options(seed + 1), demo_studies, [], on_study=convert)
+    def convert(record: StudyRecord) -> None:
+        convert_study(record.folder)
+
+    generate_run(folder / "incoming", options(seed + 1), demo_studies, [], on_study=convert if multiframe else None)
 
 
 def _train_model(studies: Path, models_dir: Path, say: Say) -> Artifact:

@@ -75,7 +75,7 @@ class DicomNode:
         self.repository = repository
         self.tracker = AssociationTracker()
         self.metrics = metrics or Metrics()
-        self.metrics.registry.register(QueueDepth(repository.db))
+        self.metrics.registry.register(QueueDepth.reading(repository.db))
         self.audit_watch = AuditWatch(repository.db, self.metrics)
         self.metrics_server: MetricsServer | None = None
         self.store_handler = StoreHandler(settings, spool, repository, self.tracker, self.metrics)

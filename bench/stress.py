@@ -30,6 +30,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The node and worker processes run this checkout's code, whatever the virtual environment installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 import pydicom  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402

@@ -232,8 +232,9 @@ def run_analyse(ctx: WorkerContext, job_id: int, attempt: Attempt = ONLY_ATTEMPT
     if job.annotation_required and any(p.roi_source == RoiSource.FALLBACK_CENTRE for p in result.lesions):
         return _finish(ctx, job_id, JobState.SKIPPED, NO_ANNOTATION + " (no lesion found in its annotation)",
                        roles=result.roles)
-    if _state_now(ctx, job_id) is not JobState.RUNNING:
-        return _state_now(ctx, job_id)  # another delivery finished it while this one computed
+    now = _state_now(ctx, job_id)
+    if now is not JobState.RUNNING:
+        return now  # another delivery finished it while this one computed
     _write_results(ctx.results_root / str(job_id), result)
     if not ctx.repository.record_analysis(job_id, task=task, model=artifact.hash, lesions=result.lesions,
                                           detail={"roles": result.roles}, enqueue_send=True):

@@ -391,16 +391,24 @@ class JobStudy:
     study_uid: str
     shadow: bool
     annotation_required: bool = False  # no centre-crop fallback: analysed only where an annotation says
+    analysed_once: bool = False  # its analysis was recorded (a model is set): queued or running now means a resend
+
+    @property
+    def waits_for_analysis(self) -> bool:
+        """Whether the analysis of this job is still to come (its send would be early)."""
+        return self.state in (JobState.READY, JobState.QUEUED, JobState.RUNNING) and not self.analysed_once
 
 
 def job_study(database: Database, job_id: int) -> JobStudy | None:
     """The job and its study, or None when there is no such job."""
     with database.session() as session:
-        row = session.execute(select(Job.state, Job.study_id, Study.study_uid, Job.shadow, Job.annotation_required)
+        row = session.execute(select(Job.state, Job.study_id, Study.study_uid, Job.shadow, Job.annotation_required,
+                                     Job.model)
                               .join(Study, Study.id == Job.study_id).where(Job.id == job_id)).one_or_none()
     if row is None:
         return None
-    return JobStudy(job_id, row.state, row.study_id, row.study_uid, bool(row.shadow), bool(row.annotation_required))
+    return JobStudy(job_id, row.state, row.study_id, row.study_uid, bool(row.shadow), bool(row.annotation_required),
+                    row.model is not None)
 
 
 def job_states(database: Database) -> list[str]:

@@ -218,7 +218,11 @@ class Prediction(Base):
 
 
 class OutboxEntry(Base):
-    """A task to publish to the broker once the transaction that made it has committed."""
+    """A task to publish to the broker once the transaction that made it has committed.
+
+    Publishing is claim, send, mark published (:mod:`db.repository.outbox`): the claim keeps two
+    publishers (the node, a pool process, the sweeper) from handing the same row to the broker.
+    """
 
     __tablename__ = "outbox"
 
@@ -230,6 +234,10 @@ class OutboxEntry(Base):
     published_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A publisher claims a row before handing it to the broker: who (host:pid) and until when. The
+    # claim is a lease, so a publisher that dies mid-publish delays the row only until it expires.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[dt.datetime | None]
 
 
 class AuditEvent(Base):

@@ -2,11 +2,13 @@
 
     ready -> queued -> running -> analysed -> sent | shadowed
     any active state -> skipped (typed reason) | failed (parked, reason a person can act on)
-    running -> queued            (redelivery or a transient-error retry)
     analysed | sent | failed -> queued   (``triphase resend``: the send step again)
 
 A transition not in the table is a programming error and raises :class:`IllegalTransition`, so a
-bug can never move a job silently backwards.
+bug can never move a job silently backwards. Nothing but the operator's resend moves a job back:
+a redelivered task runs again from the state it finds (:mod:`worker.jobs`), and every move is a
+compare-and-set from a named state (:mod:`db.repository.jobs`). Who makes which move is tabled in
+docs/ARCHITECTURE.md ("Jobs, claims and races").
 """
 
 from __future__ import annotations
@@ -33,9 +35,7 @@ class StudyState(StrEnum):
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.READY: frozenset({JobState.QUEUED, JobState.SKIPPED, JobState.FAILED}),
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.SKIPPED, JobState.FAILED}),
-    JobState.RUNNING: frozenset(
-        {JobState.QUEUED, JobState.ANALYSED, JobState.SKIPPED, JobState.FAILED}
-    ),
+    JobState.RUNNING: frozenset({JobState.ANALYSED, JobState.SKIPPED, JobState.FAILED}),
     JobState.ANALYSED: frozenset({JobState.SENT, JobState.SHADOWED, JobState.QUEUED, JobState.FAILED}),
     JobState.SENT: frozenset({JobState.QUEUED}),
     JobState.SHADOWED: frozenset(),

@@ -87,7 +87,7 @@ class SharedMetrics:
         use_multiprocess_values(directory)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]  # untyped
-        registry.register(QueueDepth(database))
+        registry.register(QueueDepth.reading(database))
         return cls(directory, registry)
 
     def remove(self) -> None:
@@ -215,22 +215,35 @@ class TimedDispatcher:
 
 class QueueDepth(Collector):
     """``triphase_queue_depth{queue}`` read when scraped: the outbox's unpublished rows, and any
-    further queues ``extra()`` reports (the broker's, in the worker)."""
+    further queues ``extra()`` reports (the broker's, in the worker).
 
-    def __init__(self, database: Database,
+    ``outbox()`` gives the count, or None when it is not known; the node counts in its own
+    database (:meth:`reading`), the worker's parent, which keeps no database connection, shows what
+    its sweeper process last counted.
+    """
+
+    def __init__(self, outbox: Callable[[], int | None],
                  extra: Callable[[], Iterable[tuple[str, int]]] | None = None) -> None:
-        self.database = database
+        self.outbox = outbox
         self.extra = extra
+
+    @classmethod
+    def reading(cls, database: Database) -> QueueDepth:
+        """The outbox counted in ``database`` at each scrape."""
+        return cls(lambda: unpublished_outbox_count(database))
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Tasks waiting: outbox rows not yet published, "
                                    "and messages in the broker's queues", labels=["queue"])
         try:
-            family.add_metric(["outbox"], unpublished_outbox_count(self.database))
+            depth = self.outbox()
         except SQLAlchemyError:  # the database is down: the scrape still answers, without this sample
             log.warning("queue depth: the outbox could not be read")
-        for queue, depth in self.extra() if self.extra else ():
-            family.add_metric([queue], depth)
+            depth = None
+        if depth is not None:
+            family.add_metric(["outbox"], depth)
+        for queue, depth_of_queue in self.extra() if self.extra else ():
+            family.add_metric([queue], depth_of_queue)
         yield family
 
 

@@ -80,7 +80,7 @@ class DicomNode:
         self.tracker = AssociationTracker()
         self.metrics = metrics or Metrics()
         if completes:
-            self.metrics.registry.register(QueueDepth(repository.db))
+            self.metrics.registry.register(QueueDepth.reading(repository.db))
         self.audit_watch = AuditWatch(repository.db, self.metrics)
         self.metrics_server: MetricsServer | None = None
         self.store_handler = StoreHandler(settings, spool, repository, self.tracker, self.metrics)

@@ -8,14 +8,17 @@ runs again, once, with the same output UIDs. A body's :class:`~worker.errors.Tra
 as failed with a reason a person can act on.
 
 The prefork parent stays light: :mod:`worker.jobs` (and with it torch) is imported by each pool
-process after the fork. A parent holding torch forks ten times slower, and its outbox sweeper thread,
-caught inside SQLite during the fork, leaves the child a lock it can never take.
+process after the fork. A parent holding torch forks ten times slower; and the parent holds no
+database connection at all (the outbox sweeper runs in a spawned process of its own,
+:mod:`worker.orchestration.sweeper`), because a connection caught inside SQLite during a fork
+leaves the child a lock it can never take.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +32,7 @@ from db.runtime import Runtime
 from db.settings import ConfigFile
 from db.states import JobState
 from db.task_names import ANALYSE_TASK, ARRIVAL_QUEUE, BATCH_QUEUE, SEND_TASK
+from db.transient import is_transient
 from node.dispatch import publish_pending
 from node.settings import BrokerSettings
 from worker.devices import cpu_threads_for_process, device_for_process
@@ -69,6 +73,15 @@ class PipelineTask(Task):  # type: ignore[misc]  # celery ships no type informat
             _, ctx = cls._contexts.popitem()
             ctx.repository.db.dispose()
 
+    def _context_or_retry(self) -> WorkerContext:
+        """The context; a database that is locked or down while it is made is a reason to retry."""
+        try:
+            return self.context
+        except Exception as exc:
+            if is_transient(exc):
+                raise TransientError(f"worker start: {type(exc).__name__}: {exc}") from exc
+            raise
+
     def run_job_step(self, job_id: int) -> JobState:
         """This task's body for ``job_id``; a transient failure is retried after the policy's countdown."""
         policy = TASK_RETRIES[self.name]
@@ -76,7 +89,7 @@ class PipelineTask(Task):  # type: ignore[misc]  # celery ships no type informat
         from worker.jobs import run_step  # noqa: PLC0415 - in the pool process, after the fork (module docstring)
 
         try:
-            return run_step(self.name, self.context, job_id, attempt)
+            return run_step(self.name, self._context_or_retry(), job_id, attempt)
         except TransientError as exc:
             raise self.retry(exc=exc, countdown=policy.delay_after(attempt),
                              max_retries=policy.attempts - 1) from exc
@@ -103,7 +116,11 @@ def analyse(task: PipelineTask, job_id: int) -> str:
     """``triphase.analyse``: the analysis, then its send step is published right away."""
     state = task.run_job_step(job_id)
     if state is JobState.ANALYSED:
-        publish_outbox(task.app, task.context.repository)
+        try:
+            publish_outbox(task.app, task.context.repository, job_ids=[job_id])
+        except Exception:  # the analysis is recorded; the sweeper publishes its send later
+            log.warning("job #%d: the send step could not be published now; the sweeper will", job_id,
+                        exc_info=True)
     return state.value
 
 
@@ -144,6 +161,9 @@ def create_app(config_path: Path | None = None, *, processes: int = 1) -> Celery
     return app
 
 
-def publish_outbox(app: Celery, repository: Repository) -> int:
-    """Publish what the outbox holds (the sweeper, and right after an analysis)."""
-    return publish_pending(repository, lambda name, job_id, queue: app.send_task(name, args=[job_id], queue=queue))
+def publish_outbox(app: Celery, repository: Repository, *, grace_s: float | None = None,
+                   job_ids: Collection[int] | None = None) -> int:
+    """Claim and publish outbox rows (:func:`node.dispatch.publish_pending`): the sweeper's (with
+    ``grace_s``), or a pool process's own job's right after its analysis (``job_ids``)."""
+    return publish_pending(repository, lambda name, job_id, queue: app.send_task(name, args=[job_id], queue=queue),
+                           grace_s=grace_s, job_ids=job_ids)

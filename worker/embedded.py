@@ -1,7 +1,7 @@
 """The embedded runner: the outbox itself is the queue, for one machine and no broker.
 
 ``triphase demo`` (and a node run without Redis) use it: a thread takes unpublished outbox rows in
-order, marks them taken and runs the same task bodies Celery workers run, through the same
+order, claims and marks them taken and runs the same task bodies Celery workers run, through the same
 :func:`~worker.jobs.run_step`. With no broker to retry a task later, a transient failure is waited
 out here, with the task's back-off (:data:`~worker.retry.TASK_RETRIES`), before the next row.
 """
@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from db.repository import publisher_identity
 from db.states import JobState
 from worker.jobs import TASK_BODIES, WorkerContext, run_step
 from worker.retry import TASK_RETRIES, retry_transient
@@ -46,9 +47,18 @@ class OutboxRunner:
                                TASK_RETRIES[task_name], sleep=self.sleep)
 
     def run_pending(self) -> int:
-        """Run every unpublished task once; returns how many ran."""
+        """Run every task the outbox holds now once (those it adds meanwhile wait for the next call).
+
+        Each row is claimed just before it runs (:mod:`db.repository.outbox`), so a row another
+        runner or publisher holds is left to it; returns how many ran.
+        """
         ran = 0
-        for outbox_id, job_id, task_name, _queue in self.ctx.repository.unpublished_outbox():
+        owner = publisher_identity()
+        for pending in self.ctx.repository.unpublished_outbox():
+            claimed = self.ctx.repository.claim_outbox(owner, outbox_ids=[pending.outbox_id])
+            if not claimed:
+                continue
+            outbox_id, job_id, task_name, _queue = claimed[0]
             self.ctx.repository.mark_published(outbox_id)
             if task_name not in TASK_BODIES:
                 log.error("unknown task %s for job #%d", task_name, job_id)

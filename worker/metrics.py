@@ -6,8 +6,8 @@ values to memory-mapped files in one directory and the parent's collector sums t
 The directory is private (0700), made fresh for each run under the data directory and removed at
 exit, so a restarted worker never adds up an earlier run's files and two workers never share one.
 
-The parent also reports the queue depths (outbox rows not yet published, and the broker's
-``arrival`` and ``batch`` queues), read when Prometheus scrapes.
+The parent also reports the queue depths (outbox rows not yet published, as the sweeper process
+last counted them, and the broker's ``arrival`` and ``batch`` queues, read when Prometheus scrapes).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,8 @@ from kombu.exceptions import ChannelError, OperationalError
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from db.engine import Database
 from db.task_names import ARRIVAL_QUEUE, BATCH_QUEUE
-from node.metrics import AuditWatch, Metrics, MetricsServer, QueueDepth, use_multiprocess_values
+from node.metrics import MetricsServer, QueueDepth, use_multiprocess_values
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +50,26 @@ def broker_queue_depths(app: Celery, queues: tuple[str, ...] = (ARRIVAL_QUEUE, B
 
 @dataclass
 class WorkerMetricsService:
-    """The parent's multiprocess collector, its HTTP server, and the parent's own counters (the sweeper)."""
+    """The parent's multiprocess collector and its HTTP server.
+
+    The parent keeps no database connection (it forks pool processes: :mod:`worker.celery_app`):
+    the outbox depth is what the sweeper process last counted, handed over in shared memory, and
+    the sweeper counts its own job transitions into the multiprocess files like a pool process.
+    """
 
     directory: Path
     server: MetricsServer
-    watch: AuditWatch
 
     @classmethod
-    def start(cls, *, data_dir: Path, bind: str, port: int, database: Database, app: Celery) -> WorkerMetricsService:
+    def start(cls, *, data_dir: Path, bind: str, port: int, app: Celery,
+              outbox: Callable[[], int | None]) -> WorkerMetricsService:
         directory = Path(tempfile.mkdtemp(prefix="metrics-", dir=data_dir))  # mode 0700
         use_multiprocess_values(directory)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]  # likewise
-        registry.register(QueueDepth(database, extra=lambda: broker_queue_depths(app)))
-        watch = AuditWatch(database, Metrics()).start()  # the outbox sweeper's transitions, in this process
-        return cls(directory, MetricsServer(registry, bind, port).start(), watch)
+        registry.register(QueueDepth(outbox, extra=lambda: broker_queue_depths(app)))
+        return cls(directory, MetricsServer(registry, bind, port).start())
 
     def stop(self) -> None:
         self.server.stop()
-        self.watch.stop()
         shutil.rmtree(self.directory, ignore_errors=True)

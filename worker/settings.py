@@ -60,6 +60,8 @@ class WorkerSettings(SectionSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="serve Prometheus /metrics (every pool process "
                               "added up) on this port; 0 = off")
     metrics_bind: str = Field("127.0.0.1", description="address of the worker's /metrics")
+    job_lease_s: float = Field(900.0, gt=0, description="a job queued, running or analysed for longer than this "
+                               "with no task for it in the broker is re-driven by the watchdog")
 
 
 class GroupingSettings(SectionSettings):

@@ -11,7 +11,8 @@ from db.repository.associations import AssociationWrites
 from db.repository.completion import CompletedStudy, Completion, ReceivingStudy, StudyCompletion, StudyFile
 from db.repository.ground_truth import DuplicateRows, GroundTruthImports, ReadRow, TruthRow
 from db.repository.instances import InstanceRecord, InstanceWrites, RecordOutcome, UIDConflict
-from db.repository.jobs import JobWrites, PendingTask
+from db.repository.jobs import JobWrites, StaleJob
+from db.repository.outbox import OutboxWrites, PendingTask, publisher_identity
 
 __all__ = [
     "CompletedStudy",
@@ -23,11 +24,13 @@ __all__ = [
     "ReceivingStudy",
     "RecordOutcome",
     "Repository",
+    "StaleJob",
     "StudyFile",
     "TruthRow",
     "UIDConflict",
+    "publisher_identity",
 ]
 
 
-class Repository(AssociationWrites, InstanceWrites, StudyCompletion, JobWrites, GroundTruthImports):
+class Repository(AssociationWrites, InstanceWrites, StudyCompletion, JobWrites, OutboxWrites, GroundTruthImports):
     """Associations, instances, study completion, jobs and the outbox, ground-truth imports."""

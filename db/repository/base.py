@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.engine import Database
-from db.schema import AuditEvent, Job, Study
+from db.schema import AuditEvent, Job, Study, utcnow
+from db.states import JobState, check_transition
 from db.vocabulary import Severity
 
 
@@ -39,6 +40,24 @@ def locked_job(session: Session, job_id: int) -> Job:
     if job is None:
         raise LookupError(f"no job {job_id}")
     return job
+
+
+def compare_and_set_job(session: Session, job_id: int, expected: JobState, target: JobState,
+                        values: Mapping[str, object] | None = None) -> int | None:
+    """``UPDATE jobs SET state = target WHERE id = :id AND state = :expected``: the job's study id
+    when this session moved the job, None when it was not in ``expected`` (another process moved it).
+
+    Only the row's own state decides, read by the database as it writes: two processes that act on
+    one job at once (a redelivered task, a duplicate publish) cannot both move it, and neither can
+    move it from a state it never saw.
+    """
+    check_transition(expected, target)
+    changed = session.execute(
+        update(Job).where(Job.id == job_id, Job.state == expected.value)
+        .values(state=target.value, updated_at=utcnow(), **(values or {}))
+        .returning(Job.study_id)
+    ).first()
+    return None if changed is None else int(changed.study_id)
 
 
 def study_uid_of(session: Session, study_id: int) -> str:

@@ -57,9 +57,8 @@ def test_node_metrics_count_real_traffic(start_node: NodeFactory, sqlite_databas
 
     # Publishing (here by hand, as the worker's sweeper does) moves the job on: queued is counted
     # from the committed audit event, and the outbox is drained.
-    [pending] = Repository(sqlite_database).unpublished_outbox()
-    Repository(sqlite_database).mark_published(pending.outbox_id)
-    Repository(sqlite_database).transition_job(pending.job_id, "queued")
+    [pending] = Repository(sqlite_database).claim_outbox("test:1")
+    assert Repository(sqlite_database).mark_published(pending.outbox_id)
     samples = scrape(port)
     assert samples[("triphase_jobs_total", (("state", "queued"),))] == 1
     assert samples[("triphase_queue_depth", (("queue", "outbox"),))] == 0

@@ -83,12 +83,12 @@ def pipeline_node(folder: Path, *, broker_url: str, artifact: Artifact, task: st
     return node
 
 
-def start_worker(node: Any, log_path: Path) -> subprocess.Popen:
+def start_worker(node: Any, log_path: Path, *, concurrency: int = 1, sweep_s: float = 1.0) -> subprocess.Popen:
     from tests.processes import TRIPHASE
 
     log = log_path.open("ab")
-    return subprocess.Popen([TRIPHASE, "worker", "--concurrency", "1", "--sweep-s", "1"], env=node.env(),
-                            stdout=log, stderr=log)
+    return subprocess.Popen([TRIPHASE, "worker", "--concurrency", str(concurrency), "--sweep-s", str(sweep_s)],
+                            env=node.env(), stdout=log, stderr=log)
 
 
 def stop_worker(worker: subprocess.Popen) -> None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from celery import Celery
 from rich.console import Console
 from rich.progress import Progress
 
@@ -22,11 +20,12 @@ from node.scu import find_studies, move_study
 from node.settings import NodeSettings
 from node.spool import Spool
 from worker.batch import import_folder, import_from_dicomweb
-from worker.celery_app import create_app, publish_outbox
+from worker.celery_app import create_app
 from worker.demo import run_demo
 from worker.dicomweb import search_studies, service_for
 from worker.evaluation.imports import import_file
 from worker.metrics import WorkerMetricsService
+from worker.orchestration.sweeper import SweeperOptions, SweeperProcess
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -39,48 +38,30 @@ def worker(
     queues: Annotated[str, typer.Option(help="comma-separated queues: arrival (on-arrival work) first, batch")
                       ] = "arrival,batch",
     concurrency: Annotated[int, typer.Option(min=1, help="worker processes (one per GPU on GPU hosts)")] = 1,
-    sweep_s: Annotated[float, typer.Option(help="how often the outbox is swept for unpublished tasks")] = 10.0,
+    sweep_s: Annotated[float, typer.Option(min=0.01, help="how often the outbox is swept for unpublished tasks")
+                       ] = 10.0,
 ) -> None:
     """Run analysis and write-back tasks from the broker (Redis); republish what the broker lost."""
     runtime: Runtime = ctx.obj
-    celery = create_app(runtime.config.path, processes=concurrency)
-    repository = Repository(runtime.database())
-    stop = threading.Event()
-
-    def sweep() -> None:
-        while not stop.wait(sweep_s):
-            try:
-                count = publish_outbox(celery, repository)
-                if count:
-                    log.info("outbox sweeper published %d task(s)", count)
-            except Exception:  # noqa: BLE001 - database or broker down: try again next sweep
-                log.warning("outbox sweep failed; retrying in %.0f s", sweep_s)
-
     settings = runtime.section(WorkerSettings)
+    celery = create_app(runtime.config.path, processes=concurrency)
+    runtime.database()  # migrated here, once, before any process of this worker opens it
+    runtime.close()  # the prefork parent keeps no connection: worker/orchestration/sweeper.py says why
+    sweeper = SweeperProcess(SweeperOptions(runtime.config.path, sweep_s, settings.job_lease_s,
+                                            log_level="DEBUG" if runtime.debug else runtime.general.log_level.upper(),
+                                            count_metrics=bool(settings.metrics_port)))
+    # The metrics directory is named in the environment before the sweeper is spawned, which reads it.
     metrics = WorkerMetricsService.start(data_dir=runtime.general.data_dir, bind=settings.metrics_bind,
-                                         port=settings.metrics_port, database=repository.db,
-                                         app=celery) if settings.metrics_port else None
-    if _broker_up(celery):
-        publish_outbox(celery, repository)
-    sweeper = threading.Thread(target=sweep, name="outbox-sweeper", daemon=True)
+                                         port=settings.metrics_port, app=celery,
+                                         outbox=sweeper.outbox) if settings.metrics_port else None
     sweeper.start()
     try:
         celery.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", "INFO",
                             "-P", "prefork", "--without-gossip", "--without-mingle", "-n", "triphase@%h"])
     finally:
-        stop.set()
+        sweeper.stop()
         if metrics is not None:
             metrics.stop()
-
-
-def _broker_up(celery: Celery) -> bool:
-    try:
-        with celery.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=3)
-        return True
-    except Exception:  # noqa: BLE001 - kombu raises its transport's own errors; any of them means "not now"
-        log.warning("broker unavailable at start; the sweeper will publish when it is back")
-        return False
 
 
 def demo(

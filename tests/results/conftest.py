@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +120,64 @@ def wait_for_job_state(database: Any, states: set[str], timeout: float, poll_s: 
             return state
         time.sleep(poll_s)
     return state
+
+
+@dataclass
+class Pipeline:
+    """One test's private Redis, folder-store PACS and node (started by the test, which may set it
+    up further first), the node's audit database, and the workers the test started."""
+
+    folder: Path
+    broker: Any  # tests.results.test_broker_outage.PrivateRedis
+    pacs: Any  # node.folder_store.FolderStore
+    node: Any  # tests.processes.NodeProcess
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    _database: Any = None
+
+    @property
+    def database(self) -> Any:
+        """The node's audit database (opened once the node has created it)."""
+        if self._database is None:
+            from db.engine import Database
+
+            self._database = Database(f"sqlite:///{self.node.data_dir / 'triphase.db'}")
+        return self._database
+
+    @property
+    def worker_log(self) -> Path:
+        return self.folder / "worker.log"
+
+    def start_worker(self, *, concurrency: int = 1, sweep_s: float = 1.0) -> subprocess.Popen:
+        worker = start_worker(self.node, self.worker_log, concurrency=concurrency, sweep_s=sweep_s)
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        if self._database is not None:
+            self._database.close()
+        for worker in self.workers:
+            if worker.poll() is None:
+                stop_worker(worker)
+        self.node.kill()
+        self.pacs.stop()
+        self.broker.kill()
+
+
+@contextlib.contextmanager
+def pipeline(folder: Path, artifact: Artifact, task: str = "ct-histology", **node_settings: object
+             ) -> Iterator[Pipeline]:
+    """A node that publishes to a private Redis and sends ``task``'s results to a folder-store PACS;
+    everything (workers included) is stopped afterwards, whatever the test did."""
+    from node.folder_store import FolderStore
+    from tests.results.test_broker_outage import PrivateRedis
+
+    broker = PrivateRedis(folder)
+    broker.start()
+    pacs = FolderStore(folder / "pacs").start()
+    node = pipeline_node(folder / "node", broker_url=f"redis://127.0.0.1:{broker.port}/0", artifact=artifact,
+                         task=task, destination=("DEMOPACS", pacs.port), sender="SENDER", **node_settings)
+    rig = Pipeline(folder, broker, pacs, node)
+    try:
+        yield rig
+    finally:
+        rig.close()

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from db.engine import Database
 from db.schema import OutboxEntry
-from node.folder_store import FolderStore
 from node.scu import RemoteNode, SendResult, scan, send
 from tests.conftest import free_port, require_tool
 from tests.processes import wait_for_port
-from tests.results.conftest import pipeline_node, start_worker, stop_worker, wait_for_job_state
+from tests.results.conftest import pipeline, wait_for_job_state
 
 pytestmark = pytest.mark.interop
 
@@ -44,15 +42,10 @@ class PrivateRedis:
 
 def test_study_completed_during_a_broker_outage_is_analysed_later(trained, tmp_path: Path) -> None:
     studies, artifact, _ = trained("mri-ehcc")
-    broker = PrivateRedis(tmp_path)
-    broker.start()
-    pacs = FolderStore(tmp_path / "pacs").start()
-    node = pipeline_node(tmp_path / "node", broker_url=f"redis://127.0.0.1:{broker.port}/0", artifact=artifact,
-                         task="mri-ehcc", destination=("DEMOPACS", pacs.port), sender="SENDER")
-    node.start()
-    worker = start_worker(node, tmp_path / "worker.log")
-    database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
-    try:
+    with pipeline(tmp_path, artifact, task="mri-ehcc") as rig:
+        node, broker, pacs = rig.node.start(), rig.broker, rig.pacs
+        rig.start_worker()
+        database = rig.database
         time.sleep(3)  # the worker is up and connected
         broker.kill()
         result = SendResult()
@@ -71,10 +64,4 @@ def test_study_completed_during_a_broker_outage_is_analysed_later(trained, tmp_p
         state = wait_for_job_state(database, {"sent", "failed", "skipped"}, 120, poll_s=0.5)
         assert state == "sent", (tmp_path / "worker.log").read_text()[-3000:]
         assert len(pacs.received) == 2  # one SR, one SC
-    finally:
-        database.close()
-        stop_worker(worker)
-        node.kill()
-        pacs.stop()
-        broker.kill()
-        shutil.rmtree(tmp_path / "pacs", ignore_errors=True)
+    shutil.rmtree(tmp_path / "pacs", ignore_errors=True)

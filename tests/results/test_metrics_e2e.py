@@ -12,13 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from db.engine import Database
-from node.folder_store import FolderStore
 from node.scu import RemoteNode, SendResult, scan, send
 from tests.conftest import free_port
 from tests.node.test_metrics import Samples, scrape
-from tests.results.conftest import pipeline_node, start_worker, stop_worker, wait_for_job_state
-from tests.results.test_broker_outage import PrivateRedis
+from tests.results.conftest import pipeline, wait_for_job_state
 
 pytestmark = pytest.mark.interop
 
@@ -40,18 +37,13 @@ def _wait_for_scrape(port: int, timeout: float = 30) -> Samples:
 @pytest.mark.timeout(300)  # a worker process imports torch before it takes a task: slow on a busy machine
 def test_worker_and_node_metrics_after_a_job(trained, tmp_path: Path) -> None:
     studies, artifact, _ = trained("ct-histology")
-    broker = PrivateRedis(tmp_path)
-    broker.start()
-    pacs = FolderStore(tmp_path / "pacs").start()
     node_metrics, worker_metrics = free_port(), free_port()
-    node = pipeline_node(tmp_path / "node", broker_url=f"redis://127.0.0.1:{broker.port}/0", artifact=artifact,
-                         task="ct-histology", destination=("DEMOPACS", pacs.port), sender="SENDER",
-                         quiet_period_s=0.5, completion_poll_s=0.1, metrics_port=node_metrics)
-    node.extra_toml = f"[worker]\nmetrics_port = {worker_metrics}\n" + node.extra_toml
-    node.start()
-    worker = start_worker(node, tmp_path / "worker.log")
-    database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
-    try:
+    with pipeline(tmp_path, artifact, quiet_period_s=0.5, completion_poll_s=0.1, metrics_port=node_metrics) as rig:
+        node = rig.node
+        node.extra_toml = f"[worker]\nmetrics_port = {worker_metrics}\n" + node.extra_toml
+        node.start()
+        rig.start_worker()
+        database = rig.database
         result = SendResult()
         files = scan([sorted(studies.glob("study-*"))[0]], result)
         send(files, RemoteNode("TRIPHASE", "127.0.0.1", node.port), calling_ae="SENDER", result=result)
@@ -80,10 +72,4 @@ def test_worker_and_node_metrics_after_a_job(trained, tmp_path: Path) -> None:
         queued = ("triphase_jobs_total", (("state", "queued"),))
         assert node_samples.get(queued, 0) + worker_samples.get(queued, 0) == 1
         assert ("triphase_jobs_total", (("state", "sent"),)) not in node_samples  # the worker's, not the node's
-    finally:
-        database.close()
-        stop_worker(worker)
-        node.kill()
-        pacs.stop()
-        broker.kill()
     assert not list(node.data_dir.glob("metrics-*"))  # removed when the worker stopped

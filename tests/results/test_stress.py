@@ -21,10 +21,8 @@ from sqlalchemy import func, select
 from db.engine import Database
 from db.queries import audit_events
 from db.schema import Job, Prediction
-from node.folder_store import FolderStore
 from node.scu import RemoteNode, SendResult, scan, send
-from tests.results.conftest import pipeline_node, start_worker, stop_worker
-from tests.results.test_broker_outage import PrivateRedis
+from tests.results.conftest import pipeline
 
 pytestmark = pytest.mark.interop
 
@@ -81,17 +79,10 @@ def srs_per_study(pacs: Path) -> Counter[str]:
 @pytest.mark.timeout(300)
 def test_a_loaded_pool_with_a_killed_child_sends_every_study_once(trained, tmp_path: Path) -> None:
     studies, artifact, _ = trained("ct-histology")
-    broker = PrivateRedis(tmp_path)
-    broker.start()
-    pacs = FolderStore(tmp_path / "pacs").start()
-    node = pipeline_node(tmp_path / "node", broker_url=f"redis://127.0.0.1:{broker.port}/0", artifact=artifact,
-                         task="ct-histology", destination=("DEMOPACS", pacs.port), sender="SENDER",
-                         completion_poll_s=0.1)  # whole studies complete by their roles
-    node.start()
-    log = tmp_path / "worker.log"
-    worker = start_worker(node, log, concurrency=4, sweep_s=0.1)
-    database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
-    try:
+    with pipeline(tmp_path, artifact, completion_poll_s=0.1) as rig:  # whole studies complete by their roles
+        node, log = rig.node.start(), rig.worker_log
+        worker = rig.start_worker(concurrency=4, sweep_s=0.1)
+        database = rig.database
         for folder in sorted(studies.glob("study-*"))[:STUDIES]:  # one after the other, as a PACS pushes
             result = SendResult()
             send(scan([folder], result), RemoteNode("TRIPHASE", "127.0.0.1", node.port), calling_ae="SENDER",
@@ -114,9 +105,3 @@ def test_a_loaded_pool_with_a_killed_child_sends_every_study_once(trained, tmp_p
         assert sorted(srs_per_study(tmp_path / "pacs").values()) == [1] * STUDIES
         text = log.read_text(errors="replace")
         assert "database is locked" not in text and "IllegalTransition" not in text, text[-4000:]
-    finally:
-        database.close()
-        stop_worker(worker)
-        node.kill()
-        pacs.stop()
-        broker.kill()

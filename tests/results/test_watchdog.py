@@ -17,10 +17,9 @@ from db.repository import Repository
 from db.schema import Job, OutboxEntry, utcnow
 from db.states import JobState
 from db.task_names import ANALYSE_TASK, SEND_TASK
-from node.folder_store import FolderStore
 from node.scu import RemoteNode, SendResult, scan, send
 from tests.db.test_job_races import LESION, completed_job
-from tests.results.conftest import pipeline_node, start_worker, stop_worker, wait_for_job_state
+from tests.results.conftest import pipeline, wait_for_job_state
 from tests.results.test_broker_outage import PrivateRedis
 from worker.celery_app import create_app, publish_outbox
 from worker.watchdog import Watchdog, broker_job_ids
@@ -117,32 +116,19 @@ def test_the_worker_redrives_a_job_the_broker_lost(trained, tmp_path: Path) -> N
     """A real node publishes; Redis loses the message before any worker runs; ``triphase worker``'s
     watchdog (lease 3 s here) drives the job again and it is analysed and sent."""
     studies, artifact, _ = trained("ct-histology")
-    broker = PrivateRedis(tmp_path)
-    broker.start()
-    pacs = FolderStore(tmp_path / "pacs").start()
-    node = pipeline_node(tmp_path / "node", broker_url=f"redis://127.0.0.1:{broker.port}/0", artifact=artifact,
-                         task="ct-histology", destination=("DEMOPACS", pacs.port), sender="SENDER",
-                         completion_poll_s=0.1)
-    node.extra_toml = "[worker]\njob_lease_s = 3\n" + node.extra_toml
-    node.start()
-    database = Database(f"sqlite:///{node.data_dir / 'triphase.db'}")
-    worker = None
-    try:
+    with pipeline(tmp_path, artifact, completion_poll_s=0.1) as rig:
+        node, broker, pacs = rig.node, rig.broker, rig.pacs
+        node.extra_toml = "[worker]\njob_lease_s = 3\n" + node.extra_toml
+        node.start()
+        database = rig.database
         result = SendResult()
         send(scan([sorted(studies.glob("study-*"))[0]], result), RemoteNode("TRIPHASE", "127.0.0.1", node.port),
              calling_ae="SENDER", result=result)
         assert wait_for_job_state(database, {"queued"}, 60) == "queued"  # published by the node
         subprocess.run(["redis-cli", "-p", str(broker.port), "flushall"], check=True, capture_output=True)
-        worker = start_worker(node, tmp_path / "worker.log")
+        rig.start_worker()
         state = wait_for_job_state(database, {"sent", "failed", "skipped"}, 180, poll_s=0.5)
         assert state == "sent", (tmp_path / "worker.log").read_text()[-3000:]
         [event] = audit_events(database, kind_prefix="job.redriven")
         assert event.detail is not None and event.detail["task"] == ANALYSE_TASK
         assert len(pacs.received) == 2  # one SR, one SC
-    finally:
-        database.close()
-        if worker is not None:
-            stop_worker(worker)
-        node.kill()
-        pacs.stop()
-        broker.kill()

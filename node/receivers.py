@@ -65,8 +65,10 @@ def listening_settings(settings: NodeSettings, plain_port: int | None, tls_port:
     return settings.model_copy(update=update)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+def _configure_logging(level: str, index: int) -> None:
+    """The first process's log format, each line naming the receiver that wrote it."""
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s %(name)s[receiver {index}]: %(message)s",
+                        stream=sys.stderr)
     if level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
@@ -75,7 +77,7 @@ def _configure_logging(level: str) -> None:
 def receive(spec: ReceiverSpec) -> None:
     """The body of one receiving process: a door on the shared ports until SIGTERM."""
     restrict_new_files()
-    _configure_logging(spec.log_level)
+    _configure_logging(spec.log_level, spec.index)
     runtime = Runtime(config=spec.config)
     repository = Repository(runtime.database(upgrade=False))
     spool = Spool.from_settings(spec.settings, runtime.general)

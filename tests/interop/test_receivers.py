@@ -5,6 +5,7 @@ every instance stored once, every study completed once, a receiver that dies sta
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -17,8 +18,10 @@ import pytest
 
 from db.engine import Database
 from db.queries import audit_events
+from tests.certificates import make_pki
 from tests.conftest import free_port, require_tool
 from tests.factories import write_study
+from tests.interop.test_door import dcmtk, tls_only_node
 from tests.processes import NodeProcess
 
 pytestmark = pytest.mark.interop
@@ -66,6 +69,17 @@ def storescu(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:
                           env=dict(os.environ, TCP_NODELAY="1"))
 
 
+def wait_for_listening(node: NodeProcess, receivers: int, timeout: float = 60) -> None:
+    """Until every receiver has logged that it listens (a spawned process starts in seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = node.log()
+        if all(f"receiver {i} listening" in log for i in range(1, receivers + 1)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"receivers did not start: {node.log()[-2000:]}")
+
+
 def stored_total(metrics_port: int) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
     return sum(float(line.split()[-1]) for line in text.splitlines()
@@ -83,6 +97,7 @@ def test_receivers_share_the_port_and_complete_each_study_once(tmp_path: Path) -
         node.start()
         assert node.proc is not None
         first = wait_for_children(node.proc.pid, 2)
+        wait_for_listening(node, 2)
         # Two associations for each study (its two halves), ten at once: they land on several processes.
         parts = [files[half::2] for _, files in studies for half in (0, 1)]
         with ThreadPoolExecutor(max_workers=len(parts)) as pool:
@@ -99,6 +114,8 @@ def test_receivers_share_the_port_and_complete_each_study_once(tmp_path: Path) -
         assert sorted((s["study_uid"], s["instances"], s["revision"]) for s in listing) == sorted(
             (uid, 12, 1) for uid, _ in studies)
         assert stored_total(metrics_port) == 60  # every receiver's counter, added up
+        # ten associations over three sockets: not all on the first process's
+        assert re.search(r"node\.scp\[receiver \d\]: association #\d+ released", node.log())
 
         # A receiver that dies is started again, and the port still takes associations.
         victim = sorted(first)[0]
@@ -134,3 +151,22 @@ def test_receivers_stop_when_the_first_process_is_killed(tmp_path: Path) -> None
     finally:
         node.kill()
     assert "the node's first process has gone" in node.log()
+
+
+def test_receivers_share_the_tls_port(tmp_path: Path) -> None:
+    """With TLS only, every receiver listens on the TLS port the first process bound (0 = a free one)."""
+    pki = make_pki(tmp_path / "pki")
+    node = tls_only_node(tmp_path / "node", pki, [{"name": "echo", "ae_title": "ECHOSCU"}])
+    node.extra_node = {**node.extra_node, "receivers": 2}
+    try:
+        node.start()
+        assert node.proc is not None
+        wait_for_listening(node, 1)
+        tls = ["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca)]
+        for _ in range(12):  # new connections spread over both listening sockets
+            ok = dcmtk("echoscu", *tls, "-aet", "ECHOSCU", "-aec", "TRIPHASE", "127.0.0.1", str(node.port))
+            assert ok.returncode == 0, ok.stderr
+    finally:
+        assert node.terminate() == 0
+    log = node.log()
+    assert "node.scp: association #" in log and "node.scp[receiver 1]: association #" in log, log

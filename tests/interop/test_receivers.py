@@ -5,8 +5,8 @@ every instance stored once, every study completed once, a receiver that dies sta
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import time

@@ -8,7 +8,9 @@ observer in every SR is made once and kept in the data directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 from pydicom.uid import generate_uid
@@ -37,15 +39,26 @@ def tracking_uid(study_uid: str, model_hash: str, lesion_id: str) -> str:
 
 
 def device_uid(data_dir: Path) -> str:
-    """This installation's Device UID: created on first use, then always the same."""
+    """This installation's Device UID: created on first use, then always the same.
+
+    Several worker processes may ask for it at once on a fresh installation: each writes its
+    candidate to a file of its own and hard-links it into place, which succeeds for exactly one,
+    so they all read back the same UID.
+    """
     path = data_dir / DEVICE_UID_FILE
     try:
         return path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
-    uid = generate_uid()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(uid + "\n", encoding="ascii")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{DEVICE_UID_FILE}-", dir=data_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(generate_uid() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process was first: its UID stands
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
     return path.read_text(encoding="ascii").strip()

@@ -22,12 +22,12 @@ import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
+from db.logs import configure_logging
 from db.private import restrict_new_files
 from db.repository import Repository
 from db.runtime import Runtime
@@ -65,19 +65,10 @@ def listening_settings(settings: NodeSettings, plain_port: int | None, tls_port:
     return settings.model_copy(update=update)
 
 
-def _configure_logging(level: str, index: int) -> None:
-    """The first process's log format, each line naming the receiver that wrote it."""
-    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s %(name)s[receiver {index}]: %(message)s",
-                        stream=sys.stderr)
-    if level != "DEBUG":
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-
-
 def receive(spec: ReceiverSpec) -> None:
     """The body of one receiving process: a door on the shared ports until SIGTERM."""
     restrict_new_files()
-    _configure_logging(spec.log_level, spec.index)
+    configure_logging(spec.log_level, label=f"receiver {spec.index}")
     runtime = Runtime(config=spec.config)
     repository = Repository(runtime.database(upgrade=False))
     spool = Spool.from_settings(spec.settings, runtime.general)

@@ -24,6 +24,53 @@ TRIPHASE = str(Path(sys.executable).with_name("triphase"))
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: state, parent, ..., utime, stime, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an exited one its parent has not reaped yet is not)."""
+    try:
+        return _stat_fields(pid)[0] != "Z"
+    except OSError:
+        return False
+
+
+def child_pids(parent: int, *, excluding: bytes | None = None) -> list[int]:
+    """Live child processes of ``parent``; ``excluding`` leaves out those whose command line holds
+    it (e.g. b"multiprocessing" for spawned helpers, b"resource_tracker" for their tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = _stat_fields(int(entry.name))[:2]
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(ppid) == parent and state != "Z" and (excluding is None or excluding not in cmdline):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def cpu_ticks(pid: int) -> int:
+    """CPU time (user + system, in clock ticks) a process has used; 0 once it is gone."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_bytes() -> int:
+    """This process's resident memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

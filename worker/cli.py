@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ import tomli_w
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from db.logs import configure_logging
 from db.private import restrict_new_files
 from db.runtime import Runtime
 from db.settings import (
@@ -181,14 +181,7 @@ def main(
     for section in SECTIONS:  # a mistake anywhere in the file is reported before any work starts
         runtime.section(section)
     level = "DEBUG" if debug else runtime.general.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    if not debug:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        # pynetdicom logs transport errors that our own messages already explain in one line.
-        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-        # highdicom logs UIDs at INFO; patient-related identifiers stay at DEBUG.
-        logging.getLogger("highdicom").setLevel(logging.WARNING)
+    configure_logging(level)
     ctx.obj = runtime
     ctx.meta[ROLE_CHECK_FACTORY] = role_check_factory  # the node completes a study when it is whole
     ctx.call_on_close(runtime.close)

@@ -22,34 +22,15 @@ from tests.certificates import make_pki
 from tests.conftest import free_port, require_tool
 from tests.factories import write_study
 from tests.interop.test_door import dcmtk, tls_only_node
-from tests.processes import NodeProcess
+from tests.processes import NodeProcess, child_pids, is_running
 
 pytestmark = pytest.mark.interop
 PEERS = [{"name": "dcmtk", "ae_title": "STORESCU"}]
 
 
 def children(pid: int) -> set[int]:
-    """Live process ids whose parent is ``pid`` (the receivers; spawn also starts a resource tracker)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            state, parent = stat.rsplit(")", 1)[1].split()[:2]
-            if int(parent) == pid and state != "Z" and b"resource_tracker" not in cmdline:
-                found.add(int(entry.name))
-    return found
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (an exited one whose parent has not reaped it is not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    """The receivers (spawn also starts a resource tracker, which is not one)."""
+    return set(child_pids(pid, excluding=b"resource_tracker"))
 
 
 def wait_for_children(pid: int, count: int, timeout: float = 60, *, without: int = 0) -> set[int]:
@@ -145,9 +126,9 @@ def test_receivers_stop_when_the_first_process_is_killed(tmp_path: Path) -> None
         node.proc.kill()
         node.proc.wait(timeout=10)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and running(receiver):
+        while time.monotonic() < deadline and is_running(receiver):
             time.sleep(0.2)
-        assert not running(receiver)
+        assert not is_running(receiver)
     finally:
         node.kill()
     assert "the node's first process has gone" in node.log()

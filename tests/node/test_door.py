@@ -24,6 +24,7 @@ from node.settings import NodeTlsSettings
 from tests.certificates import Pki, make_pki
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory, RunningNode
+from tests.processes import rss_bytes
 
 ARTIM = 2.0
 # The first 10 bytes of an A-ASSOCIATE-RQ (type, reserved, length 205, protocol version, reserved)
@@ -164,17 +165,10 @@ def test_one_address_cannot_hold_more_than_its_share(start_node: NodeFactory, sq
     assert door_audit(running).get("address_limit") == 1
 
 
-def _rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_oversized_pdata_is_aborted_before_its_body(node: RunningNode) -> None:
     assoc = scu().associate("127.0.0.1", node.port, ae_title="TRIPHASE")
     assert assoc.is_established
-    before = _rss_bytes()
+    before = rss_bytes()
     raw = assoc.dul.socket.socket  # type: ignore[union-attr]
     assert raw is not None
     raw.settimeout(2)
@@ -183,7 +177,7 @@ def test_oversized_pdata_is_aborted_before_its_body(node: RunningNode) -> None:
     except OSError:
         pass  # the node may have closed the connection while we were still sending
     _wait(lambda: assoc.is_aborted or not assoc.is_alive(), timeout=5)
-    assert _rss_bytes() - before < 50 * 1024 * 1024
+    assert rss_bytes() - before < 50 * 1024 * 1024
     assert door_audit(node).get("pdu_too_large") == 1
     _wait(lambda: _results(node.database) == ["aborted"], timeout=5)
 

@@ -7,7 +7,6 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
@@ -27,6 +26,7 @@ from node.statuses import StoreStatus
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory, RunningNode
 from tests.node.test_scp import send_raw, store
+from tests.processes import rss_bytes
 
 MiB = 1024 * 1024
 
@@ -38,13 +38,6 @@ def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
-
-
-def _rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def _associate(port: int, syntax: str = ExplicitVRLittleEndian, calling: str = "PACS") -> Association:
@@ -77,12 +70,12 @@ def test_deflate_bomb_is_stored_as_received_without_inflating_it(start_node: Nod
     assert len(bomb) < 1 * MiB
     assoc = _associate(running.port, DeflatedExplicitVRLittleEndian)
     assert assoc.is_established
-    before = _rss_bytes()
+    before = rss_bytes()
     try:
         status = send_raw(assoc, ds.SOPInstanceUID, bomb)
     finally:
         assoc.release()
-    assert _rss_bytes() - before < 64 * MiB
+    assert rss_bytes() - before < 64 * MiB
     assert status == StoreStatus.SUCCESS
     with sqlite_database.session() as s:
         row = s.scalars(select(Instance)).one()

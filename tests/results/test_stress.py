@@ -22,6 +22,7 @@ from db.engine import Database
 from db.queries import audit_events
 from db.schema import Job, Prediction
 from node.scu import RemoteNode, SendResult, scan, send
+from tests.processes import child_pids, cpu_ticks
 from tests.results.conftest import pipeline
 
 pytestmark = pytest.mark.interop
@@ -32,17 +33,7 @@ DONE = ("sent", "failed", "skipped", "shadowed")
 
 def pool_children(worker: int) -> list[int]:
     """The worker's prefork pool processes (not its spawned sweeper, which runs multiprocessing's stub)."""
-    found = subprocess.run(["pgrep", "-P", str(worker)], capture_output=True, text=True).stdout.split()
-    return [int(pid) for pid in found
-            if b"multiprocessing" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
-
-
-def cpu_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    return child_pids(worker, excluding=b"multiprocessing")
 
 
 def kill_busiest(pids: list[int]) -> int:

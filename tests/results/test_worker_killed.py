@@ -13,14 +13,10 @@ from sqlalchemy import select
 
 from db.schema import Prediction
 from node.scu import RemoteNode, SendResult, scan, send
+from tests.processes import child_pids
 from tests.results.conftest import pipeline, wait_for_job_state
 
 pytestmark = pytest.mark.interop
-
-
-def _children(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in found]
 
 
 # After the main process dies, the message comes back only when a new worker's periodic restore of
@@ -39,10 +35,10 @@ def test_killed_worker_redelivers_and_completes_once(trained, tmp_path: Path, vi
              calling_ae="SENDER", result=result)
         assert wait_for_job_state(database, {"running"}, 60) == "running"
         if victim == "pool child":
-            for child in _children(worker.pid):
+            for child in child_pids(worker.pid):
                 subprocess.run(["kill", "-9", str(child)], check=False)
         else:
-            for child in _children(worker.pid):
+            for child in child_pids(worker.pid):
                 subprocess.run(["kill", "-9", str(child)], check=False)
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=10)

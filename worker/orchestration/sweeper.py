@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.logs import configure_logging
 from db.queries import unpublished_outbox_count
 from db.repository import Repository
 from db.repository.outbox import SWEEP_GRACE_S
@@ -94,7 +95,7 @@ class _Loop:
 
 def sweep_forever(options: SweeperOptions, outbox_depth: ctypes.c_longlong | None = None) -> None:
     """The spawned process's body: sweep until SIGTERM or until the parent is gone."""
-    logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(options.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

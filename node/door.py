@@ -12,6 +12,7 @@ The limits on how many connections may be held are :class:`node.gate.ConnectionG
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import socketserver
@@ -32,8 +33,10 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from node.gate import Auditor, Connection, ConnectionGate, ConnectionState, DoorEvent, DoorLog, GateLimits
+from node.intake import flush_early
 from node.settings import NodeSettings
 from node.tls import handshake, server_context
+from node.wakeups import make_wakeful
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,27 @@ def read_associate_rq(sock: socket.socket, deadline: float) -> bytes:
     return header + read_exact(sock, length, deadline)
 
 
+@functools.cache
+def _warn_polling() -> None:
+    log.warning("this pynetdicom differs from the one the node's event-driven association threads were "
+                "written for: using its polling threads (about 2 ms slower per instance)")
+
+
+LOG_DUMP_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt.EVT_PDU_SENT)
+
+
+def _without_log_dumps(assoc: Association) -> None:
+    """Unbind pynetdicom's handlers that format every PDU and message for its debug log, unless that
+    log is on: a few hundred microseconds per instance spent on text nobody reads."""
+    if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+        return
+    for event in LOG_DUMP_EVENTS:
+        bound: Any = assoc.get_handlers(event)
+        for handler, _args in list(bound):
+            if getattr(handler, "__module__", "") == "pynetdicom._handlers":
+                assoc.unbind(event, handler)
+
+
 class GuardedSocket(AssociationSocket):
     """pynetdicom's socket wrapper that first replays the request read by the door, and refuses a
     PDU whose announced length is over the limit before reading its body.
@@ -131,6 +155,11 @@ class GuardedSocket(AssociationSocket):
     @property
     def ready(self) -> bool:
         return bool(self._prefix) or super().ready
+
+    @property
+    def has_buffered_data(self) -> bool:
+        """Bytes to hand out before the socket is read again (the replayed request)."""
+        return bool(self._prefix)
 
     def recv(self, nr_bytes: int) -> bytearray:
         data = bytearray()
@@ -316,6 +345,8 @@ class DoorHandler(RequestHandler):
         """As pynetdicom's ``_create_association``, on a :class:`GuardedSocket`."""
         ae, server = self.ae, self.server
         assoc = Association(ae, MODE_ACCEPTOR)
+        if not make_wakeful(assoc, on_data_set=flush_early):
+            _warn_polling()
         assoc.name = f"AcceptorThread@{connection.address}:{connection.port}"
         assoc.set_socket(GuardedSocket(assoc, sock, connection=connection, prefix=prefix, door=server.door))
         assoc.acceptor.maximum_length = ae.maximum_pdu_size
@@ -331,6 +362,7 @@ class DoorHandler(RequestHandler):
             for handler, args in pairs:
                 if handler is not None:
                     assoc.bind(event, handler, args)
+        _without_log_dumps(assoc)
         return assoc
 
 

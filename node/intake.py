@@ -10,7 +10,8 @@ then it writes the Part-10 file (preamble, its own file meta, the data set as re
 - writing stops once the instance exceeds ``max_instance_mb``, once free space would fall below
   the spool's watermark, or when the file system refuses the write: the rest of the data set is
   read and dropped, the file is truncated, and the C-STORE handler answers with a failure status;
-- its SHA-256 is computed as it is written (no second pass over the file).
+- its SHA-256 is computed by the C-STORE handler while the file is being fsynced, not here: the
+  thread that reads the socket is on the path of every byte, the handler's wait for the disk is not.
 
 pynetdicom's temporary file has no per-association argument; the file is created on the DUL
 thread of the association that receives it, which is how the node (its AE) is found.
@@ -18,6 +19,7 @@ thread of the association that receives it, which is how the node (its AE) is fo
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import hashlib
@@ -38,6 +40,7 @@ from pynetdicom.events import Event
 from node.spool import Spool
 
 PREFIX = "recv-"
+_HASH_READ_BYTES = 1024 * 1024
 _SPACE_CHECK_BYTES = 16 * 1024 * 1024  # free space is checked each time this much more was written
 _META_OFFSET = 132  # 128-byte preamble and "DICM"
 _GROUP_LENGTH = struct.Struct("<8xL")  # (0002,0000) UL, explicit VR little endian
@@ -88,7 +91,11 @@ class ReceivedFile:
         self.received = 0  # bytes received, written or not
         self.problem: IntakeProblem | None = None
         self.error = ""
-        self._hasher = hashlib.sha256()
+        self._sha256: str | None = None
+        self._hash_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._sync_error: OSError | None = None
+        self._synced = False
         self._next_space_check = 0
         self._finalizer = weakref.finalize(self, _discard, fd, self.name)
 
@@ -98,7 +105,22 @@ class ReceivedFile:
 
     @property
     def sha256(self) -> str:
-        return self._hasher.hexdigest()
+        """The hash of what was written, read back from the page cache once and kept."""
+        with self._hash_lock:
+            if self._sha256 is None:
+                self._sha256 = self._hash()
+            return self._sha256
+
+    def _hash(self) -> str:
+        hasher = hashlib.sha256()
+        offset = 0
+        while offset < self.size:
+            chunk = os.pread(self._fd, min(_HASH_READ_BYTES, self.size - offset), offset)
+            if not chunk:
+                raise OSError(errno.EIO, "the received file is shorter than what was written")
+            hasher.update(chunk)
+            offset += len(chunk)
+        return hasher.hexdigest()
 
     def write(self, data: bytes) -> int:
         self.received += len(data)
@@ -127,7 +149,6 @@ class ReceivedFile:
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
-            self._hasher.update(view[:written])
             self.size += written
             view = view[written:]
 
@@ -140,8 +161,24 @@ class ReceivedFile:
             pass
 
     def sync(self) -> None:
-        """fsync the file (before the spool renames it into place)."""
-        os.fsync(self._fd)
+        """fsync the file (before the spool renames it into place); once.
+
+        The handler's fsync thread calls it and the spool asks again: a second call returns once the
+        first is done, or raises the first call's error. fsync is never retried after a failure: Linux
+        forgets a write-back error once it has reported it, so a second fsync could succeed over
+        lost data.
+        """
+        with self._sync_lock:
+            if self._sync_error is not None:
+                raise self._sync_error
+            if self._synced:
+                return
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._sync_error = exc
+                raise
+            self._synced = True
 
     def dataset_offset(self) -> int:
         """Where the data set starts: after the preamble and the file meta group."""
@@ -161,6 +198,18 @@ class ReceivedFile:
             os.close(self._fd)
         except OSError:
             pass
+
+
+def flush_early(received: object) -> None:
+    """Start the fsync of a completely received file before its handler asks for it.
+
+    Called on the association's DUL thread, which is idle until the handler has answered: the
+    handler reads the header meanwhile, then waits for this fsync (or gets its error) in
+    :meth:`ReceivedFile.sync`.
+    """
+    if isinstance(received, ReceivedFile) and received.problem is None:
+        with contextlib.suppress(OSError):  # remembered by the file; the handler refuses it
+            received.sync()
 
 
 class Intake:

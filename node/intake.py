@@ -37,6 +37,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import Event
 
+from node import file_meta
 from node.spool import Spool
 
 PREFIX = "recv-"
@@ -280,3 +281,4 @@ def install(ae: AE, limits: IntakeLimits) -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True
     # pynetdicom names the class in its module; the module's namespace is where it is looked up.
     vars(dimse_messages)["NamedTemporaryFile"] = INTAKE.open
+    file_meta.install()

@@ -8,16 +8,22 @@ was received) is refused instead of being stored as if it were whole.
 
 from __future__ import annotations
 
+import mmap
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+from node.element_walk import as_dataset, identifying_elements
 
 # Values longer than this are skipped (seeked over), not read, during the structural walk.
 _DEFER_BYTES = 1024
@@ -81,6 +87,69 @@ def _header_from(ds: Dataset) -> Header:
         series_number=_int(ds, "SeriesNumber"),
         series_description=_text(ds, "SeriesDescription"),
     )
+
+
+IDENTIFYING_TAGS = frozenset({
+    0x0008_0005,  # Specific Character Set: how the text values below decode
+    0x0008_0016, 0x0008_0018, 0x0008_0020, 0x0008_0050, 0x0008_0060, 0x0008_103E,
+    0x0010_0020, 0x0020_000D, 0x0020_000E, 0x0020_0011,
+})
+
+
+# Single-byte or UTF-8 character sets whose decoding needs no escape handling, as Python codecs
+_PLAIN_CHARSETS = {b"": "latin_1", b"ISO_IR 6": "latin_1", b"ISO_IR 100": "latin_1", b"ISO_IR 192": "utf_8"}
+_FIELDS = {  # Header field: (tag, decoded with the data set's character set)
+    "sop_class_uid": (0x0008_0016, False), "sop_instance_uid": (0x0008_0018, False),
+    "study_uid": (0x0020_000D, False), "series_uid": (0x0020_000E, False), "patient_id": (0x0010_0020, True),
+    "accession_number": (0x0008_0050, True), "study_date": (0x0008_0020, False), "modality": (0x0008_0060, False),
+    "series_description": (0x0008_103E, True),
+}
+_SERIES_NUMBER = 0x0020_0011
+
+
+def plain_header(found: Mapping[BaseTag, RawDataElement]) -> Header | None:
+    """The header from raw values that need no pydicom to decode (plain character set, one value
+    each, a Series Number of digits); None leaves them to pydicom, which gives the same values."""
+    charset = _raw(found, 0x0008_0005).strip(b" \0")
+    codec = _PLAIN_CHARSETS.get(charset)
+    if codec is None:
+        return None
+    values: dict[str, str | None] = {}
+    for field, (tag, text) in _FIELDS.items():
+        raw = _raw(found, tag)
+        if b"\\" in raw:
+            return None  # several values: pydicom's conversion decides what that means
+        try:
+            values[field] = raw.decode(codec if text else "latin_1").strip(" \0") or None
+        except UnicodeDecodeError:
+            return None
+    number = _raw(found, _SERIES_NUMBER).strip(b" \0")
+    if number and not number.lstrip(b"+-").isdigit():
+        return None
+    return Header(series_number=int(number) if number else None, **values)
+
+
+def _raw(found: Mapping[BaseTag, RawDataElement], tag: int) -> bytes:
+    element = found.get(BaseTag(tag))
+    return element.value or b"" if element is not None else b""
+
+
+def read_received_header(handle: BinaryIO, offset: int, size: int, transfer_syntax: str) -> Header:
+    """The header of the ``size``-byte data set at ``offset`` in the open file ``handle``.
+
+    A plainly well-formed little-endian data set is walked over a memory map
+    (:mod:`node.element_walk`), touching only the pages its element headers are on; anything else,
+    and every refusal, is pydicom's reader's (:func:`read_stream_header`).
+    """
+    ts = UID(transfer_syntax)
+    if ts.is_little_endian and not ts.is_deflated and size > 0:
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            found = identifying_elements(mapped, offset, min(offset + size, len(mapped)),
+                                         implicit=ts.is_implicit_VR, wanted=IDENTIFYING_TAGS)
+            if found is not None and offset + size <= len(mapped):
+                return plain_header(found) or _header_from(as_dataset(found, ts.is_implicit_VR))
+    handle.seek(offset)
+    return read_stream_header(handle, size, transfer_syntax)
 
 
 def read_header(data: bytes, transfer_syntax: str) -> Header:

@@ -28,6 +28,8 @@ import struct
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -42,6 +44,8 @@ from node.spool import Spool
 
 PREFIX = "recv-"
 _HASH_READ_BYTES = 1024 * 1024
+# fsyncs started as soon as a data set is complete (flush_early): one per association at a time
+_EARLY_FSYNCS = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="early-fsync")
 _SPACE_CHECK_BYTES = 16 * 1024 * 1024  # free space is checked each time this much more was written
 _META_OFFSET = 132  # 128-byte preamble and "DICM"
 _GROUP_LENGTH = struct.Struct("<8xL")  # (0002,0000) UL, explicit VR little endian
@@ -202,15 +206,23 @@ class ReceivedFile:
 
 
 def flush_early(received: object) -> None:
-    """Start the fsync of a completely received file before its handler asks for it.
+    """Start the fsync of a completely received file, and hash it, before its handler asks.
 
     Called on the association's DUL thread, which is idle until the handler has answered: the
-    handler reads the header meanwhile, then waits for this fsync (or gets its error) in
-    :meth:`ReceivedFile.sync`.
+    fsync goes to a disk thread and the hash is computed here (hashlib runs without the GIL),
+    while the handler reads the header. The handler then finds both done, or waits for them in
+    :meth:`ReceivedFile.sync` and :attr:`ReceivedFile.sha256`; an error is remembered by the
+    file and answered by the handler.
     """
-    if isinstance(received, ReceivedFile) and received.problem is None:
-        with contextlib.suppress(OSError):  # remembered by the file; the handler refuses it
-            received.sync()
+    if not isinstance(received, ReceivedFile) or received.problem is not None:
+        return
+    _EARLY_FSYNCS.submit(_quietly, received.sync)
+    _quietly(lambda: received.sha256)
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    with contextlib.suppress(OSError):  # remembered by the file (fsync) or met again (hash)
+        action()
 
 
 class Intake:

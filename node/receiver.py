@@ -21,7 +21,7 @@ from pynetdicom.events import Event
 
 from db.repository import InstanceRecord, RecordOutcome, Repository, UIDConflict
 from db.vocabulary import Severity
-from node.header import Header, UnreadableDataset, read_stream_header
+from node.header import Header, UnreadableDataset, read_received_header
 from node.instances import InstanceIdentity, checked_identity, instance_record
 from node.intake import IntakeProblem, ReceivedFile, received_file
 from node.metrics import Metrics
@@ -319,8 +319,7 @@ def _read_header(received: ReceivedFile, transfer_syntax: str) -> Header:
     try:
         with received.reader() as handle:
             offset = received.dataset_offset()
-            handle.seek(offset)
-            return read_stream_header(handle, received.size - offset, transfer_syntax)
+            return read_received_header(handle, offset, received.size - offset, transfer_syntax)
     except UnreadableDataset as exc:
         raise StoreRefused(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
 

@@ -369,7 +369,7 @@ def test_unexpected_error_answers_processing_failure(start_node: NodeFactory, sq
     def bug(*args: object, **kwargs: object) -> None:
         raise KeyError("a bug")
 
-    monkeypatch.setattr("node.receiver.read_stream_header", bug)
+    monkeypatch.setattr("node.receiver.read_received_header", bug)
     assert store(running.port, [ct_dataset(generate_uid(), generate_uid())]) == [StoreStatus.PROCESSING_FAILURE]
     [event] = audit_events(sqlite_database, kind_prefix="instance.refused")
     assert event.severity == "error" and "KeyError" in event.message

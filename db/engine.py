@@ -7,11 +7,12 @@ so it never shares a parent's connections.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
@@ -65,6 +66,12 @@ class Database:
             # (busy_timeout) instead of one failing mid-transaction with "database is locked".
             event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._busy_timeout_s = busy_timeout_s
+        # SQLite has one writer; its busy handler makes a waiting writer sleep 1, 2, 5, 10 ms and
+        # more between tries. Writers of this process queue here instead and start the moment the
+        # previous one ends (several associations storing at once). Other processes still meet
+        # SQLite's own lock. Re-entrant: a nested transaction meets SQLite's lock, as before.
+        self._writers = threading.RLock() if self.is_sqlite else None
 
     @classmethod
     def from_settings(cls, db_settings: DbSettings, general: GeneralSettings) -> Database:
@@ -78,8 +85,28 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends normally, rolled back on any exception."""
-        with self._sessions() as session, session.begin():
+        with self._writer_turn(), self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A Core transaction (``engine.begin()``), in this process's writer queue on SQLite."""
+        with self._writer_turn(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        writers = self._writers
+        if writers is None:
+            yield
+            return
+        # Past the busy timeout, go on: SQLite's own lock then decides, as without this queue.
+        acquired = writers.acquire(timeout=self._busy_timeout_s)
+        try:
+            yield
+        finally:
+            if acquired:
+                writers.release()
 
     def dispose(self) -> None:
         """Drop pooled connections (after fork, or at shutdown)."""

@@ -152,7 +152,6 @@ class DicomNode:
         self.store_handler.draining.set()
         self.store_handler.wait_idle(timeout=max(self.settings.dimse_timeout_s, 5.0))
         self.store_handler.flush_backlog()
-        self.store_handler.close()
         for assoc in self.ae.active_associations:
             assoc.abort()
         if door is not None:

@@ -8,7 +8,6 @@ that completed and is reopened) takes the full path, which locks the study row.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import String, Table, bindparam, func, select, update
@@ -186,15 +185,9 @@ class InstanceWrites(RepositoryBase):
         self._known_study = _KnownStudyStatements(database)
 
     def record_instance(
-        self, record: InstanceRecord, *, quiet_period_s: float, hard_cap_s: float, event: str | None = None,
-        before_commit: Callable[[], object] = lambda: None,
+        self, record: InstanceRecord, *, quiet_period_s: float, hard_cap_s: float, event: str | None = None
     ) -> RecordOutcome:
         """Record a stored instance and push back its study's completion deadline.
-
-        ``before_commit`` runs inside the transaction, after its statements and before the commit;
-        if it raises, nothing is recorded. The node waits there for the instance's file to be
-        durable in its place, so the statements overlap the disk's work and a committed row always
-        has its file. It may run more than once (a retried transaction).
 
         A study that was complete is reopened as a new revision. A re-sent SOP instance keeps one
         row (its hash, path and time updated, ``times_received`` counted up) and is audited.
@@ -203,24 +196,23 @@ class InstanceWrites(RepositoryBase):
         """
         if event is None:
             try:
-                return self._record_known_study(record, quiet_period_s, before_commit)
+                return self._record_known_study(record, quiet_period_s)
             except _SlowPath:
                 pass
         for attempt in range(3):
             try:
-                return self._record_instance(record, quiet_period_s, hard_cap_s, event, before_commit)
+                return self._record_instance(record, quiet_period_s, hard_cap_s, event)
             except IntegrityError:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _record_known_study(self, record: InstanceRecord, quiet_period_s: float,
-                            before_commit: Callable[[], object]) -> RecordOutcome:
+    def _record_known_study(self, record: InstanceRecord, quiet_period_s: float) -> RecordOutcome:
         """The common case in three statements: a new instance of a known series of a study
         still receiving. Anything else raises _SlowPath, rolling back, for the full path."""
         now = utcnow()
         statements = self._known_study
-        with self.db.engine.begin() as conn:
+        with self.db.begin() as conn:
             found = conn.execute(statements.series_of, {"p_series_uid": record.series_uid}).first()
             if found is None or found.study_uid != record.study_uid:
                 raise _SlowPath
@@ -236,12 +228,10 @@ class InstanceWrites(RepositoryBase):
             }).first()
             if inserted is None:
                 raise _SlowPath  # re-sent instance: replaced and audited by the full path
-            before_commit()
         return RecordOutcome(found.study_id, revision, replaced=False, reopened=False)
 
     def _record_instance(
-        self, record: InstanceRecord, quiet_period_s: float, hard_cap_s: float, event: str | None,
-        before_commit: Callable[[], object],
+        self, record: InstanceRecord, quiet_period_s: float, hard_cap_s: float, event: str | None
     ) -> RecordOutcome:
         now = utcnow()
         with self.db.session() as session:
@@ -258,8 +248,6 @@ class InstanceWrites(RepositoryBase):
             if event:
                 add_event(session, event, study_uid=record.study_uid, sop_instance_uid=record.sop_instance_uid,
                           association_id=record.association_id)
-            session.flush()
-            before_commit()
             return RecordOutcome(study.id, study.revision, put.replaced, reopened, put.superseded_path)
 
     def instance_path(self, sop_instance_uid: str) -> str | None:

@@ -101,12 +101,14 @@ class _Walk:
     def _undefined(self, tag: int, vr: bytes, start: int, end: int) -> int:
         """A value of undefined length: a sequence, or encapsulated pixel data."""
         if vr == b"SQ" or (self.implicit and _dictionary_vr(tag) == "SQ"):
-            return self._sequence(start, end)
+            return self._items(start, end, data_sets=True)
         if not self.implicit and tag == PIXEL_DATA and vr in (b"OB", b"OW"):
-            return self._fragments(start, end)
+            return self._items(start, end, data_sets=False)
         raise _NotPlain
 
-    def _sequence(self, pos: int, end: int) -> int:
+    def _items(self, pos: int, end: int, *, data_sets: bool) -> int:
+        """Items up to the sequence delimiter: data sets walked in turn, or pixel data fragments
+        (of defined length) skipped. Returns where the delimiter ends."""
         while pos + 8 <= end:
             group, element = _TAG.unpack_from(self.buffer, pos)
             length = _LENGTH.unpack_from(self.buffer, pos + 4)[0]
@@ -116,21 +118,13 @@ class _Walk:
             if tag != ITEM:
                 raise _NotPlain
             if length == UNDEFINED:
+                if not data_sets:
+                    raise _NotPlain
                 pos = self.data_set(pos + 8, end, top=False, in_item=True)
-            elif pos + 8 + length > end or self.data_set(pos + 8, pos + 8 + length, top=False) != pos + 8 + length:
+                continue
+            if pos + 8 + length > end:
                 raise _NotPlain
-            else:
-                pos += 8 + length
-        raise _NotPlain
-
-    def _fragments(self, pos: int, end: int) -> int:
-        while pos + 8 <= end:
-            group, element = _TAG.unpack_from(self.buffer, pos)
-            length = _LENGTH.unpack_from(self.buffer, pos + 4)[0]
-            tag = group << 16 | element
-            if tag == SEQUENCE_END:
-                return pos + 8
-            if tag != ITEM or length == UNDEFINED or pos + 8 + length > end:
+            if data_sets and self.data_set(pos + 8, pos + 8 + length, top=False) != pos + 8 + length:
                 raise _NotPlain
             pos += 8 + length
         raise _NotPlain

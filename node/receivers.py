@@ -9,9 +9,10 @@ own connections. Only the first process, which starts them, runs recovery, compl
 serves ``/metrics``: completion reads the deadlines every process writes into the study rows, so a
 study completes exactly once whichever process received its instances.
 
-The first process supervises the others: a receiver that dies is started again (and logged), and
-SIGTERM stops them all with the same grace period as its own associations. A receiver whose first
-process has died (kill -9) stops by itself, so a restarted node never shares its port with orphans.
+The first process supervises the others (:class:`node.children.ChildProcess`): a receiver that dies
+is started again (and logged), and SIGTERM stops them all with the same grace period as its own
+associations. A receiver whose first process has died (kill -9) stops by itself, so a restarted node
+never shares its port with orphans.
 Connections waiting in a receiver's accept queue when it is killed are lost with it (the sender's
 association fails and it sends again); accepted associations are never acknowledged unstored.
 """
@@ -19,28 +20,22 @@ association fails and it sends again); accepted associations are never acknowled
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
 
 from db.logs import configure_logging
 from db.private import restrict_new_files
 from db.repository import Repository
 from db.runtime import Runtime
 from db.settings import ConfigFile
+from node.children import ChildProcess, parent_gone, stop_requested
 from node.dispatch import OutboxOnly
 from node.scp import DicomNode
 from node.settings import NodeSettings
 from node.spool import Spool
 
 log = logging.getLogger(__name__)
-
-# Receivers started again within this many seconds of their last start count as crash-looping.
-RESTART_BACKOFF_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -73,13 +68,11 @@ def receive(spec: ReceiverSpec) -> None:
     repository = Repository(runtime.database(upgrade=False))
     spool = Spool.from_settings(spec.settings, runtime.general)
     node = DicomNode(spec.settings, spool, repository, OutboxOnly(), completes=False)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the first process decides
+    stop = stop_requested()
     node.start()
     log.info("receiver %d listening", spec.index)
     while not stop.wait(0.5):
-        if spec.parent and os.getppid() != spec.parent:
+        if spec.parent and parent_gone(spec.parent):
             log.warning("receiver %d: the node's first process has gone; stopping", spec.index)
             break
     node.shutdown()
@@ -91,47 +84,33 @@ class ReceiverPool:
 
     def __init__(self, spec: ReceiverSpec, count: int, *, grace_s: float) -> None:
         self.spec, self.count, self.grace_s = spec, count, grace_s
-        self._context = multiprocessing.get_context("spawn")  # no inherited threads, locks or connections
-        self._processes: dict[int, BaseProcess] = {}
-        self._started_at: dict[int, float] = {}
+        parent = os.getpid()
+        self._children = [
+            ChildProcess(f"receiver {index}", receive,
+                         (ReceiverSpec(spec.config, spec.settings, spec.log_level, index, parent),), daemon=False)
+            for index in range(1, count + 1)
+        ]
 
     def start(self) -> ReceiverPool:
-        for index in range(1, self.count + 1):
-            self._start(index)
+        for child in self._children:
+            child.start()
         return self
 
-    def _start(self, index: int) -> None:
-        spec = ReceiverSpec(self.spec.config, self.spec.settings, self.spec.log_level, index, os.getpid())
-        process = self._context.Process(target=receive, args=(spec,), name=f"triphase-receiver-{index}",
-                                        daemon=False)
-        process.start()
-        self._processes[index] = process
-        self._started_at[index] = time.monotonic()
-
     def alive(self) -> int:
-        return sum(1 for p in self._processes.values() if p.is_alive())
+        return sum(1 for child in self._children if child.alive)
 
     def supervise(self) -> None:
         """Start again every receiver that has exited (not more often than every few seconds)."""
-        for index, process in list(self._processes.items()):
-            if process.is_alive() or time.monotonic() - self._started_at[index] < RESTART_BACKOFF_S:
-                continue
-            log.warning("receiver %d exited with status %s; starting it again", index, process.exitcode)
-            process.close()
-            self._start(index)
+        for child in self._children:
+            child.restart_if_exited()
 
     def stop(self) -> None:
         """SIGTERM to every receiver: each lets its associations finish within the grace period
         (the first process does the same meanwhile, then :meth:`join`)."""
-        for process in self._processes.values():
-            if process.is_alive():
-                process.terminate()
+        for child in self._children:
+            child.terminate()
 
     def join(self) -> None:
         deadline = time.monotonic() + self.grace_s + 15.0
-        for process in self._processes.values():
-            process.join(timeout=max(deadline - time.monotonic(), 0.1))
-            if process.is_alive():
-                log.warning("receiver %s did not stop in time; killed", process.name)
-                process.kill()
-                process.join(timeout=5)
+        for child in self._children:
+            child.join(timeout=deadline - time.monotonic())

@@ -9,16 +9,14 @@ sweeper publishes what the outbox still holds every ``--sweep-s`` (rows whose cl
 unclaimed rows older than a grace: :mod:`db.repository.outbox`), the watchdog
 (:mod:`worker.watchdog`) re-drives jobs that no task holds, and the outbox depth for ``/metrics``
 goes to the parent through shared memory. The parent restarts the process if it dies; the process
-ends when the parent stops it or dies.
+ends when the parent stops it or dies (:class:`node.children.ChildProcess`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import multiprocessing
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from db.repository import Repository
 from db.repository.outbox import SWEEP_GRACE_S
 from db.runtime import Runtime
 from db.settings import ConfigFile
+from node.children import SPAWN, ChildProcess, parent_gone, stop_requested
 from node.metrics import AuditWatch, Metrics
 from worker.celery_app import create_app, publish_outbox
 from worker.watchdog import Watchdog, broker_job_ids
@@ -96,14 +95,12 @@ class _Loop:
 def sweep_forever(options: SweeperOptions, outbox_depth: ctypes.c_longlong | None = None) -> None:
     """The spawned process's body: sweep until SIGTERM or until the parent is gone."""
     configure_logging(options.log_level)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_requested()
     parent = os.getppid()
     loop = _Loop(options, outbox_depth)
     log.info("outbox sweeper every %.1f s, watchdog every %.0f s (job lease %.0f s)",
              options.sweep_s, options.watch_every_s, options.job_lease_s)
-    while not stop.is_set() and os.getppid() == parent:
+    while not stop.is_set() and not parent_gone(parent):
         loop.once()
         stop.wait(options.sweep_s)
 
@@ -114,10 +111,10 @@ class SweeperProcess:
     def __init__(self, options: SweeperOptions, *, check_s: float = 2.0) -> None:
         self.options = options
         self.check_s = check_s
-        self._context = multiprocessing.get_context("spawn")
         # Written by the sweeper, read by the parent's /metrics: one aligned 64-bit word, no lock needed.
-        self.outbox_depth: ctypes.c_longlong = self._context.RawValue(ctypes.c_longlong, -1)
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self.outbox_depth: ctypes.c_longlong = SPAWN.RawValue(ctypes.c_longlong, -1)
+        self._child = ChildProcess("outbox sweeper", sweep_forever, (options, self.outbox_depth), daemon=True,
+                                   backoff_s=0.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="sweeper-supervisor", daemon=True)
 
@@ -127,31 +124,18 @@ class SweeperProcess:
         return value if value >= 0 else None
 
     def start(self) -> SweeperProcess:
-        self._spawn()
+        self._child.start()
         self._thread.start()
         return self
 
-    def _spawn(self) -> None:
-        process = self._context.Process(target=sweep_forever, args=(self.options, self.outbox_depth),
-                                        name="triphase-sweeper", daemon=True)
-        process.start()
-        self._process = process
-
     def _supervise(self) -> None:
         while not self._stop.wait(self.check_s):
-            if self._process is not None and not self._process.is_alive():
-                log.warning("the outbox sweeper exited (code %s); starting another", self._process.exitcode)
-                self._spawn()
+            self._child.restart_if_exited()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout)
-        process = self._process
-        if process is None or not process.is_alive():
-            return
-        process.terminate()  # SIGTERM: the loop finishes its round and returns
-        process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join(5)
+        if self._child.alive:
+            self._child.terminate()  # SIGTERM: the loop finishes its round and returns
+            self._child.join(timeout)

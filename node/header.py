@@ -89,13 +89,6 @@ def _header_from(ds: Dataset) -> Header:
     )
 
 
-IDENTIFYING_TAGS = frozenset({
-    0x0008_0005,  # Specific Character Set: how the text values below decode
-    0x0008_0016, 0x0008_0018, 0x0008_0020, 0x0008_0050, 0x0008_0060, 0x0008_103E,
-    0x0010_0020, 0x0020_000D, 0x0020_000E, 0x0020_0011,
-})
-
-
 # Single-byte or UTF-8 character sets whose decoding needs no escape handling, as Python codecs
 _PLAIN_CHARSETS = {b"": "latin_1", b"ISO_IR 6": "latin_1", b"ISO_IR 100": "latin_1", b"ISO_IR 192": "utf_8"}
 _FIELDS = {  # Header field: (tag, decoded with the data set's character set)
@@ -105,12 +98,15 @@ _FIELDS = {  # Header field: (tag, decoded with the data set's character set)
     "series_description": (0x0008_103E, True),
 }
 _SERIES_NUMBER = 0x0020_0011
+_SPECIFIC_CHARACTER_SET = 0x0008_0005  # how the text values decode
+IDENTIFYING_TAGS = frozenset({tag for tag, _text in _FIELDS.values()} | {_SERIES_NUMBER, _SPECIFIC_CHARACTER_SET})
+"""The elements a header is read from (the quick walk keeps these)."""
 
 
 def plain_header(found: Mapping[BaseTag, RawDataElement]) -> Header | None:
     """The header from raw values that need no pydicom to decode (plain character set, one value
     each, a Series Number of digits); None leaves them to pydicom, which gives the same values."""
-    charset = _raw(found, 0x0008_0005).strip(b" \0")
+    charset = _raw(found, _SPECIFIC_CHARACTER_SET).strip(b" \0")
     codec = _PLAIN_CHARSETS.get(charset)
     if codec is None:
         return None

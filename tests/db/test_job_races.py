@@ -5,6 +5,7 @@ Each racing thread has its own engine (as separate processes would), and starts 
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -20,15 +21,16 @@ from db.schema import Job, OutboxEntry, Prediction, utcnow
 from db.states import IllegalTransition, JobState
 from db.task_names import ANALYSE_TASK, SEND_TASK
 from node.dispatch import publish_pending
+from tests.concurrency import at_once
 
 T = TypeVar("T")
 LESION = LesionPrediction(lesion_id="L1", label="early_hcc", top_class="early_hcc",
                           probabilities={"early_hcc": 0.7, "progressed_hcc": 0.3}, roi_source="seg", slice_index=3)
 
 
-def completed_job(repository: Repository, n: int = 0) -> int:
+def completed_job(repository: Repository, n: int = 0, *, uid: str | None = None) -> int:
     """A completed study's job (``ready``) with its ``triphase.analyse`` row in the outbox."""
-    uid = f"1.2.826.0.1.3680043.8.498.5{n}"
+    uid = uid or f"1.2.826.0.1.3680043.8.498.5{n}"
     repository.record_instance(InstanceRecord(
         study_uid=uid, series_uid=f"{uid}.1", sop_instance_uid=f"{uid}.1.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
         transfer_syntax_uid="1.2.840.10008.1.2.1", path=f"{uid}/x.dcm", size_bytes=1, sha256="0" * 64),
@@ -46,27 +48,11 @@ def state_of(database: Database, job_id: int) -> str:
 def race(database: Database, threads: int, work: Callable[[Repository], T]) -> list[T]:
     """``work`` in ``threads`` threads at once, each with an engine of its own; their results."""
     engines = [Database(database.url) for _ in range(threads)]
-    barrier = threading.Barrier(threads)
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def run(engine: Database) -> None:
-        barrier.wait(timeout=30)
-        try:
-            results.append(work(Repository(engine)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test, which fails on it
-            errors.append(exc)
-
-    workers = [threading.Thread(target=run, args=(engine,)) for engine in engines]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    for engine in engines:
-        engine.close()
-    assert not errors, errors
-    assert len(results) == threads
-    return results
+    try:
+        return at_once([functools.partial(work, Repository(engine)) for engine in engines])
+    finally:
+        for engine in engines:
+            engine.close()
 
 
 def test_of_many_racing_moves_exactly_one_wins(repository: Repository, database: Database) -> None:

@@ -3,7 +3,7 @@ no failure. And a send that arrives before its analysis waits instead of failing
 
 from __future__ import annotations
 
-import threading
+import functools
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +20,7 @@ from db.states import JobState
 from db.task_names import ANALYSE_TASK, SEND_TASK
 from node.folder_store import FolderStore
 from node.spool import Spool
+from tests.concurrency import at_once
 from tests.db.test_job_races import LESION
 from tests.results.test_failure_path import _context, _job
 from worker.batch import import_folder
@@ -41,30 +42,17 @@ def _pipeline(database: Database, tmp_path: Path, artifact: object, pacs: Folder
 
 def _deliver_at_once(task_name: str, contexts: list[WorkerContext], job_id: int) -> list[JobState]:
     """The task delivered to every context at the same moment, each retried as Celery would."""
-    barrier = threading.Barrier(len(contexts))
-    states: list[JobState] = []
-    errors: list[BaseException] = []
     policy = TASK_RETRIES[task_name]
 
-    def deliver(ctx: WorkerContext) -> None:
-        barrier.wait(timeout=30)
-        try:
-            for number in range(1, policy.attempts + 1):
-                try:
-                    states.append(run_step(task_name, ctx, job_id, policy.attempt(number)))
-                    return
-                except TransientError:  # another delivery holds the job: Celery retries after a countdown
-                    time.sleep(policy.delay_after(policy.attempt(number)) / 5)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test, which fails on it
-            errors.append(exc)
+    def deliver(ctx: WorkerContext) -> JobState:
+        for number in range(1, policy.attempts + 1):
+            try:
+                return run_step(task_name, ctx, job_id, policy.attempt(number))
+            except TransientError:  # another delivery holds the job: Celery retries after a countdown
+                time.sleep(policy.delay_after(policy.attempt(number)) / 5)
+        raise AssertionError(f"{task_name} still held by another delivery after {policy.attempts} attempts")
 
-    threads = [threading.Thread(target=deliver, args=(ctx,)) for ctx in contexts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=240)
-    assert not errors, errors
-    return states
+    return at_once([functools.partial(deliver, ctx) for ctx in contexts], join_s=240)
 
 
 @pytest.mark.timeout(300)

@@ -16,6 +16,7 @@ from db.states import JobState
 from db.task_names import ANALYSE_TASK, SEND_TASK
 from db.vocabulary import CompletedBy
 from tests.conftest import free_port
+from tests.db.test_job_races import completed_job
 from tests.factories import ct_dataset
 from worker import jobs
 from worker.embedded import OutboxRunner
@@ -37,13 +38,7 @@ def _context(database: Database, tmp_path: Path, destinations: list[Destination]
 
 
 def _job(repository: Repository) -> int:
-    repository.record_instance(InstanceRecord(
-        study_uid=UID, series_uid=f"{UID}.1", sop_instance_uid=f"{UID}.1.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1", path=f"{UID}/x.dcm", size_bytes=1, sha256="0" * 64),
-        quiet_period_s=0, hard_cap_s=60)
-    completed = repository.complete_study(UID)
-    assert completed is not None
-    return completed.job_id
+    return completed_job(repository, uid=UID)
 
 
 def _reason(database: Database, job_id: int) -> tuple[str, str | None]:

@@ -24,6 +24,7 @@ the node falls back to the polling providers (with a warning) where they differ.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import select
@@ -199,8 +200,9 @@ class WakefulDIMSE(DIMSEServiceProvider):
         return not dul.to_user_queue.empty() or not dul.is_alive() or bool(self.assoc._kill)  # noqa: SLF001 - the reactor's own flag
 
 
+@functools.cache
 def supported() -> bool:
-    """Whether this pynetdicom has the internals these classes build on."""
+    """Whether this pynetdicom has the internals these classes build on (checked once)."""
     for cls, names in _INTERNALS.items():
         probe: object = cls
         for name in names:

@@ -42,7 +42,8 @@ STORESCP = "/usr/bin/storescp"
 ENV = dict(os.environ, TCP_NODELAY="1")
 
 
-def make_instances(folder: Path, count: int) -> list[Path]:
+def make_instances(folder: Path, count: int, matrix: int = 512) -> list[Path]:
+    """``count`` CT slices of ``matrix`` x ``matrix`` int16 in one series, made once and kept."""
     existing = sorted(folder.glob("*.dcm"))
     if len(existing) == count:
         return existing
@@ -53,9 +54,13 @@ def make_instances(folder: Path, count: int) -> list[Path]:
     paths = []
     for i in range(count):
         path = folder / f"{i:04d}.dcm"
-        ct_dataset(study, series, index=i, size=512).save_as(path, enforce_file_format=True)
+        ct_dataset(study, series, index=i, size=matrix).save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def instances_folder(matrix: int) -> Path:
+    return ROOT / "bench" / "work" / f"ingest-ct{matrix}"
 
 
 def storescu(port: int, called: str, files: list[Path]) -> None:
@@ -183,9 +188,11 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=1, help="triphase's [node] receivers (processes)")
     parser.add_argument("--baseline", default="", help="also run triphase of this commit (e.g. one before a "
                         "change), one receiving process, in the same rounds")
+    parser.add_argument("--matrix", type=int, default=512, help="rows and columns of each slice (512: CT, "
+                        "0.5 MB; 256 or 128: small MR-sized instances, where per-instance costs dominate)")
     args = parser.parse_args()
 
-    data = make_instances(ROOT / "bench" / "work" / "ingest-ct512", args.instances)
+    data = make_instances(instances_folder(args.matrix), args.instances, args.matrix)
     megabytes = sum(p.stat().st_size for p in data) / 1e6
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="triphase-bench-"))
@@ -199,7 +206,7 @@ def main() -> None:
     tri = figures["triphase"]["instances_per_s"]
     ratios = {f"triphase_vs_{n}": round(tri / figures[n]["instances_per_s"], 2) for n in figures if n != "triphase"}
     report = header("ingest") | {
-        "instances": len(data), "megabytes": round(megabytes, 1),
+        "instances": len(data), "matrix": args.matrix, "megabytes": round(megabytes, 1),
         "database": "postgresql" if args.db_url.startswith("postgresql") else "sqlite",
         "associations": args.associations, "receivers": args.receivers, "baseline_commit": args.baseline or None,
         "figures": figures, "ratios": ratios,
@@ -209,7 +216,8 @@ def main() -> None:
               f"(median of {args.repeat})")
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = write_result(f"ingest-{stamp}-{report['database']}-a{args.associations}-r{args.receivers}", report)
+    size = "" if args.matrix == 512 else f"-m{args.matrix}"
+    path = write_result(f"ingest-{stamp}-{report['database']}-a{args.associations}-r{args.receivers}{size}", report)
     print(f"written to {path}")
 
 

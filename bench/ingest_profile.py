@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from pynetdicom.association import Association  # noqa: E402
 
-from bench.ingest import ENV, STORESCU, make_instances  # noqa: E402
+from bench.ingest import ENV, STORESCU, instances_folder, make_instances  # noqa: E402
 from bench.provenance import header, write_result  # noqa: E402
 from db.engine import Database  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
@@ -43,7 +43,6 @@ from node.scp import DicomNode  # noqa: E402
 from node.settings import NodeSettings, PeerSettings  # noqa: E402
 from node.wakeups import WakefulDUL  # noqa: E402
 
-WORK = ROOT / "bench" / "work"
 STAGES: list[tuple[Any, str]] = [
     (receiver.StoreHandler, "_handle"),  # the whole handler
     (receiver, "_read_header"),
@@ -95,7 +94,8 @@ def run(files: list[Path], associations: int, timers: Timers, work: Path) -> dic
     upgrade(database)
     settings = NodeSettings.model_validate({"port": 0, "quiet_period_s": 3600, "min_free_disk_mb": 0,
                                             "peers": (PeerSettings(name="bench", ae_title="BENCH"),)})
-    node = DicomNode(settings, spool.Spool(work / "spool"), Repository(database), Collecting())
+    repository = Repository(database)
+    node = DicomNode(settings, spool.Spool(work / "spool"), repository, Collecting())
     node.start()
     try:
         parts = [files[i::associations] for i in range(associations)]
@@ -112,7 +112,9 @@ def run(files: list[Path], associations: int, timers: Timers, work: Path) -> dic
         database.close()
     time.sleep(0.2)
     count = len(files)
+    commits = repository._known_study_writes  # noqa: SLF001 - how many rows shared a commit
     return {
+        "rows_per_commit": round(commits.items / max(commits.groups, 1), 2),
         "instances_per_s": round(count / seconds, 1),
         "ms_per_instance": round(seconds / count * 1000, 3),
         "process_cpu_ms_per_instance": {"user": round((after.user - before.user) / count * 1000, 3),
@@ -128,8 +130,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--associations", type=int, default=1)
+    parser.add_argument("--matrix", type=int, default=512, help="rows and columns of each slice")
     args = parser.parse_args()
-    files = make_instances(WORK / "ingest-ct512", args.instances)  # bench/ingest.py's
+    files = make_instances(instances_folder(args.matrix), args.instances, args.matrix)  # bench/ingest.py's
     timers = Timers()
     for owner, name in STAGES:
         timers.wrap(owner, name)
@@ -137,12 +140,13 @@ def main() -> None:
     timers.count_thread_cpu(Association, "_run_reactor", "handler (association) threads")
     with tempfile.TemporaryDirectory(prefix="ingest-profile-") as work:
         figures = run(files, args.associations, timers, Path(work))
-    record = header("ingest_profile") | {"instances": args.instances, "associations": args.associations,
+    record = header("ingest_profile") | {"instances": args.instances, "matrix": args.matrix,
+                                         "associations": args.associations,
                                          "figures": figures}
     for key, value in figures.items():
         print(f"{key}: {value}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    print(f"written to {write_result(f'ingest-profile-{stamp}-a{args.associations}', record)}")
+    print(f"written to {write_result(f'ingest-profile-{stamp}-a{args.associations}-m{args.matrix}', record)}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,24 @@
 """Stored instances: the study, series and instance rows behind every C-STORE success.
 
 Most instances belong to a series already known of a study still receiving; they take a prepared
-three-statement fast path. Everything else (a new study or series, a re-sent instance, a study
+three-statement fast path, whose rows from concurrent associations share one commit
+(:mod:`db.group_commit`). Everything else (a new study or series, a re-sent instance, a study
 that completed and is reopened) takes the full path, which locks the study row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import String, Table, bindparam, func, select, update
+from sqlalchemy import Connection, String, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.engine import Database
+from db.group_commit import GroupCommit
 from db.repository.base import RepositoryBase, add_event, insert_ignore
 from db.schema import Instance, Series, Study, UTCDateTime, utcnow
 from db.states import StudyState
@@ -57,8 +60,12 @@ class UIDConflict(ValueError):
     """A UID that must be unique is already used by another study or series (bad sender data)."""
 
 
-class _SlowPath(Exception):
-    """The fast path met a case it does not handle (new study or series, re-sent instance)."""
+@dataclass(frozen=True)
+class _KnownStudyItem:
+    """A record for the fast path, with its study's quiet period."""
+
+    record: InstanceRecord
+    quiet_period_s: float
 
 
 class _KnownStudyStatements:
@@ -183,6 +190,8 @@ class InstanceWrites(RepositoryBase):
     def __init__(self, database: Database) -> None:
         super().__init__(database)
         self._known_study = _KnownStudyStatements(database)
+        # Concurrent associations' rows share a commit; each success still waits for its own row.
+        self._known_study_writes = GroupCommit(self._write_known_study)
 
     def record_instance(
         self, record: InstanceRecord, *, quiet_period_s: float, hard_cap_s: float, event: str | None = None
@@ -195,10 +204,9 @@ class InstanceWrites(RepositoryBase):
         loser simply runs again and finds the row.
         """
         if event is None:
-            try:
-                return self._record_known_study(record, quiet_period_s)
-            except _SlowPath:
-                pass
+            known = self._known_study_writes.run(_KnownStudyItem(record, quiet_period_s))
+            if known is not None:
+                return known
         for attempt in range(3):
             try:
                 return self._record_instance(record, quiet_period_s, hard_cap_s, event)
@@ -207,27 +215,34 @@ class InstanceWrites(RepositoryBase):
                     raise
         raise AssertionError("unreachable")
 
-    def _record_known_study(self, record: InstanceRecord, quiet_period_s: float) -> RecordOutcome:
-        """The common case in three statements: a new instance of a known series of a study
-        still receiving. Anything else raises _SlowPath, rolling back, for the full path."""
+    def _write_known_study(self, items: Sequence[_KnownStudyItem]) -> list[RecordOutcome | None]:
+        """The common case, for one record or a group (:mod:`db.group_commit`): a new instance of a
+        known series of a study still receiving, in three statements each, one commit for all.
+
+        None for a record the full path must write (new study or series, complete study, re-sent
+        instance). Such a record changed nothing here but, for a re-sent instance, its study's
+        arrival time, which the full path sets again; so the group's other rows are kept."""
         now = utcnow()
-        statements = self._known_study
         with self.db.begin() as conn:
-            found = conn.execute(statements.series_of, {"p_series_uid": record.series_uid}).first()
-            if found is None or found.study_uid != record.study_uid:
-                raise _SlowPath
-            revision = conn.execute(statements.touch_study, {
-                "p_study_id": found.study_id, "p_now": now, "p_calling_ae": record.calling_ae,
-                "p_quiet_deadline": now + dt.timedelta(seconds=quiet_period_s),
-            }).scalar()
-            if revision is None:
-                raise _SlowPath  # complete: this instance reopens the study
-            inserted = conn.execute(statements.insert_instance, {
-                "sop_instance_uid": record.sop_instance_uid, "times_received": 1,
-                **_instance_values(record, found.id, revision, now),
-            }).first()
-            if inserted is None:
-                raise _SlowPath  # re-sent instance: replaced and audited by the full path
+            return [self._known_study_rows(conn, item, now) for item in items]
+
+    def _known_study_rows(self, conn: Connection, item: _KnownStudyItem, now: dt.datetime) -> RecordOutcome | None:
+        statements, record = self._known_study, item.record
+        found = conn.execute(statements.series_of, {"p_series_uid": record.series_uid}).first()
+        if found is None or found.study_uid != record.study_uid:
+            return None
+        revision = conn.execute(statements.touch_study, {
+            "p_study_id": found.study_id, "p_now": now, "p_calling_ae": record.calling_ae,
+            "p_quiet_deadline": now + dt.timedelta(seconds=item.quiet_period_s),
+        }).scalar()
+        if revision is None:
+            return None  # complete: this instance reopens the study
+        inserted = conn.execute(statements.insert_instance, {
+            "sop_instance_uid": record.sop_instance_uid, "times_received": 1,
+            **_instance_values(record, found.id, revision, now),
+        }).first()
+        if inserted is None:
+            return None  # re-sent instance: replaced and audited by the full path
         return RecordOutcome(found.study_id, revision, replaced=False, reopened=False)
 
     def _record_instance(

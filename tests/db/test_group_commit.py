@@ -1,0 +1,169 @@
+"""Group commit: rows of concurrent callers share a transaction, each caller gets its own result
+only once that transaction has ended, and a failed group fails no item for another's sake."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from db.engine import Database
+from db.group_commit import GroupCommit
+from db.migrate import upgrade
+from db.repository import Repository
+from db.repository.instances import _KnownStudyItem
+from db.schema import Instance, Study
+from tests.db.test_writer_queue import _record
+
+WAIT_S = 10.0
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+class GatedWrites:
+    """A write function whose first call blocks until released, so that others queue behind it."""
+
+    def __init__(self, fail: Callable[[Sequence[int]], bool] = lambda items: False) -> None:
+        self.calls: list[list[int]] = []
+        self.first_running = threading.Event()
+        self.release = threading.Event()
+        self.fail = fail
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.calls.append(list(items))
+        if len(self.calls) == 1:
+            self.first_running.set()
+            assert self.release.wait(WAIT_S)
+        if self.fail(items):
+            raise ValueError(f"refused {list(items)}")
+        return [item * 10 for item in items]
+
+
+def _callers(commits: GroupCommit[int, int], items: list[int]) -> tuple[list[threading.Thread], dict[int, object]]:
+    outcomes: dict[int, object] = {}
+
+    def call(item: int) -> None:
+        try:
+            outcomes[item] = commits.run(item)
+        except ValueError as exc:
+            outcomes[item] = exc
+
+    threads = [threading.Thread(target=call, args=(item,)) for item in items]
+    return threads, outcomes
+
+
+def test_callers_arriving_during_a_write_share_the_next_one() -> None:
+    writes = GatedWrites()
+    commits: GroupCommit[int, int] = GroupCommit(writes)
+    threads, outcomes = _callers(commits, [1, 2, 3, 4, 5])
+    threads[0].start()
+    assert writes.first_running.wait(WAIT_S)
+    for thread in threads[1:]:
+        thread.start()
+    _until(lambda: commits.waiting() == 4)
+    assert outcomes == {}  # nobody is answered before their write ends
+    writes.release.set()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert writes.calls[0] == [1]
+    assert len(writes.calls) == 2 and sorted(writes.calls[1]) == [2, 3, 4, 5]
+    assert outcomes == {1: 10, 2: 20, 3: 30, 4: 40, 5: 50}
+    assert (commits.groups, commits.items) == (2, 5)
+
+
+def test_a_failed_group_writes_each_item_again_alone() -> None:
+    """One bad item fails the group's transaction; the others still commit, alone, and only the
+    bad item's caller sees the error."""
+    writes = GatedWrites(fail=lambda items: 3 in items)
+    commits: GroupCommit[int, int] = GroupCommit(writes)
+    threads, outcomes = _callers(commits, [1, 2, 3, 4])
+    threads[0].start()
+    assert writes.first_running.wait(WAIT_S)
+    for thread in threads[1:]:
+        thread.start()
+    _until(lambda: commits.waiting() == 3)
+    writes.release.set()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert outcomes[1] == 10 and outcomes[2] == 20 and outcomes[4] == 40
+    assert isinstance(outcomes[3], ValueError) and str(outcomes[3]) == "refused [3]"
+    assert sorted(map(sorted, writes.calls[2:])) == [[2], [3], [4]]
+
+
+def test_a_lone_callers_error_is_raised_to_it_and_the_next_caller_leads() -> None:
+    def write(items: Sequence[int]) -> list[int]:
+        if items == [1]:
+            raise ValueError("disk full")
+        return list(items)
+
+    commits: GroupCommit[int, int] = GroupCommit(write)
+    with pytest.raises(ValueError, match="disk full"):
+        commits.run(1)
+    assert commits.run(2) == 2
+
+
+def test_a_write_giving_the_wrong_number_of_results_is_an_error() -> None:
+    commits: GroupCommit[int, int] = GroupCommit(lambda items: [])
+    with pytest.raises(RuntimeError, match="gave 0 results"):
+        commits.run(1)
+
+
+def test_concurrent_instances_of_a_known_series_share_commits(tmp_path: Path) -> None:
+    """Through the repository on SQLite: while one transaction holds the writer queue, the rows of
+    the associations that arrive meanwhile are written together, once, and all are recorded."""
+    database = Database(f"sqlite:///{tmp_path / 'triphase.db'}", busy_timeout_s=30)
+    upgrade(database)
+    repository = Repository(database)
+    study, series = "1.2.826.0.1.3680043.99.1", "1.2.826.0.1.3680043.99.2"
+    repository.record_instance(_record(study, series, 1000), quiet_period_s=30, hard_cap_s=3600)
+    commits = repository._known_study_writes
+    before = commits.groups
+    records = [_record(study, series, n) for n in range(1, 7)]
+    holding, done = threading.Event(), threading.Event()
+
+    def hold_the_writer_turn() -> None:
+        with database.session():
+            holding.set()
+            done.wait(WAIT_S)
+
+    holder = threading.Thread(target=hold_the_writer_turn)
+    holder.start()
+    assert holding.wait(WAIT_S)
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda r=record: results.append(  # type: ignore[misc]
+        repository.record_instance(r, quiet_period_s=30, hard_cap_s=3600))) for record in records]
+    for thread in threads:
+        thread.start()
+    _until(lambda: commits.waiting() == len(records) - 1)  # one leads, waiting for the turn
+    done.set()
+    for thread in [holder, *threads]:
+        thread.join(WAIT_S)
+    assert len(results) == len(records)
+    assert commits.groups - before == 2  # the leader's own row, then the five that waited
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(Instance)) == 7
+        assert session.scalar(select(Study.state)) == "receiving"
+    database.close()
+
+
+def test_a_re_sent_instance_in_a_group_takes_the_full_path(repository: Repository) -> None:
+    """On SQLite and PostgreSQL: a group holding a new instance and a re-sent one commits the
+    first and leaves the second to the full path, which counts and audits it."""
+    study, series = "1.2.826.0.1.3680043.99.1", "1.2.826.0.1.3680043.99.2"
+    first = _record(study, series, 1)
+    repository.record_instance(first, quiet_period_s=30, hard_cap_s=3600)
+    outcomes = repository._write_known_study([
+        _KnownStudyItem(first, 30.0), _KnownStudyItem(_record(study, series, 2), 30.0)])
+    assert outcomes[0] is None and outcomes[1] is not None and not outcomes[1].replaced
+    again = repository.record_instance(first, quiet_period_s=30, hard_cap_s=3600)
+    assert again.replaced
+

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from pynetdicom.association import Association  # noqa: E402
 
-from bench.ingest import ENV, STORESCU, instances_folder, make_instances  # noqa: E402
+from bench.ingest import ENV, STORESCU, instances_folder, make_instances, work_folder  # noqa: E402
 from bench.provenance import header, write_result  # noqa: E402
 from db.engine import Database  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
@@ -138,7 +138,7 @@ def main() -> None:
         timers.wrap(owner, name)
     timers.count_thread_cpu(WakefulDUL, "run_reactor", "receiving (DUL) threads")
     timers.count_thread_cpu(Association, "_run_reactor", "handler (association) threads")
-    with tempfile.TemporaryDirectory(prefix="ingest-profile-") as work:
+    with tempfile.TemporaryDirectory(prefix="ingest-profile-", dir=work_folder()) as work:
         figures = run(files, args.associations, timers, Path(work))
     record = header("ingest_profile") | {"instances": args.instances, "matrix": args.matrix,
                                          "associations": args.associations,

@@ -7,14 +7,18 @@ the wall time of the handler's steps (header, fsync wait and rename, row), and t
 pynetdicom threads of each association (receiving, handling) and of the whole process. The figures
 go to ``bench/results/``. From the repository root:
 
-    python bench/ingest_profile.py [--instances 300] [--associations 1]
+    python bench/ingest_profile.py [--instances 300] [--associations 1] [--matrix 512]
+                                   [--slow-commit-ms 4 [--one-row-per-commit]]
 
-The timers wrap functions, so the instances/s here is a little below ``bench/ingest.py``'s.
+``--slow-commit-ms`` stands in for a disk whose fsync is slow (a SAN): it shows what group commit
+(``db/group_commit.py``) does where commits, not the CPU, are the limit; ``--one-row-per-commit``
+turns it off for comparison. The timers wrap functions, so the instances/s here is a little below ``bench/ingest.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -23,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pynetdicom.association import Association  # noqa: E402
+from sqlalchemy import Connection  # noqa: E402
 
 from bench.ingest import ENV, STORESCU, instances_folder, make_instances, work_folder  # noqa: E402
 from bench.provenance import header, write_result  # noqa: E402
@@ -89,12 +94,28 @@ class Timers:
         setattr(owner, name, counted)
 
 
-def run(files: list[Path], associations: int, timers: Timers, work: Path) -> dict[str, Any]:
+def slow_commits(delay_s: float) -> None:
+    """Every prepared-path transaction waits ``delay_s`` before its commit: a disk whose fsync is
+    slow (a SAN, a network file system), which is where sharing commits pays."""
+    begin = Database.begin
+
+    @contextlib.contextmanager
+    def slow(self: Database) -> Iterator[Connection]:
+        with begin(self) as conn:
+            yield conn
+            time.sleep(delay_s)
+
+    Database.begin = slow  # type: ignore[method-assign]
+
+
+def run(files: list[Path], associations: int, timers: Timers, work: Path, *, group: bool = True) -> dict[str, Any]:
     database = Database(f"sqlite:///{work / 'triphase.db'}")
     upgrade(database)
     settings = NodeSettings.model_validate({"port": 0, "quiet_period_s": 3600, "min_free_disk_mb": 0,
                                             "peers": (PeerSettings(name="bench", ae_title="BENCH"),)})
     repository = Repository(database)
+    if not group:
+        repository._known_study_writes._max_group = 1  # noqa: SLF001 - one row per transaction
     node = DicomNode(settings, spool.Spool(work / "spool"), repository, Collecting())
     node.start()
     try:
@@ -131,22 +152,32 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--associations", type=int, default=1)
     parser.add_argument("--matrix", type=int, default=512, help="rows and columns of each slice")
+    parser.add_argument("--slow-commit-ms", type=float, default=0.0,
+                        help="add this to every commit, as a disk with a slow fsync would")
+    parser.add_argument("--one-row-per-commit", action="store_true",
+                        help="no group commit: each row in a transaction of its own")
     args = parser.parse_args()
     files = make_instances(instances_folder(args.matrix), args.instances, args.matrix)  # bench/ingest.py's
+    if args.slow_commit_ms:
+        slow_commits(args.slow_commit_ms / 1000)
     timers = Timers()
     for owner, name in STAGES:
         timers.wrap(owner, name)
     timers.count_thread_cpu(WakefulDUL, "run_reactor", "receiving (DUL) threads")
     timers.count_thread_cpu(Association, "_run_reactor", "handler (association) threads")
     with tempfile.TemporaryDirectory(prefix="ingest-profile-", dir=work_folder()) as work:
-        figures = run(files, args.associations, timers, Path(work))
+        figures = run(files, args.associations, timers, Path(work), group=not args.one_row_per_commit)
     record = header("ingest_profile") | {"instances": args.instances, "matrix": args.matrix,
+                                         "slow_commit_ms": args.slow_commit_ms,
+                                         "group_commit": not args.one_row_per_commit,
                                          "associations": args.associations,
                                          "figures": figures}
     for key, value in figures.items():
         print(f"{key}: {value}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    print(f"written to {write_result(f'ingest-profile-{stamp}-a{args.associations}-m{args.matrix}', record)}")
+    variant = (f"-slow{args.slow_commit_ms:g}" if args.slow_commit_ms else "") + (
+        "-onerow" if args.one_row_per_commit else "")
+    print(f"written to {write_result(f'ingest-profile-{stamp}-a{args.associations}-m{args.matrix}{variant}', record)}")
 
 
 if __name__ == "__main__":

@@ -223,8 +223,14 @@ class InstanceWrites(RepositoryBase):
         instance). Such a record changed nothing here but, for a re-sent instance, its study's
         arrival time, which the full path sets again; so the group's other rows are kept."""
         now = utcnow()
+        # In the order of their studies' UIDs: two processes' groups then never lock two study rows
+        # in opposite orders (PostgreSQL would end such a deadlock after a second, failing a group).
+        order = sorted(range(len(items)), key=lambda index: items[index].record.study_uid)
+        outcomes: list[RecordOutcome | None] = [None] * len(items)
         with self.db.begin() as conn:
-            return [self._known_study_rows(conn, item, now) for item in items]
+            for index in order:
+                outcomes[index] = self._known_study_rows(conn, items[index], now)
+        return outcomes
 
     def _known_study_rows(self, conn: Connection, item: _KnownStudyItem, now: dt.datetime) -> RecordOutcome | None:
         statements, record = self._known_study, item.record

@@ -167,3 +167,27 @@ def test_a_re_sent_instance_in_a_group_takes_the_full_path(repository: Repositor
     again = repository.record_instance(first, quiet_period_s=30, hard_cap_s=3600)
     assert again.replaced
 
+
+
+def test_a_group_writes_its_rows_study_by_study_and_answers_in_order(repository: Repository) -> None:
+    """Rows of two studies, given interleaved: each caller's outcome is its own row's, and the
+    statements lock the study rows in one order (no deadlock between two processes' groups)."""
+    first, second = "1.2.826.0.1.3680043.99.7", "1.2.826.0.1.3680043.99.3"
+    series = {first: "1.2.826.0.1.3680043.99.7.1", second: "1.2.826.0.1.3680043.99.3.1"}
+    for n, study in enumerate((first, second)):
+        repository.record_instance(_record(study, series[study], 100 + n), quiet_period_s=30, hard_cap_s=3600)
+    records = [_record(study, series[study], n) for n, study in enumerate((first, second, first, second))]
+    written: list[str] = []
+    statements = repository._known_study_rows
+
+    def spy(conn, item, now):  # type: ignore[no-untyped-def]
+        written.append(item.record.study_uid)
+        return statements(conn, item, now)
+
+    repository._known_study_rows = spy  # type: ignore[method-assign]
+    outcomes = repository._write_known_study([_KnownStudyItem(record, 30.0) for record in records])
+    assert written == sorted(written)
+    with repository.db.session() as session:
+        study_ids = {uid: key for uid, key in session.execute(select(Study.study_uid, Study.id))}
+    assert [outcome.study_id if outcome else None for outcome in outcomes] == [
+        study_ids[record.study_uid] for record in records]

@@ -38,6 +38,8 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 
 from node.store_response import store_response_pdata
 
@@ -47,7 +49,8 @@ WAIT_S = 0.05  # the longest a thread sleeps without being woken: the resolution
 MIN_WAIT_S = 0.001  # never a busy loop, whatever a timer says
 _INTERNALS = {
     DULServiceProvider: ("_is_transport_event", "_process_recv_primitive", "run_reactor", "_run_loop_delay",
-                         "to_provider_queue", "to_user_queue", "event_queue", "artim_timer", "state_machine"),
+                         "to_provider_queue", "to_user_queue", "event_queue", "artim_timer", "state_machine",
+                         "_send", "socket"),
     DIMSEServiceProvider: ("get_msg", "send_msg", "msg_queue", "maximum_pdu_size"),
     Association: ("dul", "dimse", "acse_timeout", "network_timeout", "_kill"),
 }
@@ -105,6 +108,7 @@ class WakefulDUL(DULServiceProvider):
         self._bell = Doorbell()
         self._stopping = False
         self._wake_association = wake_association
+        self._send_lock = threading.Lock()  # this thread's sends and send_now's, one at a time
         super().__init__(assoc)
         self._run_loop_delay = 0.0  # the wait is in _is_transport_event, woken by the doorbell
         self.to_provider_queue = WakingQueue(self._bell.ring)
@@ -119,6 +123,32 @@ class WakefulDUL(DULServiceProvider):
         self._stopping = value
         if value:
             self._bell.ring()
+
+    def _send(self, pdu: Any) -> None:
+        with self._send_lock:
+            super()._send(pdu)
+
+    def send_now(self, primitive: P_DATA) -> bool:
+        """Send a P-DATA on the calling thread (the handler's), sparing the hand-off to this one.
+
+        Only on an established association (Sta6, where P-DATA leaves the state as it is) with
+        nothing queued before it or waiting to change the state, over a plain TCP socket (an SSL
+        object must not be used by two threads at once), and with nobody listening for the sent
+        PDU or bytes. False, sending nothing, otherwise: the caller queues it as usual. A failed
+        send is left to this thread, which meets the closed connection on its next read.
+        """
+        sock = getattr(self.socket, "socket", None)
+        if type(sock) is not socket.socket:  # not an ssl.SSLSocket, nor anything else
+            return False
+        if self.assoc.get_handlers(evt.EVT_PDU_SENT) or self.assoc.get_handlers(evt.EVT_DATA_SENT):
+            return False
+        with self._send_lock:
+            if (self._stopping or self.state_machine.current_state != "Sta6"
+                    or not self.to_provider_queue.empty() or not self.event_queue.empty()):
+                return False
+            with contextlib.suppress(OSError):
+                sock.sendall(P_DATA_TF(primitive).encode())
+            return True
 
     def run_reactor(self) -> None:
         try:
@@ -158,7 +188,8 @@ class WakefulDIMSE(DIMSEServiceProvider):
     """The association thread's source of requests: a wait on an event, not a 1 ms poll.
 
     It also sends a plain C-STORE response encoded directly (:mod:`node.store_response`) unless
-    someone listens for ``EVT_DIMSE_SENT``, which needs pynetdicom's message object.
+    someone listens for ``EVT_DIMSE_SENT``, which needs pynetdicom's message object; on this
+    thread, when :meth:`WakefulDUL.send_now` may, instead of through the DUL thread's queue.
     """
 
     def __init__(self, assoc: Association, wake: threading.Event,
@@ -191,7 +222,7 @@ class WakefulDIMSE(DIMSEServiceProvider):
             pdata = store_response_pdata(primitive, context_id, self.maximum_pdu_size)
         if pdata is None:
             super().send_msg(primitive, context_id)
-        else:
+        elif not (isinstance(self.dul, WakefulDUL) and self.dul.send_now(pdata)):
             self.dul.send_pdu(pdata)
 
     def _other_work(self) -> bool:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
+from pynetdicom import evt
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 
 from db.engine import Database
 from node.statuses import StoreStatus
@@ -86,3 +89,54 @@ def test_a_failed_fsync_is_refused_not_retried(start_node: NodeFactory, sqlite_d
     assert failed
     assert running.spool.instance_files() == [] and running.spool.leftover_temp_files() == []
     assert store(running.port, [ds]) == [0]  # the next send is stored
+
+
+class _Senders:
+    """Which thread sent each C-STORE response, and by which way (send_now or the DUL's queue)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now: list[tuple[str, bool]] = []
+        self.queued: list[str] = []
+        send_now, send = WakefulDUL.send_now, WakefulDUL._send
+
+        def spy_now(dul: WakefulDUL, primitive: P_DATA) -> bool:
+            sent = send_now(dul, primitive)
+            self.now.append((threading.current_thread().name, sent))
+            return sent
+
+        def spy_send(dul: WakefulDUL, pdu: object) -> None:
+            if isinstance(pdu, P_DATA_TF):
+                self.queued.append(threading.current_thread().name)
+            send(dul, pdu)
+
+        monkeypatch.setattr(WakefulDUL, "send_now", spy_now)
+        monkeypatch.setattr(WakefulDUL, "_send", spy_send)
+
+
+def test_a_store_response_is_sent_by_the_handler_thread(start_node: NodeFactory, sqlite_database: Database,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hand-off to the DUL thread for the answer: the handler sends it on a plain socket."""
+    senders = _Senders(monkeypatch)
+    running = start_node(sqlite_database)
+    study, series = generate_uid(), generate_uid()
+    assert store(running.port, [ct_dataset(study, series, index=i) for i in range(3)]) == [0, 0, 0]
+    assert [sent for _, sent in senders.now] == [True, True, True]
+    assert all(not isinstance(thread, WakefulDUL) for thread in threading.enumerate()
+               if thread.name in {name for name, _ in senders.now})
+    assert senders.queued == []
+
+
+def test_with_a_pdu_listener_the_response_goes_through_the_dul(start_node: NodeFactory,
+                                                               sqlite_database: Database,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever listens for sent PDUs (pynetdicom's own dumps at DEBUG, say) must see the response:
+    it then takes the DUL thread's queue, as pynetdicom sends it."""
+    senders = _Senders(monkeypatch)
+    running = start_node(sqlite_database)
+    assert running.node.door is not None
+    heard: list[str] = []
+    for server in running.node.door._servers:
+        server.bind(evt.EVT_PDU_SENT, lambda event: heard.append(type(event.pdu).__name__))
+    assert store(running.port, [ct_dataset(generate_uid(), generate_uid())]) == [0]
+    assert [sent for _, sent in senders.now] == [False]
+    assert len(senders.queued) == 1 and "P_DATA_TF" in heard

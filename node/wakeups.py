@@ -31,9 +31,12 @@ import select
 import socket
 import ssl
 import threading
+import time
+import types
 from collections.abc import Callable
 from typing import Any
 
+from pynetdicom import association as association_module
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -47,13 +50,35 @@ log = logging.getLogger(__name__)
 
 WAIT_S = 0.05  # the longest a thread sleeps without being woken: the resolution of kill flags
 MIN_WAIT_S = 0.001  # never a busy loop, whatever a timer says
+REACTOR_PAUSE_S = 0.001  # the pause at the top of each pass of pynetdicom's association reactor
 _INTERNALS = {
     DULServiceProvider: ("_is_transport_event", "_process_recv_primitive", "run_reactor", "_run_loop_delay",
                          "to_provider_queue", "to_user_queue", "event_queue", "artim_timer", "state_machine",
                          "_send", "socket"),
     DIMSEServiceProvider: ("get_msg", "send_msg", "msg_queue", "maximum_pdu_size"),
-    Association: ("dul", "dimse", "acse_timeout", "network_timeout", "_kill"),
+    Association: ("dul", "dimse", "acse_timeout", "network_timeout", "_kill", "_run_reactor"),
 }
+_after_a_message = threading.local()  # on an association thread: skip the reactor's next pause
+
+
+def _reactor_pause(seconds: float) -> None:
+    """``time.sleep`` as pynetdicom's association module sees it.
+
+    The association reactor pauses 1 ms at the top of every pass, then looks for a message. On a
+    wakeful association the look itself waits for the next message (:meth:`WakefulDIMSE.get_msg`),
+    so the pass right after a message was served skips the pause: once the rest of the path got
+    faster, the next small instance was often in before it ended. Every other pass, and every other
+    sleep of the module, is as pynetdicom wrote it, so a pass that finds no message never loops
+    without a pause.
+    """
+    if seconds == REACTOR_PAUSE_S and getattr(_after_a_message, "pending", False):
+        _after_a_message.pending = False
+        return
+    time.sleep(seconds)
+
+
+_REACTOR_CLOCK = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("__")})
+_REACTOR_CLOCK.sleep = _reactor_pause
 
 
 class WakingQueue(queue.Queue[Any]):
@@ -204,10 +229,11 @@ class WakefulDIMSE(DIMSEServiceProvider):
             return super().get_msg(block=True)
         self._wake.clear()  # before looking: a put after this line sets it again
         item = super().get_msg(block=False)
-        if item[1] is not None or self._other_work():
-            return item
-        self._wake.wait(WAIT_S)
-        return super().get_msg(block=False)
+        if item[1] is None and not self._other_work():
+            self._wake.wait(WAIT_S)
+            item = super().get_msg(block=False)
+        _after_a_message.pending = item[1] is not None
+        return item
 
     def _queued(self, item: Any) -> None:
         """A message was handed to the association thread: give its data set file (a C-STORE's) to
@@ -234,6 +260,8 @@ class WakefulDIMSE(DIMSEServiceProvider):
 @functools.cache
 def supported() -> bool:
     """Whether this pynetdicom has the internals these classes build on (checked once)."""
+    if vars(association_module).get("time") not in (time, _REACTOR_CLOCK):
+        return False
     for cls, names in _INTERNALS.items():
         probe: object = cls
         for name in names:
@@ -258,6 +286,7 @@ def make_wakeful(assoc: Association, on_data_set: Callable[[object], None] | Non
     written for."""
     if not supported():
         return False
+    vars(association_module)["time"] = _REACTOR_CLOCK  # the module's own name for it, as it looks it up
     wake = threading.Event()
     assoc.dul = WakefulDUL(assoc, wake.set)
     assoc.dimse = WakefulDIMSE(assoc, wake, on_data_set)

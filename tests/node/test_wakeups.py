@@ -10,14 +10,17 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import evt
+from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from db.engine import Database
+from node import wakeups
 from node.statuses import StoreStatus
 from node.wakeups import WakefulDIMSE, WakefulDUL, supported
 from tests.factories import ct_dataset
@@ -140,3 +143,30 @@ def test_with_a_pdu_listener_the_response_goes_through_the_dul(start_node: NodeF
     assert store(running.port, [ct_dataset(generate_uid(), generate_uid())]) == [0]
     assert [sent for _, sent in senders.now] == [False]
     assert len(senders.queued) == 1 and "P_DATA_TF" in heard
+
+
+def test_the_reactor_pass_after_a_message_skips_its_pause(start_node: NodeFactory, sqlite_database: Database,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom's association reactor pauses 1 ms at the top of every pass; the pass right after
+    a served message goes straight to waiting for the next (one skip per message), every other pass
+    still pauses, so a pass that finds nothing never loops without one."""
+    calls: Counter[str] = Counter()
+    pause, real_sleep = wakeups._REACTOR_CLOCK.sleep, wakeups.time.sleep
+
+    def counted_pause(seconds: float) -> None:
+        if isinstance(threading.current_thread(), Association) and seconds == wakeups.REACTOR_PAUSE_S:
+            calls["asked"] += 1
+        pause(seconds)
+
+    def counted_sleep(seconds: float) -> None:
+        if isinstance(threading.current_thread(), Association) and seconds == wakeups.REACTOR_PAUSE_S:
+            calls["slept"] += 1
+        real_sleep(seconds)
+
+    monkeypatch.setattr(wakeups._REACTOR_CLOCK, "sleep", counted_pause)
+    monkeypatch.setattr(wakeups, "time", SimpleNamespace(sleep=counted_sleep))
+    running = start_node(sqlite_database)
+    study, series = generate_uid(), generate_uid()
+    assert store(running.port, [ct_dataset(study, series, index=i, size=64) for i in range(5)]) == [0] * 5
+    assert calls["asked"] - calls["slept"] == 5, calls
+    assert calls["slept"] >= 1, calls  # the passes that found nothing still paused

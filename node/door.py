@@ -149,12 +149,20 @@ class GuardedSocket(AssociationSocket):
         self._header_next = True
         self._body_kind = 0
         self._message_bytes = 0  # data set bytes of the DIMSE message being received
+        # Sends come from the DUL thread and, for C-STORE responses, the handler thread
+        # (node.wakeups.WakefulDUL.send_now); closing takes the same lock, so no send can reach
+        # a descriptor number the closed socket gave back to the system.
+        self.send_lock = threading.RLock()
         cap = door.settings.max_instance_mb * 1024 * 1024
         self._message_limit = 2 * cap  # past the cap the data set is drained unwritten, up to here
 
     @property
     def ready(self) -> bool:
         return bool(self._prefix) or super().ready
+
+    def close(self) -> None:
+        with self.send_lock:
+            super().close()
 
     @property
     def has_buffered_data(self) -> bool:

@@ -133,7 +133,6 @@ class WakefulDUL(DULServiceProvider):
         self._bell = Doorbell()
         self._stopping = False
         self._wake_association = wake_association
-        self._send_lock = threading.Lock()  # this thread's sends and send_now's, one at a time
         super().__init__(assoc)
         self._run_loop_delay = 0.0  # the wait is in _is_transport_event, woken by the doorbell
         self.to_provider_queue = WakingQueue(self._bell.ring)
@@ -150,25 +149,26 @@ class WakefulDUL(DULServiceProvider):
             self._bell.ring()
 
     def _send(self, pdu: Any) -> None:
-        with self._send_lock:
+        with _send_lock(self.socket):
             super()._send(pdu)
 
     def send_now(self, primitive: P_DATA) -> bool:
         """Send a P-DATA on the calling thread (the handler's), sparing the hand-off to this one.
 
-        Only on an established association (Sta6, where P-DATA leaves the state as it is) with
-        nothing queued before it or waiting to change the state, over a plain TCP socket (an SSL
-        object must not be used by two threads at once), and with nobody listening for the sent
-        PDU or bytes. False, sending nothing, otherwise: the caller queues it as usual. A failed
-        send is left to this thread, which meets the closed connection on its next read.
+        Only on a door's socket (whose closing waits for the send), on an established association
+        (Sta6, where P-DATA leaves the state as it is) with nothing queued before it or waiting to
+        change the state, over a plain TCP socket (an SSL object must not be used by two threads
+        at once), and with nobody listening for the sent PDU or bytes. False, sending nothing,
+        otherwise: the caller queues it as usual. A failed send is left to this thread, which
+        meets the closed connection on its next read.
         """
-        sock = getattr(self.socket, "socket", None)
-        if type(sock) is not socket.socket:  # not an ssl.SSLSocket, nor anything else
+        lock = getattr(self.socket, "send_lock", None)
+        if lock is None or self.assoc.get_handlers(evt.EVT_PDU_SENT) or self.assoc.get_handlers(evt.EVT_DATA_SENT):
             return False
-        if self.assoc.get_handlers(evt.EVT_PDU_SENT) or self.assoc.get_handlers(evt.EVT_DATA_SENT):
-            return False
-        with self._send_lock:
-            if (self._stopping or self.state_machine.current_state != "Sta6"
+        with lock:  # the socket is not closed, nor written by the DUL thread, meanwhile
+            sock = getattr(self.socket, "socket", None)
+            if (type(sock) is not socket.socket  # closed, or an ssl.SSLSocket
+                    or self._stopping or self.state_machine.current_state != "Sta6"
                     or not self.to_provider_queue.empty() or not self.event_queue.empty()):
                 return False
             with contextlib.suppress(OSError):
@@ -200,6 +200,12 @@ class WakefulDUL(DULServiceProvider):
             return
         if bell in readable:
             self._bell.drain()
+
+
+def _send_lock(association_socket: object) -> contextlib.AbstractContextManager[object]:
+    """The lock a door socket's sends and its closing take (``GuardedSocket.send_lock``)."""
+    lock = getattr(association_socket, "send_lock", None)
+    return lock if lock is not None else contextlib.nullcontext()
 
 
 def _buffered(association_socket: object, sock: socket.socket) -> bool:

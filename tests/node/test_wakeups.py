@@ -170,3 +170,31 @@ def test_the_reactor_pass_after_a_message_skips_its_pause(start_node: NodeFactor
     assert store(running.port, [ct_dataset(study, series, index=i, size=64) for i in range(5)]) == [0] * 5
     assert calls["asked"] - calls["slept"] == 5, calls
     assert calls["slept"] >= 1, calls  # the passes that found nothing still paused
+
+
+def test_closing_the_socket_waits_for_a_send_and_nothing_is_sent_after(start_node: NodeFactory,
+                                                                       sqlite_database: Database) -> None:
+    """The handler thread may be sending a response while the DUL thread closes the connection:
+    closing waits for the send, so no byte can go to a descriptor the system has given to another
+    connection, and a send after the close sends nothing (the caller queues it, to no effect)."""
+    running = start_node(sqlite_database)
+    assoc = scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE")
+    assert assoc.is_established
+    try:
+        deadline = time.monotonic() + 5
+        while not running.node.ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.01)
+        [served] = running.node.ae.active_associations
+        dul = served.dul
+        assert isinstance(dul, WakefulDUL)
+        door_socket = dul.socket
+        with door_socket.send_lock:  # type: ignore[union-attr]  # as send_now holds it
+            closing = threading.Thread(target=door_socket.close)  # type: ignore[union-attr]
+            closing.start()
+            time.sleep(0.2)
+            assert closing.is_alive() and door_socket.socket is not None  # type: ignore[union-attr]
+        closing.join(5)
+        assert not closing.is_alive() and door_socket.socket is None  # type: ignore[union-attr]
+        assert dul.send_now(P_DATA()) is False
+    finally:
+        assoc.abort()

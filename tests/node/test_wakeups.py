@@ -24,7 +24,7 @@ from node import wakeups
 from node.statuses import StoreStatus
 from node.wakeups import WakefulDIMSE, WakefulDUL, supported
 from tests.factories import ct_dataset
-from tests.node.conftest import NodeFactory
+from tests.node.conftest import NodeFactory, RunningNode
 from tests.node.test_scp import scu, store
 
 
@@ -43,15 +43,21 @@ def _where(thread: threading.Thread) -> str:
     return "/".join(names)
 
 
-def test_an_idle_association_waits_instead_of_polling(start_node: NodeFactory, sqlite_database: Database) -> None:
-    running = start_node(sqlite_database)
+def _open(running: RunningNode) -> tuple[Association, Association]:
+    """An association from a test SCU, and the node's side of it once the node serves it."""
     assoc = scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE")
     assert assoc.is_established
+    deadline = time.monotonic() + 5
+    while not running.node.ae.active_associations and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [served] = running.node.ae.active_associations
+    return assoc, served
+
+
+def test_an_idle_association_waits_instead_of_polling(start_node: NodeFactory, sqlite_database: Database) -> None:
+    running = start_node(sqlite_database)
+    assoc, served = _open(running)
     try:
-        deadline = time.monotonic() + 5
-        while not running.node.ae.active_associations and time.monotonic() < deadline:
-            time.sleep(0.01)
-        [served] = running.node.ae.active_associations
         assert isinstance(served.dul, WakefulDUL) and isinstance(served.dimse, WakefulDIMSE)
         seen: Counter[str] = Counter()
         for _ in range(40):
@@ -178,13 +184,8 @@ def test_closing_the_socket_waits_for_a_send_and_nothing_is_sent_after(start_nod
     closing waits for the send, so no byte can go to a descriptor the system has given to another
     connection, and a send after the close sends nothing (the caller queues it, to no effect)."""
     running = start_node(sqlite_database)
-    assoc = scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE")
-    assert assoc.is_established
+    assoc, served = _open(running)
     try:
-        deadline = time.monotonic() + 5
-        while not running.node.ae.active_associations and time.monotonic() < deadline:
-            time.sleep(0.01)
-        [served] = running.node.ae.active_associations
         dul = served.dul
         assert isinstance(dul, WakefulDUL)
         door_socket = dul.socket

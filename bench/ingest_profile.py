@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from pynetdicom.association import Association  # noqa: E402
 from sqlalchemy import Connection  # noqa: E402
 
-from bench.ingest import ENV, STORESCU, instances_folder, make_instances, work_folder  # noqa: E402
+from bench.ingest import ENV, STORESCU, fresh_database, instances_folder, make_instances, work_folder  # noqa: E402
 from bench.provenance import header, write_result  # noqa: E402
 from db.engine import Database  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
@@ -108,8 +108,9 @@ def slow_commits(delay_s: float) -> None:
     Database.begin = slow  # type: ignore[method-assign]
 
 
-def run(files: list[Path], associations: int, timers: Timers, work: Path, *, group: bool = True) -> dict[str, Any]:
-    database = Database(f"sqlite:///{work / 'triphase.db'}")
+def run(files: list[Path], associations: int, timers: Timers, work: Path, *, group: bool = True,
+        db_url: str = "") -> dict[str, Any]:
+    database = Database(db_url or f"sqlite:///{work / 'triphase.db'}")
     upgrade(database)
     settings = NodeSettings.model_validate({"port": 0, "quiet_period_s": 3600, "min_free_disk_mb": 0,
                                             "peers": (PeerSettings(name="bench", ae_title="BENCH"),)})
@@ -154,6 +155,8 @@ def main() -> None:
     parser.add_argument("--matrix", type=int, default=512, help="rows and columns of each slice")
     parser.add_argument("--slow-commit-ms", type=float, default=0.0,
                         help="add this to every commit, as a disk with a slow fsync would")
+    parser.add_argument("--db-url", default="", help="a PostgreSQL server (a new database for the run); "
+                        "default: SQLite in the run's folder")
     parser.add_argument("--one-row-per-commit", action="store_true",
                         help="no group commit: each row in a transaction of its own")
     args = parser.parse_args()
@@ -165,10 +168,12 @@ def main() -> None:
         timers.wrap(owner, name)
     timers.count_thread_cpu(WakefulDUL, "run_reactor", "receiving (DUL) threads")
     timers.count_thread_cpu(Association, "_run_reactor", "handler (association) threads")
-    with tempfile.TemporaryDirectory(prefix="ingest-profile-", dir=work_folder()) as work:
-        figures = run(files, args.associations, timers, Path(work), group=not args.one_row_per_commit)
+    with (tempfile.TemporaryDirectory(prefix="ingest-profile-", dir=work_folder()) as work,
+          fresh_database(args.db_url) as db_url):
+        figures = run(files, args.associations, timers, Path(work), group=not args.one_row_per_commit, db_url=db_url)
     record = header("ingest_profile") | {"instances": args.instances, "matrix": args.matrix,
                                          "slow_commit_ms": args.slow_commit_ms,
+                                         "database": "postgresql" if args.db_url else "sqlite",
                                          "group_commit": not args.one_row_per_commit,
                                          "associations": args.associations,
                                          "figures": figures}

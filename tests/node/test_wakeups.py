@@ -4,28 +4,34 @@ every guarantee: a failed fsync is answered with a failure, never retried into a
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import random
 import sys
 import threading
 import time
 from collections import Counter
+from io import BytesIO
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+from sqlalchemy import select
 
 from db.engine import Database
+from db.schema import Instance
 from node import wakeups
 from node.statuses import StoreStatus
 from node.wakeups import WakefulDIMSE, WakefulDUL, supported
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory, RunningNode
-from tests.node.test_scp import scu, store
+from tests.node.test_scp import encode_body, scu, store
 
 
 def test_this_pynetdicom_has_what_the_threads_build_on() -> None:
@@ -199,3 +205,53 @@ def test_closing_the_socket_waits_for_a_send_and_nothing_is_sent_after(start_nod
         assert dul.send_now(P_DATA()) is False
     finally:
         assoc.abort()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_peers_aborting_while_the_node_answers_leave_it_serving(start_node: NodeFactory, sqlite_database: Database,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A peer aborts just after its data set is out, while the handler thread writes and answers:
+    no thread dies, the node logs no error of its own (pynetdicom logs each abort), keeps every
+    recorded instance's file, leaves no partial file, ends every association and still serves."""
+    running = start_node(sqlite_database, max_associations=32, max_per_address=32)
+    study, series = generate_uid(), generate_uid()
+    rng = random.Random(14)
+
+    def abort_while_answered(index: int) -> None:
+        assoc = scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE")
+        assert assoc.is_established
+        context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage)
+        assert context.context_id is not None
+        request = C_STORE()
+        request.MessageID, request.Priority = index + 1, 2
+        request.AffectedSOPClassUID = CTImageStorage
+        ds = ct_dataset(study, series, index=index, size=128)
+        request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+        request.DataSet = BytesIO(encode_body(ds))
+        assoc._reactor_checkpoint.clear()  # its reactor must not take the response
+        while not assoc._is_paused:
+            time.sleep(0.001)
+        assoc.dimse.send_msg(request, context.context_id)
+        while not assoc.dul.to_provider_queue.empty():  # every fragment is on the wire
+            time.sleep(0.0002)
+        time.sleep(rng.uniform(0, 0.03))  # before, while or after the node answers
+        assoc.abort()
+
+    caplog.set_level(logging.ERROR)
+    for round_number in range(3):
+        threads = [threading.Thread(target=abort_while_answered, args=(round_number * 10 + i,)) for i in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    deadline = time.monotonic() + 10
+    while running.node.ae.active_associations and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running.node.ae.active_associations
+    assert store(running.port, [ct_dataset(study, series, index=99)]) == [0]
+    ours = [record for record in caplog.records if record.name.split(".")[0] in {"node", "db"}]
+    assert [record.getMessage() for record in ours if record.levelno >= logging.ERROR] == []
+    with sqlite_database.session() as session:
+        recorded = set(session.scalars(select(Instance.path)))
+    assert recorded == set(running.spool.instance_files())
+    assert running.spool.leftover_temp_files() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -31,3 +32,12 @@ def at_once(calls: list[Callable[[], T]], *, join_s: float = 60.0) -> list[T]:
     assert not errors, errors
     assert len(results) == len(calls)
     return results
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, *, poll_s: float = 0.05) -> None:
+    """Return once ``predicate()`` is true; fail the test if it is not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(poll_s)

@@ -4,7 +4,6 @@ only once that transaction has ended, and a failed group fails no item for anoth
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,16 +16,10 @@ from db.migrate import upgrade
 from db.repository import Repository
 from db.repository.instances import _KnownStudyItem
 from db.schema import Instance, Study
+from tests.concurrency import wait_until
 from tests.db.test_writer_queue import _record
 
 WAIT_S = 10.0
-
-
-def _until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 class GatedWrites:
@@ -69,7 +62,7 @@ def test_callers_arriving_during_a_write_share_the_next_one() -> None:
     assert writes.first_running.wait(WAIT_S)
     for thread in threads[1:]:
         thread.start()
-    _until(lambda: commits.waiting() == 4)
+    wait_until(lambda: commits.waiting() == 4, WAIT_S)
     assert outcomes == {}  # nobody is answered before their write ends
     writes.release.set()
     for thread in threads:
@@ -90,7 +83,7 @@ def test_a_failed_group_writes_each_item_again_alone() -> None:
     assert writes.first_running.wait(WAIT_S)
     for thread in threads[1:]:
         thread.start()
-    _until(lambda: commits.waiting() == 3)
+    wait_until(lambda: commits.waiting() == 3, WAIT_S)
     writes.release.set()
     for thread in threads:
         thread.join(WAIT_S)
@@ -143,7 +136,7 @@ def test_concurrent_instances_of_a_known_series_share_commits(tmp_path: Path) ->
         repository.record_instance(r, quiet_period_s=30, hard_cap_s=3600))) for record in records]
     for thread in threads:
         thread.start()
-    _until(lambda: commits.waiting() == len(records) - 1)  # one leads, waiting for the turn
+    wait_until(lambda: commits.waiting() == len(records) - 1, WAIT_S)  # one leads, awaiting its turn
     done.set()
     for thread in [holder, *threads]:
         thread.join(WAIT_S)

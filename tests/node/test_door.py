@@ -22,6 +22,7 @@ from db.schema import Association
 from node.scu import AssociationFailed, RemoteNode, client_tls_context, echo
 from node.settings import NodeTlsSettings
 from tests.certificates import Pki, make_pki
+from tests.concurrency import wait_until
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory, RunningNode
 from tests.processes import rss_bytes
@@ -137,7 +138,7 @@ def test_max_associations_counts_negotiated_associations_only(start_node: NodeFa
         assert result is not None
         assert (result.result, result.result_source, result.diagnostic) == (0x02, 0x03, 0x02)
         first.release()
-        _wait(lambda: running.node.door is not None and running.node.door.open_associations() == 0)
+        wait_until(lambda: running.node.door is not None and running.node.door.open_associations() == 0)
         echo_and_store(running.port)
     finally:
         for sock in socks:
@@ -176,10 +177,10 @@ def test_oversized_pdata_is_aborted_before_its_body(node: RunningNode) -> None:
         raw.sendall(struct.pack(">BxL", 0x04, 100 * 1024 * 1024) + b"\x00" * (4 * 1024 * 1024))
     except OSError:
         pass  # the node may have closed the connection while we were still sending
-    _wait(lambda: assoc.is_aborted or not assoc.is_alive(), timeout=5)
+    wait_until(lambda: assoc.is_aborted or not assoc.is_alive(), timeout=5)
     assert rss_bytes() - before < 50 * 1024 * 1024
     assert door_audit(node).get("pdu_too_large") == 1
-    _wait(lambda: _results(node.database) == ["aborted"], timeout=5)
+    wait_until(lambda: _results(node.database) == ["aborted"], timeout=5)
 
 
 def test_oversized_association_request_is_aborted(node: RunningNode) -> None:
@@ -261,15 +262,6 @@ def test_tls_only(start_node: NodeFactory, sqlite_database: Database, pki: Pki) 
 def _results(database: Database) -> list[str]:
     with database.session() as session:
         return [a.result for a in session.query(Association)]
-
-
-def _wait(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_shutdown_gives_open_associations_their_grace(node: RunningNode) -> None:

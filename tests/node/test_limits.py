@@ -6,7 +6,6 @@ from __future__ import annotations
 import struct
 import time
 import zlib
-from collections.abc import Callable
 
 import pytest
 from pydicom.dataset import Dataset
@@ -23,21 +22,13 @@ from db.schema import Association as AssociationRow
 from db.schema import Instance, Job, Study
 from node.recovery import recover
 from node.statuses import StoreStatus
+from tests.concurrency import wait_until
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory, RunningNode
 from tests.node.test_scp import send_raw, store
 from tests.processes import rss_bytes
 
 MiB = 1024 * 1024
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def _associate(port: int, syntax: str = ExplicitVRLittleEndian, calling: str = "PACS") -> Association:
@@ -116,7 +107,7 @@ def test_endless_data_set_is_aborted_and_audited(start_node: NodeFactory, sqlite
     # Twice the cap (2 MiB) is read; what the kernel's socket buffers on both sides took in before
     # the reset reached us (autotuned, several MiB on loopback) comes on top of it.
     assert sent < 24 * MiB
-    _wait(lambda: _results(sqlite_database) == ["aborted"])
+    wait_until(lambda: _results(sqlite_database) == ["aborted"])
     assert running.node.door is not None
     running.node.door.gate.events.flush()
     [event] = audit_events(sqlite_database, kind_prefix="connection.refused")
@@ -150,7 +141,7 @@ def test_garbage_command_closes_the_association_row(start_node: NodeFactory, sql
     garbage = b"\xde\xad\xbe\xef" * 8
     raw.sendall(struct.pack(">BxL", 0x04, 6 + len(garbage)) + struct.pack(">LBB", 2 + len(garbage), 1, 0x03)
                 + garbage)
-    _wait(lambda: _results(sqlite_database) == ["aborted"])
+    wait_until(lambda: _results(sqlite_database) == ["aborted"])
     assoc.abort()
 
 
@@ -177,9 +168,9 @@ def test_resend_into_another_study_keeps_one_file_and_restarts_add_no_job(start_
     moved = ct_dataset(generate_uid(), generate_uid(), index=0, size=16)
     moved.SOPInstanceUID = first.SOPInstanceUID
     assert store(running.port, [first]) == [0]
-    _wait(lambda: _job_count(sqlite_database) == 1)
+    wait_until(lambda: _job_count(sqlite_database) == 1)
     assert store(running.port, [moved]) == [0]
-    _wait(lambda: _job_count(sqlite_database) == 2)
+    wait_until(lambda: _job_count(sqlite_database) == 2)
     files = running.spool.instance_files()
     assert files == [f"{moved.StudyInstanceUID}/{moved.SeriesInstanceUID}/{moved.SOPInstanceUID}.dcm"]
     [event] = audit_events(sqlite_database, kind_prefix="instance.moved")

@@ -14,10 +14,11 @@ from pydicom.uid import generate_uid
 from db.engine import Database
 from db.repository import Repository
 from node.statuses import StoreStatus
+from tests.concurrency import wait_until
 from tests.conftest import free_port
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory
-from tests.node.test_scp import _wait, encode_body, scu, send_raw, store
+from tests.node.test_scp import encode_body, scu, send_raw, store
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -41,8 +42,8 @@ def test_node_metrics_count_real_traffic(start_node: NodeFactory, sqlite_databas
     assert send_raw(assoc, generate_uid(), encode_body(mismatched)) == StoreStatus.DATASET_DOES_NOT_MATCH
     assoc.release()
     assert scu("STRANGER").associate("127.0.0.1", running.port, ae_title="TRIPHASE").is_rejected
-    _wait(lambda: bool(running.dispatcher.completed), timeout=10)
-    _wait(lambda: scrape(port).get(("triphase_associations_total", (("result", "released"),))) == 2)
+    wait_until(lambda: bool(running.dispatcher.completed), timeout=10)
+    wait_until(lambda: scrape(port).get(("triphase_associations_total", (("result", "released"),))) == 2)
 
     samples = scrape(port)
     assert samples[("triphase_instances_stored_total", ())] == 2

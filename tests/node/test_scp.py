@@ -8,7 +8,7 @@ import os as os_module
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from node.settings import PeerSettings
 from node.sop_classes import VERIFICATION
 from node.spool import Spool
 from node.statuses import StoreStatus
+from tests.concurrency import wait_until
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory
 
@@ -110,7 +111,7 @@ def test_store_writes_file_and_row_before_success(start_node: NodeFactory, datab
         assert back.SOPInstanceUID == ds.SOPInstanceUID and back.PixelData == ds.PixelData
         assert back.file_meta.TransferSyntaxUID == row.transfer_syntax_uid
     assert running.spool.leftover_temp_files() == []
-    _wait(lambda: _association_results(database) == ["released"])
+    wait_until(lambda: _association_results(database) == ["released"])
     with database.session() as s:
         assoc = s.scalars(select(AssociationRow)).one()
     assert (assoc.calling_ae, assoc.instances_stored, assoc.peer_name) == ("PACS", 3, "pacs")
@@ -249,14 +250,14 @@ def test_study_completion_creates_a_ready_job(start_node: NodeFactory, database:
     running = start_node(database, quiet_period_s=0.5)
     study = generate_uid()
     assert store(running.port, [ct_dataset(study, generate_uid(), index=i) for i in range(2)]) == [0, 0]
-    _wait(lambda: bool(running.dispatcher.completed), timeout=10)
+    wait_until(lambda: bool(running.dispatcher.completed), timeout=10)
     [done] = running.dispatcher.completed
     assert done.study_uid == study and done.completed_by == "quiet"
     [summary] = list_studies(database)
     assert (summary.state, summary.latest_job_state, summary.instances) == ("complete", "ready", 2)
     # A late instance opens revision 2, which completes in turn.
     assert store(running.port, [ct_dataset(study, generate_uid())]) == [0]
-    _wait(lambda: len(running.dispatcher.completed) == 2, timeout=10)
+    wait_until(lambda: len(running.dispatcher.completed) == 2, timeout=10)
     assert running.dispatcher.completed[1].revision == 2
 
 
@@ -264,7 +265,7 @@ def test_per_peer_quiet_period(start_node: NodeFactory, sqlite_database: Databas
     running = start_node(sqlite_database, quiet_period_s=600,
                          peers=(PeerSettings(name="fast", ae_title="PACS", quiet_period_s=0.3),))
     assert store(running.port, [ct_dataset(generate_uid(), generate_uid())]) == [0]
-    _wait(lambda: bool(running.dispatcher.completed), timeout=10)
+    wait_until(lambda: bool(running.dispatcher.completed), timeout=10)
 
 
 def test_graceful_shutdown_finishes_open_association(start_node: NodeFactory, sqlite_database: Database) -> None:
@@ -316,15 +317,6 @@ def test_several_associations_at_once(start_node: NodeFactory, database: Databas
 def _association_results(database: Database) -> list[str]:
     with database.session() as s:
         return [a.result for a in s.scalars(select(AssociationRow))]
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture

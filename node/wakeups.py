@@ -32,7 +32,6 @@ import socket
 import ssl
 import threading
 import time
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -77,8 +76,16 @@ def _reactor_pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
-_REACTOR_CLOCK = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("__")})
-_REACTOR_CLOCK.sleep = _reactor_pause
+class _ReactorClock:
+    """The ``time`` module, but for its ``sleep`` (:func:`_reactor_pause`)."""
+
+    sleep = staticmethod(_reactor_pause)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+_REACTOR_CLOCK = _ReactorClock()
 
 
 class WakingQueue(queue.Queue[Any]):

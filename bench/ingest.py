@@ -138,6 +138,7 @@ def _run_triphase(files: list[Path], work: Path, db_url: str, associations: int,
     node.extra_node = {"quiet_period_s": 3600, "receivers": receivers}
     node.start()
     try:
+        wait_for_receivers(node, receivers)
         seconds = send(node.port, "TRIPHASE", files, associations)
         count = json.loads(node.cli("studies", "--json").stdout)[0]["instances"]
         if count != len(files):
@@ -145,6 +146,18 @@ def _run_triphase(files: list[Path], work: Path, db_url: str, associations: int,
         return seconds
     finally:
         node.terminate()
+
+
+def wait_for_receivers(node: NodeProcess, receivers: int, timeout: float = 60) -> None:
+    """Until every further receiving process listens (spawned processes take seconds to start;
+    the other receivers measured here are also started before they are sent to)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = node.log()
+        if all(f"receiver {i} listening" in log for i in range(1, receivers)):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"triphase's receivers did not start: {node.log()[-2000:]}")
 
 
 def run_storescp(files: list[Path], work: Path, associations: int) -> float:

@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, TypedDict
 
@@ -22,6 +23,7 @@ from db.queries import list_studies
 from db.repository import Repository
 from db.runtime import Runtime
 from node import publisher, recovery, scp, scu
+from node.balance import AcceptBoard, SharedListeners
 from node.dispatch import JobDispatcher, OutboxOnly
 from node.metrics import SharedMetrics
 from node.receivers import ReceiverPool, ReceiverSpec, listening_settings
@@ -89,7 +91,10 @@ def run_node(
     # Counters of several receiving processes are added up; set up before any counter exists.
     shared = (SharedMetrics.create(runtime.general.data_dir, repository.db)
               if settings.receivers > 1 and settings.metrics_port else None)
-    node = scp.DicomNode(settings, spool, repository, dispatcher, role_check=factory(runtime) if factory else None)
+    # Several receiving processes take turns on the listeners by load (node.balance)
+    listeners = SharedListeners(AcceptBoard(settings.receivers), 0) if settings.receivers > 1 else None
+    node = scp.DicomNode(settings, spool, repository, dispatcher, role_check=factory(runtime) if factory else None,
+                         shared=listeners)
     node.metrics_registry = shared.registry if shared else None
 
     stop = threading.Event()
@@ -124,7 +129,10 @@ def _start_receivers(runtime: Runtime, settings: NodeSettings, node: scp.DicomNo
     if settings.receivers <= 1:
         return None
     level = "DEBUG" if runtime.debug else runtime.general.log_level.upper()
-    spec = ReceiverSpec(runtime.config, listening_settings(settings, node.port, node.tls_port), level, 0)
+    assert node.door is not None and node.shared is not None
+    shared = replace(node.shared, sockets=node.door.listening_sockets)
+    spec = ReceiverSpec(runtime.config, listening_settings(settings, node.port, node.tls_port), level, 0,
+                        shared=shared)
     return ReceiverPool(spec, settings.receivers - 1, grace_s=settings.shutdown_grace_s).start()
 
 

@@ -32,6 +32,7 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from node.balance import AcceptTurn, SharedListeners
 from node.gate import Auditor, Connection, ConnectionGate, ConnectionState, DoorEvent, DoorLog, GateLimits
 from node.intake import flush_early
 from node.settings import NodeSettings
@@ -249,9 +250,13 @@ class DoorServer(ThreadedAssociationServer):
     def __init__(self, ae: AE, address: tuple[str, int], ae_title: str, contexts: list[PresentationContext],
                  ssl_context: ssl.SSLContext | None = None, evt_handlers: list[EventHandlerType] | None = None,
                  request_handler: Callable[..., socketserver.BaseRequestHandler] | None = None, *,
-                 door: Door, tls_context: ssl.SSLContext | None = None) -> None:
+                 door: Door, tls_context: ssl.SSLContext | None = None, turn: AcceptTurn | None = None,
+                 listening: socket.socket | None = None) -> None:
         self.door = door
         self.tls_context = tls_context
+        self.turn = turn  # several receiving processes share this listener (node.balance)
+        self._listening = listening  # a receiver's: the socket the first process bound
+        self._declined = False
         self._claims: dict[socket.socket, Connection] = {}
         self._claims_lock = threading.Lock()
         # ssl_context stays None: pynetdicom would do the handshake in the accept loop.
@@ -259,11 +264,47 @@ class DoorServer(ThreadedAssociationServer):
                          request_handler=request_handler)
 
     def server_bind(self) -> None:
-        """Several receiving processes may listen on the same port (``node.receivers``); the kernel
-        spreads the connections. Every socket on the port must ask for it, the first one included."""
-        if self.door.settings.receivers > 1 and self.socket is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        """Bind, or in a further receiving process take the socket the first process bound."""
+        if self._listening is None:
+            super().server_bind()
+            return
+        if self.socket is not None:
+            self.socket.close()
+        self.socket = self._listening
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self._listening is None:
+            super().server_activate()
+        if self.turn is not None and self.socket is not None:
+            # Shared: another process may take a connection between select() and accept(); the
+            # accept loop must then go on at once, not block until the next connection.
+            self.socket.setblocking(False)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept, if this process is due (:mod:`node.balance`); BlockingIOError (which the accept
+        loop ignores) if it is not, or if another process took the connection first."""
+        if self.turn is not None and not self.turn.may_accept():
+            self._declined = True
+            raise BlockingIOError("another receiving process is due")
+        assert self.socket is not None
+        request, address = self.socket.accept()
+        if self.turn is not None:
+            self.turn.opened(request)
+        return request, address
+
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
+        if self.turn is not None:
+            self.turn.closed(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        """Close the listening socket; a shared one only here: ``shutdown()`` on it would stop it
+        listening in every process."""
+        if self.turn is None:
+            super().server_close()
+        elif self.socket is not None:
+            self.socket.close()
 
     def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
                         client_address: tuple[str, int] | str) -> None:
@@ -296,7 +337,12 @@ class DoorServer(ThreadedAssociationServer):
             self.shutdown_request(request)
 
     def service_actions(self) -> None:
-        super().service_actions()
+        # pynetdicom's collects garbage every 60th pass; a pass that declined a connection
+        # (node.balance) is a 2 ms poll, not a served request, and does not count.
+        if self._declined:
+            self._declined = False
+        else:
+            super().service_actions()
         self.door.gate.expire()
 
     def shutdown(self) -> None:
@@ -378,8 +424,12 @@ class Door:
     """The listeners (plain and/or TLS) with their shared handlers, gate and limits."""
 
     def __init__(self, ae: AE, settings: NodeSettings, auditor: Auditor, handlers: list[EventHandlerType], *,
-                 on_finished: Callable[[Association], None] | None = None) -> None:
+                 on_finished: Callable[[Association], None] | None = None,
+                 shared: SharedListeners | None = None) -> None:
+        """``shared``: this is one of several receiving processes on the same listeners."""
         self.ae = ae
+        self.shared = shared
+        self.turn = AcceptTurn(shared.board, shared.index) if shared is not None else None
         self.on_finished = on_finished
         self.settings = settings
         self.handlers = handlers
@@ -398,18 +448,31 @@ class Door:
             wanted.append((self.settings.port, None))
         if self.settings.tls is not None:
             wanted.append((self.settings.tls.port, server_context(self.settings.tls)))
-        for port, context in wanted:
+        inherited = self.shared.sockets if self.shared is not None else ()
+        if inherited and len(inherited) != len(wanted):
+            raise RuntimeError(f"{len(inherited)} listening sockets inherited for {len(wanted)} listeners")
+        for i, (port, context) in enumerate(wanted):
             server = self.ae.make_server((self.settings.bind, port), evt_handlers=self.handlers,
                                          server_class=DoorServer, request_handler=DoorHandler, door=self,
-                                         tls_context=context)
+                                         tls_context=context, turn=self.turn,
+                                         listening=inherited[i] if inherited else None)
             assert isinstance(server, DoorServer)
             self._servers.append(server)
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
                              name=f"door-accept-{server.server_address[1]}", daemon=True).start()
+        if self.turn is not None:
+            self.turn.join()
         self.gate.events.start()
+
+    @property
+    def listening_sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets, plain first, for further receiving processes to inherit."""
+        return tuple(server.socket for server in self._servers if server.socket is not None)
 
     def stop_accepting(self) -> None:
         """Close the listening sockets and every connection that is not an association yet."""
+        if self.turn is not None:
+            self.turn.leave()
         for server in self._servers:
             server.shutdown()
         self.gate.close_pending()

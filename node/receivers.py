@@ -2,8 +2,8 @@
 
 One Python process receives on one core: pynetdicom's reactors, the header walk and the commit of
 every instance share one interpreter lock. With ``[node] receivers = N`` the node starts N - 1
-further processes that listen on the same plain and TLS ports (``SO_REUSEPORT``: the kernel spreads
-new connections over the listening sockets) and write to the same spool and database. Each is a
+further processes that accept from the listening sockets the first process bound (they inherit
+them), taking turns by load (:mod:`node.balance`), and write to the same spool and database. Each is a
 full door (ARTIM, PDU and size limits, per-address cap, audit) whose association limits count its
 own connections. Only the first process, which starts them, runs recovery, completes studies and
 serves ``/metrics``: completion reads the deadlines every process writes into the study rows, so a
@@ -11,8 +11,8 @@ study completes exactly once whichever process received its instances.
 
 The first process supervises the others (:class:`node.children.ChildProcess`): a receiver that dies
 is started again (and logged), and SIGTERM stops them all with the same grace period as its own
-associations. A receiver whose first process has died (kill -9) stops by itself, so a restarted node
-never shares its port with orphans.
+associations. A receiver whose first process has died (kill -9) stops by itself and closes the
+listening sockets it inherited, so a restarted node can bind its ports again.
 Connections waiting in a receiver's accept queue when it is killed are lost with it (the sender's
 association fails and it sends again); accepted associations are never acknowledged unstored.
 """
@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from db.logs import configure_logging
 from db.private import restrict_new_files
 from db.repository import Repository
 from db.runtime import Runtime
 from db.settings import ConfigFile
+from node.balance import SharedListeners
 from node.children import ChildProcess, parent_gone, stop_requested
 from node.dispatch import OutboxOnly
 from node.scp import DicomNode
@@ -48,6 +49,7 @@ class ReceiverSpec:
     log_level: str
     index: int
     parent: int = 0  # the first process: a receiver whose parent has gone stops as if told to
+    shared: SharedListeners | None = None  # the board and the first process's listening sockets
 
 
 def listening_settings(settings: NodeSettings, plain_port: int | None, tls_port: int | None) -> NodeSettings:
@@ -67,7 +69,7 @@ def receive(spec: ReceiverSpec) -> None:
     runtime = Runtime(config=spec.config)
     repository = Repository(runtime.database(upgrade=False))
     spool = Spool.from_settings(spec.settings, runtime.general)
-    node = DicomNode(spec.settings, spool, repository, OutboxOnly(), completes=False)
+    node = DicomNode(spec.settings, spool, repository, OutboxOnly(), completes=False, shared=spec.shared)
     stop = stop_requested()
     node.start()
     log.info("receiver %d listening", spec.index)
@@ -85,9 +87,12 @@ class ReceiverPool:
     def __init__(self, spec: ReceiverSpec, count: int, *, grace_s: float) -> None:
         self.spec, self.count, self.grace_s = spec, count, grace_s
         parent = os.getpid()
+        self._board = spec.shared.board if spec.shared is not None else None
         self._children = [
             ChildProcess(f"receiver {index}", receive,
-                         (ReceiverSpec(spec.config, spec.settings, spec.log_level, index, parent),), daemon=False)
+                         (replace(spec, index=index, parent=parent,
+                                  shared=replace(spec.shared, index=index) if spec.shared else None),),
+                         daemon=False)
             for index in range(1, count + 1)
         ]
 
@@ -100,8 +105,11 @@ class ReceiverPool:
         return sum(1 for child in self._children if child.alive)
 
     def supervise(self) -> None:
-        """Start again every receiver that has exited (not more often than every few seconds)."""
-        for child in self._children:
+        """Start again every receiver that has exited (not more often than every few seconds);
+        until it has, it takes no turn on the listeners."""
+        for index, child in enumerate(self._children, start=1):
+            if not child.alive and self._board is not None:
+                self._board.absent(index)
             child.restart_if_exited()
 
     def stop(self) -> None:

@@ -20,6 +20,7 @@ from pynetdicom.events import Event, EventHandlerType
 
 from db.repository import Repository
 from db.vocabulary import AssociationResult
+from node.balance import SharedListeners
 from node.completion import CompletionMonitor, RoleCheck, SenderPolicy
 from node.dispatch import JobDispatcher
 from node.door import Door
@@ -69,11 +70,13 @@ def build_ae(settings: NodeSettings) -> AE:
 class DicomNode:
     def __init__(self, settings: NodeSettings, spool: Spool, repository: Repository,
                  dispatcher: JobDispatcher, *, role_check: RoleCheck | None = None,
-                 metrics: Metrics | None = None, completes: bool = True) -> None:
+                 metrics: Metrics | None = None, completes: bool = True,
+                 shared: SharedListeners | None = None) -> None:
         """``role_check`` (injected by whoever knows the grouping rules) lets a study complete as
         soon as it is whole; without it, studies complete by the quiet period or the hard cap.
         ``completes=False`` makes a further receiving process (:mod:`node.receivers`): it stores
-        and audits, while the first process completes studies and serves ``/metrics``."""
+        and audits, while the first process completes studies and serves ``/metrics``.
+        ``shared``: one of several receiving processes taking turns on the same listeners."""
         self.settings = settings
         self.repository = repository
         self.completes = completes
@@ -90,6 +93,7 @@ class DicomNode:
         self.ae = build_ae(settings)
         install(self.ae, IntakeLimits(max_instance_bytes=settings.max_instance_mb * 1024 * 1024, spool=spool))
         self.door: Door | None = None
+        self.shared = shared
         # What /metrics serves: this process's registry, or all receivers' values added up (cli.py)
         self.metrics_registry: CollectorRegistry | None = None
         self.rejections = RejectionLog(repository, self._write_rejection)
@@ -127,7 +131,8 @@ class DicomNode:
         if self.settings.metrics_port and self.completes:
             self.metrics_server = MetricsServer(self.metrics_registry or self.metrics.registry, self.settings.bind,
                                                 self.settings.metrics_port).start()
-        self.door = Door(self.ae, self.settings, self.repository, handlers, on_finished=self._on_finished)
+        self.door = Door(self.ae, self.settings, self.repository, handlers, on_finished=self._on_finished,
+                         shared=self.shared)
         self.door.start()
         self.rejections.start()
         if self.completes:

@@ -15,6 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification
 
 from db.engine import Database
 from db.queries import audit_events
@@ -151,3 +154,57 @@ def test_receivers_share_the_tls_port(tmp_path: Path) -> None:
         assert node.terminate() == 0
     log = node.log()
     assert "node.scp: association #" in log and "node.scp[receiver 1]: association #" in log, log
+
+
+def released_by(log: str) -> dict[str, int]:
+    """Associations released, per process: "first", "receiver 1", ..."""
+    counts: dict[str, int] = {}
+    for label in re.findall(r"node\.scp(?:\[(receiver \d+)\])?: association #\d+ released", log):
+        counts[label or "first"] = counts.get(label or "first", 0) + 1
+    return counts
+
+
+def echo_association(port: int) -> Association:
+    ae = AE(ae_title="STORESCU")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    assoc = ae.associate("127.0.0.1", port, ae_title="TRIPHASE")
+    assert assoc.is_established
+    return assoc
+
+
+def test_concurrent_associations_are_spread_evenly_and_a_stopped_receiver_loses_its_turn(tmp_path: Path) -> None:
+    """Four associations held open at once land two on each process (the kernel alone often put
+    three or four on one); a receiver that cannot accept (SIGSTOP) does not hold connections up."""
+    node = NodeProcess(tmp_path / "node", peers=PEERS, extra_node={"receivers": 2, "max_per_address": 16})
+    try:
+        node.start()
+        assert node.proc is not None
+        [receiver] = wait_for_children(node.proc.pid, 1)
+        wait_for_listening(node, 1)
+        held = [echo_association(node.port) for _ in range(4)]
+        assert all(assoc.send_c_echo().Status == 0 for assoc in held)
+        for assoc in held:
+            assoc.release()
+        deadline = time.monotonic() + 10
+        while sum(released_by(node.log()).values()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert released_by(node.log()) == {"first": 2, "receiver 1": 2}
+
+        # Both hold nothing and have accepted as many: the stopped receiver may be due, but after
+        # the takeover time the first process takes the connection.
+        os.kill(receiver, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                assoc = echo_association(node.port)
+                assert time.monotonic() - started < 3
+                assoc.release()
+        finally:
+            os.kill(receiver, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while sum(released_by(node.log()).values()) < 7 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert released_by(node.log())["first"] == 5
+    finally:
+        assert node.terminate() == 0

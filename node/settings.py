@@ -81,8 +81,8 @@ class NodeSettings(SectionSettings):
                              "when a new one arrives and the pool is full")
     max_per_address: int = Field(default=8, ge=1, description="connections from one source address, pending and open")
     receivers: int = Field(default=1, ge=1, le=64, description="processes receiving on the same port(s) "
-                           "(taking associations in turn by load), so that N associations use N cores; the association limits "
-                           "apply to each process")
+                           "(taking associations in turn by load), so that N associations use N cores; "
+                           "the association limits apply to each process")
     plain: bool = Field(default=True, description="false: no plain-TCP listener, only [node.tls]")
     tls: NodeTlsSettings | None = None
     quiet_period_s: float = Field(default=30.0, gt=0,

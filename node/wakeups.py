@@ -33,7 +33,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import association as association_module
 from pynetdicom import evt
@@ -43,6 +43,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from node.pdata import EVENT_INVALID_PDU, Readable, read_pdu
 from node.store_response import store_response_pdata
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ REACTOR_PAUSE_S = 0.001  # the pause at the top of each pass of pynetdicom's ass
 _INTERNALS = {
     DULServiceProvider: ("_is_transport_event", "_process_recv_primitive", "run_reactor", "_run_loop_delay",
                          "to_provider_queue", "to_user_queue", "event_queue", "artim_timer", "state_machine",
-                         "_send", "socket"),
+                         "_send", "socket", "_read_pdu_data", "_decode_pdu", "_recv_pdu"),
     DIMSEServiceProvider: ("get_msg", "send_msg", "msg_queue", "maximum_pdu_size"),
     Association: ("dul", "dimse", "acse_timeout", "network_timeout", "_kill", "_run_reactor"),
 }
@@ -181,6 +182,37 @@ class WakefulDUL(DULServiceProvider):
             with contextlib.suppress(OSError):
                 sock.sendall(P_DATA_TF(primitive).encode())
             return True
+
+    def _read_pdu_data(self) -> None:
+        """Read one PDU; a P-DATA-TF of an established association goes straight to DIMSE.
+
+        pynetdicom copies each P-DATA-TF four times on its way to the data set file (joining its
+        header and body, into ``bytes``, slicing each fragment out, slicing the control byte off)
+        and passes it through the event queue and the state machine, whose only action for it
+        in Sta6 is handing it to DIMSE (DT-2). Here the fragments are views of the body as it was
+        read, handed to DIMSE at once; only when pynetdicom's path would do the same: in Sta6,
+        with no event or PDU queued before it, and nobody listening for received PDUs or bytes.
+        Every other PDU, and every PDU in any other case, takes pynetdicom's path.
+        """
+        if (self.state_machine.current_state != "Sta6" or not self.event_queue.empty()
+                or not self._recv_pdu.empty() or self.assoc.get_handlers(evt.EVT_PDU_RECV)
+                or self.assoc.get_handlers(evt.EVT_DATA_RECV)):
+            super()._read_pdu_data()
+            return
+        pdu = read_pdu(cast(Readable, self.socket))
+        if isinstance(pdu, str):  # the event: the connection closed (Evt17), or an invalid PDU (Evt19)
+            self.event_queue.put(pdu)
+        elif isinstance(pdu, P_DATA):
+            self.assoc.dimse.receive_primitive(pdu)
+        else:
+            try:
+                decoded, event = self._decode_pdu(pdu)
+            except Exception:  # as pynetdicom: an undecodable PDU is an invalid one
+                log.warning("association %s: a PDU could not be decoded", self.assoc.name, exc_info=True)
+                self.event_queue.put(EVENT_INVALID_PDU)
+                return
+            self.event_queue.put(event)
+            self._recv_pdu.put(decoded)
 
     def run_reactor(self) -> None:
         try:

@@ -194,7 +194,7 @@ def measure(files: list[Path], work: Path, args: argparse.Namespace, baseline: P
                                                 args.receivers))
         if baseline is not None:
             results.setdefault("baseline", []).append(run_triphase(
-                files, work / f"baseline{i}", args.db_url, args.associations, 1, baseline))
+                files, work / f"baseline{i}", args.db_url, args.associations, args.receivers, baseline))
         results["storescp"].append(run_storescp(files, work / f"storescp{i}", args.associations))
         results["orthanc"].append(run_orthanc(files, work / f"orthanc{i}", args.associations))
     return results
@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--associations", type=int, default=1, help="concurrent associations (storescu processes)")
     parser.add_argument("--receivers", type=int, default=1, help="triphase's [node] receivers (processes)")
     parser.add_argument("--baseline", default="", help="also run triphase of this commit (e.g. one before a "
-                        "change), one receiving process, in the same rounds")
+                        "change), with the same --receivers, in the same rounds")
     parser.add_argument("--matrix", type=int, default=512, help="rows and columns of each slice (512: CT, "
                         "0.5 MB; 256 or 128: small MR-sized instances, where per-instance costs dominate)")
     args = parser.parse_args()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, build_role
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from db.engine import Database
@@ -275,3 +276,29 @@ def test_shutdown_gives_open_associations_their_grace(node: RunningNode) -> None
     assoc.release()
     stopper.join(timeout=5)
     assert not stopper.is_alive()
+
+
+def test_associations_share_the_listeners_contexts_and_negotiation_leaves_them_as_they_were(
+        start_node: NodeFactory, sqlite_database: Database) -> None:
+    """Each association gets a list of the listener's context objects, not a deep copy (64 ms of
+    CPU per association): negotiating with roles and many transfer syntaxes must not change them."""
+    running = start_node(sqlite_database)
+    assert running.node.door is not None
+    [server] = running.node.door._servers
+
+    def snapshot() -> list[tuple[object, ...]]:
+        contexts: list[PresentationContext] = server.contexts
+        return [(cx.abstract_syntax, tuple(cx.transfer_syntax), cx.scu_role, cx.scp_role, cx.context_id, cx.result,
+                 cx.as_scu, cx.as_scp) for cx in contexts]
+
+    before = snapshot()
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.4.50", ExplicitVRLittleEndian, "1.2.3.4"])
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", running.port, ae_title="TRIPHASE",
+                         ext_neg=[build_role(CTImageStorage, scu_role=True, scp_role=True)])
+    assert assoc.is_established
+    assert assoc.send_c_store(ct_dataset(generate_uid(), generate_uid(), size=16)).Status == 0
+    assoc.release()
+    echo_and_store(running.port)
+    assert snapshot() == before

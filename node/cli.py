@@ -22,7 +22,7 @@ from db.private import private_dir
 from db.queries import list_studies
 from db.repository import Repository
 from db.runtime import Runtime
-from node import publisher, recovery, scp, scu
+from node import collector, publisher, recovery, scp, scu
 from node.balance import AcceptBoard, SharedListeners
 from node.dispatch import JobDispatcher, OutboxOnly
 from node.metrics import SharedMetrics
@@ -107,6 +107,7 @@ def run_node(
     signal.signal(signal.SIGINT, on_signal)
     node.start()
     pool = _start_receivers(runtime, settings, node)
+    collector.settle()
     ports = ", ".join(map(str, node.door.listeners)) if node.door else str(node.port)
     typer.echo(f"triphase node {settings.ae_title} listening on {settings.bind} port {ports}"
                f"{f' ({settings.receivers} receiving processes)' if pool else ''}", err=True)

@@ -29,6 +29,7 @@ from db.private import restrict_new_files
 from db.repository import Repository
 from db.runtime import Runtime
 from db.settings import ConfigFile
+from node import collector
 from node.balance import SharedListeners
 from node.children import ChildProcess, parent_gone, stop_requested
 from node.dispatch import OutboxOnly
@@ -72,6 +73,7 @@ def receive(spec: ReceiverSpec) -> None:
     node = DicomNode(spec.settings, spool, repository, OutboxOnly(), completes=False, shared=spec.shared)
     stop = stop_requested()
     node.start()
+    collector.settle()
     log.info("receiver %d listening", spec.index)
     while not stop.wait(0.5):
         if spec.parent and parent_gone(spec.parent):

@@ -10,6 +10,8 @@ then it writes the Part-10 file (preamble, its own file meta, the data set as re
 - writing stops once the instance exceeds ``max_instance_mb``, once free space would fall below
   the spool's watermark, or when the file system refuses the write: the rest of the data set is
   read and dropped, the file is truncated, and the C-STORE handler answers with a failure status;
+- its pages start on their way to the disk as they are written (:mod:`node.writeback`), so the
+  fsync before the answer waits for less;
 - its SHA-256 is computed by the C-STORE handler while the file is being fsynced, not here: the
   thread that reads the socket is on the path of every byte, the handler's wait for the disk is not.
 
@@ -41,6 +43,7 @@ from pynetdicom.events import Event
 
 from node import file_meta
 from node.spool import Spool
+from node.writeback import Writeback
 
 PREFIX = "recv-"
 _HASH_READ_BYTES = 1024 * 1024
@@ -102,6 +105,7 @@ class ReceivedFile:
         self._sync_error: OSError | None = None
         self._synced = False
         self._next_space_check = 0
+        self._writeback = Writeback(fd)  # the disk starts on the pages while the rest arrives
         self._finalizer = weakref.finalize(self, _discard, fd, self.name)
 
     @property
@@ -156,6 +160,7 @@ class ReceivedFile:
             written = os.write(self._fd, view)
             self.size += written
             view = view[written:]
+        self._writeback.written(self.size)
 
     def _stop(self, problem: IntakeProblem, error: str) -> None:
         """Write nothing more and give back the space already used."""

@@ -61,6 +61,12 @@ class AcceptBoard:
     def held(self, index: int) -> int:
         return int(self._open[index])
 
+    def least_accepted(self, index: int) -> int:
+        """The fewest connections any other live process has accepted (0 if none is live)."""
+        counts = [self._accepted[other] for other in range(self.processes)
+                  if other != index and self._open[other] < ABSENT]
+        return int(min(counts, default=0))
+
     def due(self, index: int) -> bool:
         """Whether no other live process holds fewer connections (nor as many, having accepted fewer)."""
         mine = (self._open[index], self._accepted[index])
@@ -93,9 +99,14 @@ class AcceptTurn:
         self._last_decline = 0.0
 
     def join(self) -> None:
-        """Take connections from now on (the listeners are serving)."""
+        """Take connections from now on (the listeners are serving).
+
+        A process that starts late (a receiver started again) counts as having accepted as many
+        as the least busy other one: otherwise it would win every tie until it had caught up,
+        taking all short associations while the others idle."""
         with self._lock:
             self._leaving = False
+            self._accepted = max(self._accepted, self.board.least_accepted(self.index))
             self._publish()
 
     def leave(self) -> None:

@@ -79,3 +79,21 @@ def test_a_process_that_is_not_due_pauses_then_takes_over_from_one_that_does_not
     time.sleep(0.1)
     assert not first.may_accept()
     assert second.may_accept()
+
+
+def test_a_process_started_late_takes_its_share_not_every_tie() -> None:
+    board = AcceptBoard(2)
+    first = AcceptTurn(board, 0)
+    first.join()
+    for i in range(50):  # alone for a while: fifty short associations
+        first.opened(i)
+        first.closed(i)
+    restarted = AcceptTurn(board, 1)
+    restarted.join()
+    served = []
+    for i in range(6):
+        due = next(turn for turn in (first, restarted) if board.due(turn.index))
+        due.opened(f"late{i}")
+        due.closed(f"late{i}")
+        served.append(due.index)
+    assert served.count(0) == 3 and served.count(1) == 3

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from db.engine import Database
 from db.group_commit import GroupCommit
 from db.repository.base import RepositoryBase, add_event, insert_ignore
+from db.repository.prepared import PreparedStatement
 from db.schema import Instance, Series, Study, UTCDateTime, utcnow
 from db.states import StudyState
 from db.vocabulary import Severity
@@ -89,6 +90,15 @@ class _KnownStudyStatements:
             dialect.insert(Instance).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
             .returning(Instance.id)
         )
+        engine = database.engine
+        self.prepared_series_of = PreparedStatement(self.series_of, engine)
+        self.prepared_touch_study = PreparedStatement(self.touch_study, engine)
+        self.prepared_insert_instance = PreparedStatement(self.insert_instance, engine, INSTANCE_KEYS)
+
+
+INSTANCE_KEYS = ("sop_instance_uid", "times_received", "series_id", "sop_class_uid", "transfer_syntax_uid", "path",
+                 "size_bytes", "sha256", "received_at", "study_revision", "association_id")
+"""The columns the fast path's insert sets (``_instance_values`` and the two before them)."""
 
 
 def _instance_values(record: InstanceRecord, series_id: int, revision: int, now: dt.datetime) -> dict[str, object]:
@@ -234,22 +244,26 @@ class InstanceWrites(RepositoryBase):
 
     def _known_study_rows(self, conn: Connection, item: _KnownStudyItem, now: dt.datetime) -> RecordOutcome | None:
         statements, record = self._known_study, item.record
-        found = conn.execute(statements.series_of, {"p_series_uid": record.series_uid}).first()
-        if found is None or found.study_uid != record.study_uid:
+        found = statements.prepared_series_of.first(conn, {"p_series_uid": record.series_uid})
+        if found is None:
             return None
-        revision = conn.execute(statements.touch_study, {
-            "p_study_id": found.study_id, "p_now": now, "p_calling_ae": record.calling_ae,
+        series_id, study_id, study_uid = found
+        if study_uid != record.study_uid:
+            return None
+        touched = statements.prepared_touch_study.first(conn, {
+            "p_study_id": study_id, "p_now": now, "p_calling_ae": record.calling_ae,
             "p_quiet_deadline": now + dt.timedelta(seconds=item.quiet_period_s),
-        }).scalar()
-        if revision is None:
+        })
+        if touched is None:
             return None  # complete: this instance reopens the study
-        inserted = conn.execute(statements.insert_instance, {
+        revision = int(touched[0])
+        inserted = statements.prepared_insert_instance.first(conn, {
             "sop_instance_uid": record.sop_instance_uid, "times_received": 1,
-            **_instance_values(record, found.id, revision, now),
-        }).first()
+            **_instance_values(record, series_id, revision, now),
+        })
         if inserted is None:
             return None  # re-sent instance: replaced and audited by the full path
-        return RecordOutcome(found.study_id, revision, replaced=False, reopened=False)
+        return RecordOutcome(study_id, revision, replaced=False, reopened=False)
 
     def _record_instance(
         self, record: InstanceRecord, quiet_period_s: float, hard_cap_s: float, event: str | None

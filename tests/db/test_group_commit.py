@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select
 
 from db.engine import Database
 from db.group_commit import GroupCommit
@@ -184,3 +184,30 @@ def test_a_group_writes_its_rows_study_by_study_and_answers_in_order(repository:
         study_ids = {uid: key for uid, key in session.execute(select(Study.study_uid, Study.id))}
     assert [outcome.study_id if outcome else None for outcome in outcomes] == [
         study_ids[record.study_uid] for record in records]
+
+
+def test_the_fast_path_stores_values_exactly_as_the_full_path(repository: Repository) -> None:
+    """On SQLite the three statements run on the driver's cursor (db.repository.prepared): every
+    column of a row written that way reads back, and is stored, as one written through SQLAlchemy."""
+    study, series = "1.2.826.0.1.3680043.99.11", "1.2.826.0.1.3680043.99.12"
+    full = _record(study, series, 1)
+    repository.record_instance(full, quiet_period_s=30, hard_cap_s=3600)
+    fast = _record(study, series, 2)
+    [outcome] = repository._write_known_study([_KnownStudyItem(fast, 45.0)])
+    assert outcome is not None and outcome.study_revision == 1 and not outcome.replaced
+    database = repository.db
+    with database.session() as s:
+        rows = {r.sop_instance_uid: r for r in s.scalars(select(Instance))}
+        study_row = s.scalars(select(Study)).one()
+        stored = dict(s.execute(select(Instance.sop_instance_uid, func.cast(Instance.received_at, String))).all())
+    a, b = rows[full.sop_instance_uid], rows[fast.sop_instance_uid]
+    for column in ("series_id", "sop_class_uid", "transfer_syntax_uid", "size_bytes", "sha256", "study_revision",
+                   "association_id", "times_received"):
+        assert getattr(a, column) == getattr(b, column), column
+    assert b.path == fast.path and b.received_at >= a.received_at
+    assert b.received_at.tzinfo == a.received_at.tzinfo
+    # the same text form in the database (SQLite compares datetimes as text)
+    first, second = stored[full.sop_instance_uid], stored[fast.sop_instance_uid]
+    assert len(first) == len(second) and first[:2] == second[:2] and first[10] == second[10]
+    assert study_row.last_received_at == b.received_at
+    assert (study_row.quiet_deadline - study_row.last_received_at).total_seconds() == 45.0

@@ -21,7 +21,7 @@ DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")
 
 
 def test_echoscu_and_unknown_caller(node_process: NodeProcess) -> None:
-    echoscu = require_tool("echoscu")
+    echoscu = require_tool("/usr/bin/echoscu")  # dcmtk by path: a virtual environment puts pynetdicom's first
     node_process.start()
     ok = subprocess.run([echoscu, "-aet", "ECHOSCU", "-aec", "TRIPHASE", "127.0.0.1", str(node_process.port)],
                         capture_output=True, text=True, timeout=30, env=DCMTK_ENV)
@@ -33,7 +33,7 @@ def test_echoscu_and_unknown_caller(node_process: NodeProcess) -> None:
 
 
 def test_storescu_study_lands_on_disk_and_in_database(node_process: NodeProcess, tmp_path: Path) -> None:
-    storescu = require_tool("storescu")
+    storescu = require_tool("/usr/bin/storescu")
     study_uid, files = write_study(tmp_path / "study", series=3, per_series=4)
     node_process.start()
     run = subprocess.run([storescu, "-aet", "STORESCU", "-aec", "TRIPHASE", "127.0.0.1", str(node_process.port),
@@ -51,7 +51,7 @@ def test_storescu_study_lands_on_disk_and_in_database(node_process: NodeProcess,
 
 
 def test_triphase_send_and_echo_to_storescp(tmp_path: Path) -> None:
-    storescp = require_tool("storescp")
+    storescp = require_tool("/usr/bin/storescp")
     out = tmp_path / "received"
     out.mkdir()
     port = free_port()

@@ -17,7 +17,6 @@ import logging
 import socket
 import socketserver
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -34,18 +33,22 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from node.balance import AcceptTurn, SharedListeners
 from node.gate import Auditor, Connection, ConnectionGate, ConnectionState, DoorEvent, DoorLog, GateLimits
 from node.intake import flush_early
+from node.pdu_layout import (
+    A_ASSOCIATE_RQ,
+    COMMAND_FRAGMENT,
+    P_DATA_TF,
+    PDU_HEADER,
+    PDU_TYPES,
+    PDV_ITEM_HEADER,
+    PDV_ITEM_LENGTH_SIZE,
+)
 from node.settings import NodeSettings
 from node.tls import handshake, server_context
 from node.wakeups import make_wakeful
 
 log = logging.getLogger(__name__)
 
-A_ASSOCIATE_RQ = 0x01
-P_DATA_TF = 0x04
-PDU_TYPES = range(0x01, 0x08)
 MAX_CONTROL_PDU = 64 * 1024  # any PDU but P-DATA-TF; a real A-ASSOCIATE-RQ is a few KiB
-HEADER = struct.Struct(">BxL")
-PDV_HEADER = struct.Struct(">LxB")  # item length, presentation context ID, message control header
 # A-ABORT from the DICOM UL service-provider (PS3.8 9.3.8): unexpected PDU, invalid PDU parameter value
 ABORT_UNEXPECTED_PDU = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x02])
 ABORT_INVALID_PARAMETER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])
@@ -102,8 +105,8 @@ def read_exact(sock: socket.socket, count: int, deadline: float) -> bytes:
 
 def read_associate_rq(sock: socket.socket, deadline: float) -> bytes:
     """The whole A-ASSOCIATE-RQ PDU, header included, or :class:`RefusedConnectionError`."""
-    header = read_exact(sock, HEADER.size, deadline)
-    kind, length = HEADER.unpack(header)
+    header = read_exact(sock, PDU_HEADER.size, deadline)
+    kind, length = PDU_HEADER.unpack(header)
     if kind != A_ASSOCIATE_RQ:
         raise RefusedConnectionError(DoorEvent.NOT_DICOM, ABORT_UNEXPECTED_PDU)
     if pdu_problem(kind, length, 0):
@@ -191,8 +194,8 @@ class GuardedSocket(AssociationSocket):
                 self._refuse(f"a data set over {self._message_limit} bytes", DoorEvent.INSTANCE_TOO_LARGE)
                 return bytearray()
             return data
-        if len(data) == HEADER.size:
-            kind, length = HEADER.unpack(data)
+        if len(data) == PDU_HEADER.size:
+            kind, length = PDU_HEADER.unpack(data)
             problem = pdu_problem(kind, length, self._door.settings.max_pdu)
             if problem is not None:
                 self._refuse(problem, DoorEvent.PDU_TOO_LARGE)
@@ -208,13 +211,14 @@ class GuardedSocket(AssociationSocket):
         :mod:`node.intake`) but would go on reading, so the association is aborted past twice the cap.
         """
         offset = 0
-        while offset + PDV_HEADER.size <= len(body):
-            length, control = PDV_HEADER.unpack_from(body, offset)
-            if control & 1:  # a command fragment: a new message begins
+        while offset + PDV_ITEM_HEADER.size < len(body):  # the item header and its control byte
+            length, _context_id = PDV_ITEM_HEADER.unpack_from(body, offset)
+            control = body[offset + PDV_ITEM_HEADER.size]
+            if control & COMMAND_FRAGMENT:  # a new message begins
                 self._message_bytes = 0
             else:
                 self._message_bytes += max(length - 2, 0)
-            offset += 4 + length
+            offset += PDV_ITEM_LENGTH_SIZE + length
         return self._message_bytes > self._message_limit
 
     def _read(self, count: int) -> bytearray:

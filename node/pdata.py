@@ -10,17 +10,14 @@ Used by :class:`node.wakeups.WakefulDUL` for established associations only.
 from __future__ import annotations
 
 import logging
-import struct
 from typing import Protocol
 
 from pynetdicom.pdu_primitives import P_DATA
 
+from node.pdu_layout import P_DATA_TF, PDU_HEADER, PDU_TYPES, PDV_ITEM_HEADER, PDV_ITEM_LENGTH_SIZE
+
 log = logging.getLogger(__name__)
 
-PDU_HEADER = struct.Struct(">BxL")  # type, reserved, length
-PDV_HEADER = struct.Struct(">LB")  # item length, presentation context ID
-P_DATA_TF = 0x04
-PDU_TYPES = frozenset(range(0x01, 0x08))
 EVENT_CONNECTION_CLOSED = "Evt17"  # pynetdicom's state machine events, as its DUL puts them
 EVENT_INVALID_PDU = "Evt19"
 
@@ -66,11 +63,12 @@ def fragments(body: bytearray) -> list[tuple[int, memoryview]] | None:
     values: list[tuple[int, memoryview]] = []
     offset, end = 0, len(body)
     while offset < end:
-        if offset + PDV_HEADER.size > end:
+        if offset + PDV_ITEM_HEADER.size > end:
             return None
-        length, context_id = PDV_HEADER.unpack_from(body, offset)
-        if length < 2 or offset + 4 + length > end:
+        length, context_id = PDV_ITEM_HEADER.unpack_from(body, offset)
+        item_end = offset + PDV_ITEM_LENGTH_SIZE + length
+        if length < 2 or item_end > end:
             return None
-        values.append((context_id, view[offset + PDV_HEADER.size:offset + 4 + length]))
-        offset += 4 + length
+        values.append((context_id, view[offset + PDV_ITEM_HEADER.size:item_end]))
+        offset = item_end
     return values or None

@@ -7,6 +7,7 @@ so it never shares a parent's connections.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,6 +73,7 @@ class Database:
         # previous one ends (several associations storing at once). Other processes still meet
         # SQLite's own lock. Re-entrant: a nested transaction meets SQLite's lock, as before.
         self._writers = threading.RLock() if self.is_sqlite else None
+        self._own_connection: sqlite3.Connection | None = None  # driver_transaction's, made on first use
 
     @classmethod
     def from_settings(cls, db_settings: DbSettings, general: GeneralSettings) -> Database:
@@ -95,22 +97,78 @@ class Database:
             yield conn
 
     @contextmanager
-    def _writer_turn(self) -> Iterator[None]:
+    def driver_transaction(self) -> Iterator[sqlite3.Connection]:
+        """SQLite only: a write transaction on the driver's own connection, for the few
+        statements of every C-STORE (:mod:`db.repository.prepared` runs them).
+
+        :meth:`begin` costs a pool check-out and check-in, SQLAlchemy's transaction objects and
+        its ``BEGIN IMMEDIATE`` through the event system: at several associations, more Python
+        time per instance than the statements themselves. Here the process keeps one connection
+        (made by the pool, so with the same pragmas) for this use alone, and the writer queue
+        that every SQLite write of the process takes makes one thread at a time use it. The
+        transaction is the same: ``BEGIN IMMEDIATE``, committed when the block ends, rolled
+        back on any exception; a failed commit is rolled back too, so the connection is clean
+        for the next caller.
+        """
+        if not self.is_sqlite:
+            raise RuntimeError("driver_transaction is for SQLite; use begin()")
+        with self._writer_turn() as alone:
+            if alone:
+                connection = self._own_connection or self._connect_own()
+                yield from _transaction(connection)
+                return
+            # The queue timed out (a writer held it past the busy timeout): the held connection may
+            # be in use, so this transaction takes one of its own and SQLite's lock decides.
+            pooled = self.engine.raw_connection()
+            try:
+                yield from _transaction(pooled.driver_connection)  # type: ignore[arg-type]
+            finally:
+                pooled.close()
+
+    def _connect_own(self) -> sqlite3.Connection:
+        pooled = self.engine.raw_connection()
+        connection = pooled.driver_connection
+        assert isinstance(connection, sqlite3.Connection)
+        pooled.detach()  # the pool forgets it: it is this process's until dispose() or close()
+        self._own_connection = connection
+        return connection
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[bool]:
+        """Yields whether this thread holds the writer queue (always False off SQLite)."""
         writers = self._writers
         if writers is None:
-            yield
+            yield False
             return
         # Past the busy timeout, go on: SQLite's own lock then decides, as without this queue.
         acquired = writers.acquire(timeout=self._busy_timeout_s)
         try:
-            yield
+            yield acquired
         finally:
             if acquired:
                 writers.release()
 
     def dispose(self) -> None:
-        """Drop pooled connections (after fork, or at shutdown)."""
+        """Drop pooled connections (after fork, or at shutdown). After a fork the held connection
+        is the parent's: it is forgotten, not closed, as the pool's are."""
+        self._own_connection = None
         self.engine.dispose(close=False)
 
     def close(self) -> None:
+        own, self._own_connection = self._own_connection, None
+        if own is not None:
+            own.close()
         self.engine.dispose()
+
+
+def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """The body of :meth:`Database.driver_transaction` on one connection (a generator for
+    ``yield from``)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+        connection.commit()
+    except BaseException:
+        if connection.in_transaction:
+            connection.rollback()
+        raise

@@ -9,6 +9,7 @@ that completed and is reopened) takes the full path, which locks the study row.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -237,12 +238,14 @@ class InstanceWrites(RepositoryBase):
         # in opposite orders (PostgreSQL would end such a deadlock after a second, failing a group).
         order = sorted(range(len(items)), key=lambda index: items[index].record.study_uid)
         outcomes: list[RecordOutcome | None] = [None] * len(items)
-        with self.db.begin() as conn:
+        transaction = self.db.driver_transaction() if self.db.is_sqlite else self.db.begin()
+        with transaction as conn:
             for index in order:
                 outcomes[index] = self._known_study_rows(conn, items[index], now)
         return outcomes
 
-    def _known_study_rows(self, conn: Connection, item: _KnownStudyItem, now: dt.datetime) -> RecordOutcome | None:
+    def _known_study_rows(self, conn: Connection | sqlite3.Connection, item: _KnownStudyItem,
+                          now: dt.datetime) -> RecordOutcome | None:
         statements, record = self._known_study, item.record
         found = statements.prepared_series_of.first(conn, {"p_series_uid": record.series_uid})
         if found is None:

@@ -7,11 +7,13 @@ that was about a sixth of a receiving process's Python time with 2 KB instances.
 statement is compiled once here, and each run only builds its parameters (SQLAlchemy's own
 ``construct_params`` and each bind type's own ``bind_processor``, so values are stored exactly as
 through ``execute``) and calls the driver within the connection's transaction. Other databases
-take SQLAlchemy's path unchanged.
+take SQLAlchemy's path unchanged. On SQLite the statements run on the connection of
+:meth:`db.engine.Database.driver_transaction`, which spares the transaction's own overhead as well.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,7 +24,9 @@ from sqlalchemy.sql.elements import ClauseElement
 
 
 class PreparedStatement:
-    """``first(conn, params)``: the statement's first row as a tuple, or None."""
+    """``first(conn, params)``: the statement's first row as a tuple, or None; ``conn`` is the
+    driver's connection on SQLite (:meth:`db.engine.Database.driver_transaction`), a SQLAlchemy
+    connection elsewhere (where an SQLAlchemy connection on SQLite also works)."""
 
     def __init__(self, statement: Executable, engine: Engine, keys: Sequence[str] | None = None) -> None:
         self.statement = statement
@@ -37,14 +41,17 @@ class PreparedStatement:
             self._order = [(name, compiled.binds[name].type.bind_processor(engine.dialect))
                            for name in compiled.positiontup]
 
-    def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    def first(self, conn: Connection | sqlite3.Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         compiled = self._compiled
         if compiled is None:
+            if not isinstance(conn, Connection):
+                raise TypeError("a statement not compiled for the driver runs on a SQLAlchemy connection")
             row = conn.execute(self.statement, dict(params)).first()
             return tuple(row) if row is not None else None
         values = compiled.construct_params(dict(params))
         args = [process(values[name]) if process is not None else values[name] for name, process in self._order]
-        cursor = conn.connection.driver_connection.execute(compiled.string, args)  # type: ignore[union-attr]
+        driver = conn if isinstance(conn, sqlite3.Connection) else conn.connection.driver_connection
+        cursor = driver.execute(compiled.string, args)  # type: ignore[union-attr]
         try:
             found = cursor.fetchone()
         finally:

@@ -1,0 +1,137 @@
+"""The C-STORE path's own SQLite transaction (:meth:`db.engine.Database.driver_transaction`):
+committed or rolled back as a whole, clean for the next caller whatever happened, in the process's
+writer queue, and never shared between two threads."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from db.engine import Database
+from db.migrate import upgrade
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'triphase.db'}", busy_timeout_s=0.3)
+    upgrade(database)
+    with database.begin() as conn:
+        conn.execute(text("CREATE TABLE probe (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES probe (id))"))
+    yield database
+    database.close()
+
+
+def _ids(database: Database) -> list[int]:
+    with database.begin() as conn:
+        return list(conn.execute(text("SELECT id FROM probe ORDER BY id")).scalars())
+
+
+def test_a_block_that_ends_normally_is_committed_on_the_held_connection(database: Database) -> None:
+    with database.driver_transaction() as first:
+        assert first.in_transaction
+        first.execute("INSERT INTO probe (id) VALUES (1)")
+    with database.driver_transaction() as second:
+        second.execute("INSERT INTO probe (id) VALUES (2)")
+    assert first is second and not second.in_transaction
+    assert _ids(database) == [1, 2]
+    assert second.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: the pool's pragmas
+    assert second.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
+def test_an_exception_rolls_the_whole_block_back(database: Database) -> None:
+    with pytest.raises(RuntimeError), database.driver_transaction() as conn:
+        conn.execute("INSERT INTO probe (id) VALUES (1)")
+        raise RuntimeError("the handler failed")
+    assert not conn.in_transaction
+    assert _ids(database) == []
+
+
+def test_a_commit_that_fails_is_rolled_back_and_the_connection_serves_again(database: Database) -> None:
+    """A deferred foreign key fails at COMMIT, which leaves SQLite's transaction open: it must not
+    stay open for the next caller (whose BEGIN would then fail)."""
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), database.driver_transaction() as conn:
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        conn.execute("INSERT INTO probe (id, parent) VALUES (1, 99)")
+    assert not conn.in_transaction
+    with database.driver_transaction() as again:
+        again.execute("INSERT INTO probe (id) VALUES (3)")
+    assert _ids(database) == [3]
+
+
+def test_a_second_thread_waits_for_the_writer_queue(database: Database) -> None:
+    entered = threading.Event()
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with database.driver_transaction() as conn:
+            conn.execute("INSERT INTO probe (id) VALUES (1)")
+            holding.set()
+            release.wait(10)
+
+    def second() -> None:
+        with database.driver_transaction() as conn:
+            entered.set()
+            conn.execute("INSERT INTO probe (id) VALUES (2)")
+
+    one = threading.Thread(target=hold)
+    one.start()
+    assert holding.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    time.sleep(0.1)
+    assert not entered.is_set()
+    release.set()
+    one.join(10)
+    two.join(10)
+    assert entered.is_set() and _ids(database) == [1, 2]
+
+
+def test_past_the_queues_timeout_sqlites_lock_decides_on_another_connection(database: Database) -> None:
+    """A writer that held the queue past the busy timeout: the next transaction does not use the
+    held connection (mid-transaction in another thread) but one of its own, and meets the lock."""
+    holding, release = threading.Event(), threading.Event()
+    held: list[sqlite3.Connection] = []
+
+    def hold() -> None:
+        with database.driver_transaction() as conn:
+            held.append(conn)
+            conn.execute("INSERT INTO probe (id) VALUES (1)")
+            holding.set()
+            release.wait(10)
+
+    one = threading.Thread(target=hold)
+    one.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(sqlite3.OperationalError, match="locked"), database.driver_transaction() as conn:
+            assert conn is not held[0]
+    finally:
+        release.set()
+        one.join(10)
+    assert _ids(database) == [1]
+
+
+def test_dispose_forgets_the_held_connection_and_close_closes_it(database: Database) -> None:
+    with database.driver_transaction() as before:
+        pass
+    database.dispose()  # after a fork: the parent's connection is left alone
+    before.execute("SELECT 1")
+    with database.driver_transaction() as after:
+        pass
+    assert after is not before
+    database.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        after.execute("SELECT 1")
+
+
+def test_only_sqlite_has_it(postgres_url: str) -> None:
+    database = Database(postgres_url)
+    with pytest.raises(RuntimeError, match="SQLite"), database.driver_transaction():
+        pass
+    database.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -95,9 +96,10 @@ class Timers:
 
 
 def slow_commits(delay_s: float) -> None:
-    """Every prepared-path transaction waits ``delay_s`` before its commit: a disk whose fsync is
-    slow (a SAN, a network file system), which is where sharing commits pays."""
-    begin = Database.begin
+    """Every transaction of the C-STORE path waits ``delay_s`` before its commit: a disk whose
+    fsync is slow (a SAN, a network file system), which is where sharing commits pays. On SQLite
+    that path's transaction is :meth:`Database.driver_transaction`, elsewhere :meth:`Database.begin`."""
+    begin, driver_transaction = Database.begin, Database.driver_transaction
 
     @contextlib.contextmanager
     def slow(self: Database) -> Iterator[Connection]:
@@ -105,7 +107,14 @@ def slow_commits(delay_s: float) -> None:
             yield conn
             time.sleep(delay_s)
 
+    @contextlib.contextmanager
+    def slow_driver(self: Database) -> Iterator[sqlite3.Connection]:
+        with driver_transaction(self) as conn:
+            yield conn
+            time.sleep(delay_s)
+
     Database.begin = slow  # type: ignore[method-assign]
+    Database.driver_transaction = slow_driver  # type: ignore[method-assign]
 
 
 def run(files: list[Path], associations: int, timers: Timers, work: Path, *, group: bool = True,

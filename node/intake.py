@@ -12,8 +12,9 @@ then it writes the Part-10 file (preamble, its own file meta, the data set as re
   read and dropped, the file is truncated, and the C-STORE handler answers with a failure status;
 - its pages start on their way to the disk as they are written (:mod:`node.writeback`), so the
   fsync before the answer waits for less;
-- its SHA-256 is computed by the C-STORE handler while the file is being fsynced, not here: the
-  thread that reads the socket is on the path of every byte, the handler's wait for the disk is not.
+- its SHA-256 is computed from the bytes as they are written, never by reading the file back
+  (hashlib lets go of the GIL for them), and its fsync starts on the same thread the moment the data
+  set is complete (:func:`flush_early`).
 
 pynetdicom's temporary file has no per-association argument; the file is created on the DUL
 thread of the association that receives it, which is how the node (its AE) is found.
@@ -30,8 +31,6 @@ import struct
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,9 +45,6 @@ from node.spool import Spool
 from node.writeback import Writeback
 
 PREFIX = "recv-"
-_HASH_READ_BYTES = 1024 * 1024
-# fsyncs started as soon as a data set is complete (flush_early): one per association at a time
-_EARLY_FSYNCS = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="early-fsync")
 _SPACE_CHECK_BYTES = 16 * 1024 * 1024  # free space is checked each time this much more was written
 _META_OFFSET = 132  # 128-byte preamble and "DICM"
 _GROUP_LENGTH = struct.Struct("<8xL")  # (0002,0000) UL, explicit VR little endian
@@ -99,8 +95,7 @@ class ReceivedFile:
         self.received = 0  # bytes received, written or not
         self.problem: IntakeProblem | None = None
         self.error = ""
-        self._sha256: str | None = None
-        self._hash_lock = threading.Lock()
+        self._hasher = hashlib.sha256()  # of every byte written, as it is written
         self._sync_lock = threading.Lock()
         self._sync_error: OSError | None = None
         self._synced = False
@@ -114,22 +109,9 @@ class ReceivedFile:
 
     @property
     def sha256(self) -> str:
-        """The hash of what was written, read back from the page cache once and kept."""
-        with self._hash_lock:
-            if self._sha256 is None:
-                self._sha256 = self._hash()
-            return self._sha256
-
-    def _hash(self) -> str:
-        hasher = hashlib.sha256()
-        offset = 0
-        while offset < self.size:
-            chunk = os.pread(self._fd, min(_HASH_READ_BYTES, self.size - offset), offset)
-            if not chunk:
-                raise OSError(errno.EIO, "the received file is shorter than what was written")
-            hasher.update(chunk)
-            offset += len(chunk)
-        return hasher.hexdigest()
+        """The hash of what was written (asked once the data set is complete: the receiving thread
+        has written its last byte before it hands the request on)."""
+        return self._hasher.hexdigest()
 
     def write(self, data: bytes) -> int:
         self.received += len(data)
@@ -155,6 +137,7 @@ class ReceivedFile:
                 self._stop(problem, str(exc))
 
     def _write_all(self, data: bytes) -> None:
+        self._hasher.update(data)  # a write that fails stops the intake, and its hash is not asked
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
@@ -211,23 +194,18 @@ class ReceivedFile:
 
 
 def flush_early(received: object) -> None:
-    """Start the fsync of a completely received file, and hash it, before its handler asks.
+    """Start the fsync of a completely received file before its handler asks for it.
 
-    Called on the association's DUL thread, which is idle until the handler has answered: the
-    fsync goes to a disk thread and the hash is computed here (hashlib runs without the GIL),
-    while the handler reads the header. The handler then finds both done, or waits for them in
-    :meth:`ReceivedFile.sync` and :attr:`ReceivedFile.sha256`; an error is remembered by the
-    file and answered by the handler.
+    Called on the association's DUL thread once the request is on its way to the handler: the
+    peer waits for the answer before it sends more, so this thread has nothing else to do, and the
+    fsync runs here while the handler reads the header, with no hand-off to another thread. The
+    handler then finds it done, or waits for it in :meth:`ReceivedFile.sync`; an error is
+    remembered by the file and answered by the handler.
     """
     if not isinstance(received, ReceivedFile) or received.problem is not None:
         return
-    _EARLY_FSYNCS.submit(_quietly, received.sync)
-    _quietly(lambda: received.sha256)
-
-
-def _quietly(action: Callable[[], object]) -> None:
-    with contextlib.suppress(OSError):  # remembered by the file (fsync) or met again (hash)
-        action()
+    with contextlib.suppress(OSError):  # remembered by the file, which raises it to the handler
+        received.sync()
 
 
 class Intake:

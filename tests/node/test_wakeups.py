@@ -4,6 +4,7 @@ every guarantee: a failed fsync is answered with a failure, never retried into a
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import random
@@ -104,6 +105,38 @@ def test_a_failed_fsync_is_refused_not_retried(start_node: NodeFactory, sqlite_d
     assert failed
     assert running.spool.instance_files() == [] and running.spool.leftover_temp_files() == []
     assert store(running.port, [ds]) == [0]  # the next send is stored
+
+
+def test_the_receiving_thread_fsyncs_the_file_and_never_reads_it_back(
+        start_node: NodeFactory, sqlite_database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hash is of the bytes as they were written, and the fsync starts on the DUL thread that
+    wrote them, with no hand-off to another thread; the row's hash is the stored file's."""
+    running = start_node(sqlite_database)
+    real_fsync, real_pread = os.fsync, os.pread
+    fsynced_by: list[str] = []
+    read_back: list[str] = []
+
+    def spy_fsync(fd: int) -> None:
+        if Path(f"/proc/self/fd/{fd}").resolve().name.endswith(".part"):
+            fsynced_by.append(type(threading.current_thread()).__name__)
+        real_fsync(fd)
+
+    def spy_pread(fd: int, count: int, offset: int) -> bytes:
+        if Path(f"/proc/self/fd/{fd}").resolve().name.endswith(".part"):
+            read_back.append(threading.current_thread().name)
+        return real_pread(fd, count, offset)
+
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "pread", spy_pread)
+    datasets = [ct_dataset(generate_uid(), generate_uid(), size=64) for _ in range(3)]
+    assert store(running.port, datasets) == [0, 0, 0]
+    assert fsynced_by == ["WakefulDUL"] * 3 and read_back == []
+    with sqlite_database.session() as session:
+        rows = session.scalars(select(Instance)).all()
+    assert len(rows) == 3
+    for row in rows:
+        data = (running.spool.root / row.path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row.sha256
 
 
 class _Senders:

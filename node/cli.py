@@ -105,6 +105,7 @@ def run_node(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    recovery.renew_deadlines(repository, settings)  # counted from now: the node listens next
     node.start()
     pool = _start_receivers(runtime, settings, node)
     collector.settle()

@@ -4,7 +4,9 @@ dcmtk ``storescu`` (by absolute path, TCP_NODELAY=1) sends to ``triphase node`` 
 audit rows on), to dcmtk ``storescp`` and to Orthanc, each started here on loopback, in one run; with
 ``--associations N`` the instances are split into N parts sent at once over N associations (one
 ``storescu`` each). Prints instances/s, MB/s and the ratios, and writes the figures to
-``bench/results/``. Run from the repository root:
+``bench/results/``, with the CPU each receiver used per instance (all its processes, user and
+system) and how busy the machine was during the send: where the machine is nearly busy, the CPU
+per instance is what decides the ratio. Run from the repository root:
 
     python bench/ingest.py [--instances 300] [--repeat 3] [--associations 4] [--receivers 2]
                            [--db-url postgresql+psycopg://127.0.0.1/test] [--baseline COMMIT]
@@ -34,7 +36,7 @@ from pydicom.uid import generate_uid  # noqa: E402
 from bench.provenance import header, write_result  # noqa: E402
 from tests.conftest import free_port, new_postgres_database  # noqa: E402
 from tests.factories import ct_dataset  # noqa: E402
-from tests.processes import NodeProcess, Orthanc, wait_for_port  # noqa: E402
+from tests.processes import NodeProcess, Orthanc, child_pids, cpu_seconds, wait_for_port  # noqa: E402
 
 # dcmtk's tools by path: a virtual environment puts pynetdicom's own storescu/storescp first on PATH
 STORESCU = "/usr/bin/storescu"
@@ -78,6 +80,43 @@ def storescu(port: int, called: str, files: list[Path]) -> None:
                          env=ENV, capture_output=True, text=True, timeout=900)
     if run.returncode != 0:
         raise RuntimeError(f"storescu to {called} failed: {run.stderr[-2000:]}")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One receiver's send: its seconds, the CPU its processes used meanwhile, and the machine's."""
+
+    seconds: float
+    user_s: float
+    system_s: float
+    machine_busy: float  # share of the machine's CPU time in use during the send (every process)
+
+
+def receiver_cpu(root: int) -> tuple[float, float]:
+    """User and system seconds of a receiver: its process, its live children (triphase's
+    receivers, storescp's forks) and the children it has reaped."""
+    user = system = 0.0
+    for pid in [root, *child_pids(root)]:
+        pid_user, pid_system = cpu_seconds(pid)
+        user, system = user + pid_user, system + pid_system
+    return user, system
+
+
+def machine_ticks() -> tuple[int, int]:
+    """All and idle (idle + iowait) CPU ticks of the machine so far, from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def measured_send(root: int, port: int, called: str, files: list[Path], associations: int) -> Run:
+    """:func:`send`, with the receiver's CPU (its process tree under ``root``) and the machine's."""
+    user, system = receiver_cpu(root)
+    total, idle = machine_ticks()
+    seconds = send(port, called, files, associations)
+    user_after, system_after = receiver_cpu(root)
+    total_after, idle_after = machine_ticks()
+    busy = 1 - (idle_after - idle) / max(total_after - total, 1)
+    return Run(seconds, user_after - user, system_after - system, busy)
 
 
 def send(port: int, called: str, files: list[Path], associations: int) -> float:
@@ -127,23 +166,24 @@ def checkout(commit: str) -> Iterator[Path]:
 
 
 def run_triphase(files: list[Path], work: Path, server_url: str, associations: int, receivers: int,
-                 tree: Path | None = None) -> float:
+                 tree: Path | None = None) -> Run:
     with fresh_database(server_url) as db_url:
         return _run_triphase(files, work, db_url, associations, receivers, tree)
 
 
 def _run_triphase(files: list[Path], work: Path, db_url: str, associations: int, receivers: int,
-                  tree: Path | None) -> float:
+                  tree: Path | None) -> Run:
     node = TreeNode(work, peers=[{"name": "bench", "ae_title": "BENCH"}], db_url=db_url, tree=tree)
     node.extra_node = {"quiet_period_s": 3600, "receivers": receivers}
     node.start()
     try:
         wait_for_receivers(node, receivers)
-        seconds = send(node.port, "TRIPHASE", files, associations)
+        assert node.proc is not None
+        run = measured_send(node.proc.pid, node.port, "TRIPHASE", files, associations)
         count = json.loads(node.cli("studies", "--json").stdout)[0]["instances"]
         if count != len(files):
             raise RuntimeError(f"triphase recorded {count} of {len(files)} instances")
-        return seconds
+        return run
     finally:
         node.terminate()
 
@@ -160,7 +200,7 @@ def wait_for_receivers(node: NodeProcess, receivers: int, timeout: float = 60) -
     raise RuntimeError(f"triphase's receivers did not start: {node.log()[-2000:]}")
 
 
-def run_storescp(files: list[Path], work: Path, associations: int) -> float:
+def run_storescp(files: list[Path], work: Path, associations: int) -> Run:
     work.mkdir(parents=True)
     port = free_port()
     # --fork: a process per association, so several associations are served at once
@@ -169,26 +209,27 @@ def run_storescp(files: list[Path], work: Path, associations: int) -> float:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, proc=proc)
-        return send(port, "STORESCP", files, associations)
+        return measured_send(proc.pid, port, "STORESCP", files, associations)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def run_orthanc(files: list[Path], work: Path, associations: int) -> float:
+def run_orthanc(files: list[Path], work: Path, associations: int) -> Run:
     orthanc = Orthanc(work, modalities={"bench": ["BENCH", "127.0.0.1", 104]})
     orthanc.start()
     try:
-        return send(orthanc.dicom_port, orthanc.aet, files, associations)
+        assert orthanc.proc is not None
+        return measured_send(orthanc.proc.pid, orthanc.dicom_port, orthanc.aet, files, associations)
     finally:
         orthanc.stop()
 
 
 def measure(files: list[Path], work: Path, args: argparse.Namespace, baseline: Path | None
-            ) -> dict[str, list[float]]:
+            ) -> dict[str, list[Run]]:
     """Each receiver once per round, the rounds one after another: a machine whose load drifts
     during the run weighs on every receiver alike."""
-    results: dict[str, list[float]] = {"triphase": [], "storescp": [], "orthanc": []}
+    results: dict[str, list[Run]] = {"triphase": [], "storescp": [], "orthanc": []}
     for i in range(args.repeat):
         results["triphase"].append(run_triphase(files, work / f"triphase{i}", args.db_url, args.associations,
                                                 args.receivers))
@@ -198,6 +239,18 @@ def measure(files: list[Path], work: Path, args: argparse.Namespace, baseline: P
         results["storescp"].append(run_storescp(files, work / f"storescp{i}", args.associations))
         results["orthanc"].append(run_orthanc(files, work / f"orthanc{i}", args.associations))
     return results
+
+
+def receiver_figures(runs: list[Run], count: int, megabytes: float) -> dict[str, object]:
+    """The medians of one receiver's runs (the seconds' median gives the throughput)."""
+    median = statistics.median(run.seconds for run in runs)
+    return {
+        "seconds": round(median, 3), "instances_per_s": round(count / median, 1),
+        "mb_per_s": round(megabytes / median, 1), "runs": [round(run.seconds, 3) for run in runs],
+        "cpu_ms_per_instance": {"user": round(statistics.median(run.user_s for run in runs) / count * 1000, 2),
+                                "system": round(statistics.median(run.system_s for run in runs) / count * 1000, 2)},
+        "machine_busy": round(statistics.median(run.machine_busy for run in runs), 3),
+    }
 
 
 def main() -> None:
@@ -221,13 +274,9 @@ def main() -> None:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="triphase-bench-", dir=work_folder()))
         baseline = stack.enter_context(checkout(args.baseline)) if args.baseline else None
         results = measure(data, Path(tmp), args, baseline)
-    figures = {}
-    for name, times in results.items():
-        median = statistics.median(times)
-        figures[name] = {"seconds": round(median, 3), "instances_per_s": round(len(data) / median, 1),
-                         "mb_per_s": round(megabytes / median, 1), "runs": [round(t, 3) for t in times]}
-    tri = figures["triphase"]["instances_per_s"]
-    ratios = {f"triphase_vs_{n}": round(tri / figures[n]["instances_per_s"], 2) for n in figures if n != "triphase"}
+    figures = {name: receiver_figures(runs, len(data), megabytes) for name, runs in results.items()}
+    speed = {name: float(fig["instances_per_s"]) for name, fig in figures.items()}  # type: ignore[arg-type]
+    ratios = {f"triphase_vs_{n}": round(speed["triphase"] / speed[n], 2) for n in figures if n != "triphase"}
     report = header("ingest") | {
         "instances": len(data), "matrix": args.matrix, "megabytes": round(megabytes, 1),
         "database": "postgresql" if args.db_url.startswith("postgresql") else "sqlite",
@@ -235,7 +284,9 @@ def main() -> None:
         "figures": figures, "ratios": ratios,
     }
     for name, fig in figures.items():
+        cpu = fig["cpu_ms_per_instance"]
         print(f"{name:9s} {fig['instances_per_s']:7.1f} instances/s {fig['mb_per_s']:7.1f} MB/s  "
+              f"CPU {cpu['user']:5.2f} + {cpu['system']:5.2f} ms/instance  machine {fig['machine_busy']:.0%} busy  "
               f"(median of {args.repeat})")
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -63,6 +63,17 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process and of the children it has reaped; (0, 0) once
+    it is gone."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[13])) / tick, (int(fields[12]) + int(fields[14])) / tick
+
+
 def rss_bytes() -> int:
     """This process's resident memory."""
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -31,6 +31,7 @@ from node.rejections import Rejection, RejectionLog
 from node.settings import NodeSettings
 from node.sop_classes import VERIFICATION
 from node.spool import Spool
+from node.store_command import install as read_store_commands
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class DicomNode:
                                          spool_root=spool.root, role_check=role_check, policy=self._sender_policy)
         self.ae = build_ae(settings)
         install(self.ae, IntakeLimits(max_instance_bytes=settings.max_instance_mb * 1024 * 1024, spool=spool))
+        read_store_commands()
         self.door: Door | None = None
         self.shared = shared
         # What /metrics serves: this process's registry, or all receivers' values added up (cli.py)

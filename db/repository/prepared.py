@@ -25,8 +25,8 @@ from sqlalchemy.sql.elements import ClauseElement
 
 class PreparedStatement:
     """``first(conn, params)``: the statement's first row as a tuple, or None; ``conn`` is the
-    driver's connection on SQLite (:meth:`db.engine.Database.driver_transaction`), a SQLAlchemy
-    connection elsewhere (where an SQLAlchemy connection on SQLite also works)."""
+    driver's connection on SQLite (:meth:`db.engine.Database.driver_transaction`), run with the
+    statement compiled here, or a SQLAlchemy connection, run through ``execute``."""
 
     def __init__(self, statement: Executable, engine: Engine, keys: Sequence[str] | None = None) -> None:
         self.statement = statement
@@ -43,15 +43,14 @@ class PreparedStatement:
 
     def first(self, conn: Connection | sqlite3.Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         compiled = self._compiled
-        if compiled is None:
-            if not isinstance(conn, Connection):
-                raise TypeError("a statement not compiled for the driver runs on a SQLAlchemy connection")
+        if isinstance(conn, Connection):
             row = conn.execute(self.statement, dict(params)).first()
             return tuple(row) if row is not None else None
+        if compiled is None:
+            raise TypeError("a statement not compiled for the driver runs on a SQLAlchemy connection")
         values = compiled.construct_params(dict(params))
         args = [process(values[name]) if process is not None else values[name] for name, process in self._order]
-        driver = conn if isinstance(conn, sqlite3.Connection) else conn.connection.driver_connection
-        cursor = driver.execute(compiled.string, args)  # type: ignore[union-attr]
+        cursor = conn.execute(compiled.string, args)
         try:
             found = cursor.fetchone()
         finally:

@@ -141,7 +141,6 @@ def decode_command_set(bytestring: BytesIO, is_implicit_vr: bool, is_little_endi
         command = read_store_command(bytestring.getvalue())
         if command is not None:
             return command
-    bytestring.seek(0)
     return pynetdicom_decode(bytestring, is_implicit_vr, is_little_endian, deflated)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pynetdicom.association import Association  # noqa: E402
-from sqlalchemy import Connection  # noqa: E402
 
 from bench.ingest import ENV, STORESCU, fresh_database, instances_folder, make_instances, work_folder  # noqa: E402
 from bench.provenance import header, write_result  # noqa: E402
@@ -99,22 +97,19 @@ def slow_commits(delay_s: float) -> None:
     """Every transaction of the C-STORE path waits ``delay_s`` before its commit: a disk whose
     fsync is slow (a SAN, a network file system), which is where sharing commits pays. On SQLite
     that path's transaction is :meth:`Database.driver_transaction`, elsewhere :meth:`Database.begin`."""
-    begin, driver_transaction = Database.begin, Database.driver_transaction
 
-    @contextlib.contextmanager
-    def slow(self: Database) -> Iterator[Connection]:
-        with begin(self) as conn:
-            yield conn
-            time.sleep(delay_s)
+    def slowed(transaction: Callable[[Database], contextlib.AbstractContextManager[Any]]
+               ) -> Callable[[Database], contextlib.AbstractContextManager[Any]]:
+        @contextlib.contextmanager
+        def slow(self: Database) -> Iterator[Any]:
+            with transaction(self) as conn:
+                yield conn
+                time.sleep(delay_s)
 
-    @contextlib.contextmanager
-    def slow_driver(self: Database) -> Iterator[sqlite3.Connection]:
-        with driver_transaction(self) as conn:
-            yield conn
-            time.sleep(delay_s)
+        return slow
 
-    Database.begin = slow  # type: ignore[method-assign]
-    Database.driver_transaction = slow_driver  # type: ignore[method-assign]
+    Database.begin = slowed(Database.begin)  # type: ignore[method-assign]
+    Database.driver_transaction = slowed(Database.driver_transaction)  # type: ignore[method-assign]
 
 
 def run(files: list[Path], associations: int, timers: Timers, work: Path, *, group: bool = True,

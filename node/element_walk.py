@@ -81,6 +81,8 @@ class _Walk:
         if start + length > end:
             raise _NotPlain  # truncated: pydicom's reader says so in its words
         if top and tag in self.wanted:
+            if start + length > len(self.buffer):
+                raise _NotPlain  # a head of the data set (node.header) that stops short of the value
             value = bytes(self.buffer[start:start + length])
             self.found[Tag(tag)] = RawDataElement(Tag(tag), None if self.implicit else vr.decode(), length, value,
                                              start, self.implicit, True)
@@ -146,8 +148,13 @@ def _first_looks_explicit(buffer: Buffer, start: int, end: int) -> bool:
 def identifying_elements(buffer: Buffer, start: int, end: int, *, implicit: bool,
                          wanted: Iterable[int]) -> dict[BaseTag, RawDataElement] | None:
     """The wanted top-level elements of the little-endian data set in ``buffer[start:end]``, raw;
-    None when the data set is not plainly well formed (or empty)."""
-    if end <= start or (implicit and _first_looks_explicit(buffer, start, end)):
+    None when the data set is not plainly well formed (or empty).
+
+    ``buffer`` may stop short of ``end`` (the first bytes of a file, :mod:`node.header`): values
+    that are skipped need not be there, and wherever the walk would read past the buffer it
+    answers None, never a value cut short.
+    """
+    if end <= start or start + 8 > len(buffer) or (implicit and _first_looks_explicit(buffer, start, end)):
         return None
     walk = _Walk(buffer, implicit, frozenset(wanted))
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mmap
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -130,22 +130,31 @@ def _raw(found: Mapping[BaseTag, RawDataElement], tag: int) -> bytes:
     return element.value or b"" if element is not None else b""
 
 
-def read_received_header(handle: BinaryIO, offset: int, size: int, transfer_syntax: str) -> Header:
-    """The header of the ``size``-byte data set at ``offset`` in the open file ``handle``.
+def read_received_header(open_file: Callable[[], BinaryIO], offset: int, size: int, transfer_syntax: str,
+                         head: bytes | bytearray | memoryview = b"") -> Header:
+    """The header of the ``size``-byte data set at ``offset`` in the file ``open_file`` opens.
 
-    A plainly well-formed little-endian data set is walked over a memory map
-    (:mod:`node.element_walk`), touching only the pages its element headers are on; anything else,
-    and every refusal, is pydicom's reader's (:func:`read_stream_header`).
+    A plainly well-formed little-endian data set is walked (:mod:`node.element_walk`) over
+    ``head``, the file's first bytes as they were written, when its element headers and the values
+    read are all there (a CT or MR slice's are, its pixel data being skipped); otherwise over a
+    memory map of the file, touching only the pages its element headers are on. Anything else,
+    and every refusal, is pydicom's reader's (:func:`read_stream_header`). The file is opened only
+    when the head does not suffice.
     """
     ts = UID(transfer_syntax)
     if ts.is_little_endian and not ts.is_deflated and size > 0:
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            found = identifying_elements(mapped, offset, min(offset + size, len(mapped)),
-                                         implicit=ts.is_implicit_VR, wanted=IDENTIFYING_TAGS)
-            if found is not None and offset + size <= len(mapped):
-                return plain_header(found) or _header_from(as_dataset(found, ts.is_implicit_VR))
-    handle.seek(offset)
-    return read_stream_header(handle, size, transfer_syntax)
+        found = identifying_elements(head, offset, offset + size, implicit=ts.is_implicit_VR, wanted=IDENTIFYING_TAGS)
+        if found is not None:
+            return plain_header(found) or _header_from(as_dataset(found, ts.is_implicit_VR))
+    with open_file() as handle:
+        if ts.is_little_endian and not ts.is_deflated and size > 0:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                found = identifying_elements(mapped, offset, min(offset + size, len(mapped)),
+                                             implicit=ts.is_implicit_VR, wanted=IDENTIFYING_TAGS)
+                if found is not None and offset + size <= len(mapped):
+                    return plain_header(found) or _header_from(as_dataset(found, ts.is_implicit_VR))
+        handle.seek(offset)
+        return read_stream_header(handle, size, transfer_syntax)
 
 
 def read_header(data: bytes, transfer_syntax: str) -> Header:

@@ -48,6 +48,8 @@ PREFIX = "recv-"
 _SPACE_CHECK_BYTES = 16 * 1024 * 1024  # free space is checked each time this much more was written
 _META_OFFSET = 132  # 128-byte preamble and "DICM"
 _GROUP_LENGTH = struct.Struct("<8xL")  # (0002,0000) UL, explicit VR little endian
+HEAD_BYTES = 64 * 1024
+"""The first bytes of each file are also kept in memory: the handler reads the header from them."""
 
 
 class IntakeProblem(enum.Enum):
@@ -96,16 +98,13 @@ class ReceivedFile:
         self.problem: IntakeProblem | None = None
         self.error = ""
         self._hasher = hashlib.sha256()  # of every byte written, as it is written
+        self._head = bytearray()  # the first HEAD_BYTES written
         self._sync_lock = threading.Lock()
         self._sync_error: OSError | None = None
         self._synced = False
         self._next_space_check = 0
         self._writeback = Writeback(fd)  # the disk starts on the pages while the rest arrives
         self._finalizer = weakref.finalize(self, _discard, fd, self.name)
-
-    @property
-    def path(self) -> Path:
-        return Path(self.name)
 
     @property
     def sha256(self) -> str:
@@ -138,6 +137,8 @@ class ReceivedFile:
 
     def _write_all(self, data: bytes) -> None:
         self._hasher.update(data)  # a write that fails stops the intake, and its hash is not asked
+        if len(self._head) < HEAD_BYTES:
+            self._head += data[:HEAD_BYTES - len(self._head)]
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
@@ -173,12 +174,20 @@ class ReceivedFile:
                 raise
             self._synced = True
 
+    @property
+    def head(self) -> bytes:
+        """The file's first bytes (up to :data:`HEAD_BYTES`) as written, read from memory."""
+        return bytes(self._head)
+
     def dataset_offset(self) -> int:
         """Where the data set starts: after the preamble and the file meta group."""
+        end = _META_OFFSET + _GROUP_LENGTH.size
+        if len(self._head) >= end:
+            return end + int(_GROUP_LENGTH.unpack_from(self._head, _META_OFFSET)[0])
         with open(self._fd, "rb", closefd=False) as handle:
             handle.seek(_META_OFFSET)
             group_length: int = _GROUP_LENGTH.unpack(handle.read(_GROUP_LENGTH.size))[0]
-        return _META_OFFSET + _GROUP_LENGTH.size + group_length
+        return end + group_length
 
     def reader(self) -> BinaryIO:
         """A reader of the file from its start (the caller closes it)."""

@@ -284,9 +284,9 @@ class StoreHandler:
 
 def _read_header(received: ReceivedFile, transfer_syntax: str) -> Header:
     try:
-        with received.reader() as handle:
-            offset = received.dataset_offset()
-            return read_received_header(handle, offset, received.size - offset, transfer_syntax)
+        offset = received.dataset_offset()
+        return read_received_header(received.reader, offset, received.size - offset, transfer_syntax,
+                                    head=received.head)
     except UnreadableDataset as exc:
         raise StoreRefused(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
 

@@ -30,7 +30,7 @@ class Received(Protocol):
     """A complete file in ``.tmp`` with its size and hash (:class:`node.intake.ReceivedFile`)."""
 
     @property
-    def path(self) -> Path: ...
+    def name(self) -> str: ...
     @property
     def sha256(self) -> str: ...
     @property
@@ -50,7 +50,7 @@ class StoredFile:
     replaced: bool  # a file of that SOP instance was already there
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -63,6 +63,7 @@ class Spool:
 
     def __init__(self, root: Path, *, min_free_bytes: int = 0) -> None:
         self.root = root
+        self._root = os.fspath(root)
         self.tmp_dir = root / TMP_DIR_NAME
         self.min_free_bytes = min_free_bytes
         private_dir(root)
@@ -120,20 +121,23 @@ class Spool:
 
         The file was written on the spool's file system (:mod:`node.intake`), so it is renamed,
         never copied. The watermark is checked as for :meth:`store`, the file being already there.
+        Paths are plain strings here: this runs for every received instance.
         """
         self.check_space(0)
         relative = self.relative_path(study_uid, series_uid, sop_uid)
-        final = self.root / relative
+        series_dir = f"{self._root}/{study_uid}/{series_uid}"
+        final = f"{series_dir}/{sop_uid}{SUFFIX}"
         received.sync()
-        series_dir = final.parent
-        self._ensure_dir(series_dir)
-        replaced = final.exists()
+        if not os.path.isdir(series_dir):
+            self._ensure_dir(Path(series_dir))
+        replaced = os.path.exists(final)
         try:
-            os.replace(received.path, final)
+            os.replace(received.name, final)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            self._copy_in(received.path, final)  # received elsewhere: a copy, then the same durable rename
+            # received elsewhere: a copy, then the same durable rename
+            self._copy_in(Path(received.name), Path(final))
         _fsync_dir(series_dir)
         return StoredFile(relative, received.size, received.sha256, replaced)
 

@@ -52,13 +52,18 @@ def _outcome(read: object) -> Header | str:
 
 
 def _both(path: Path, offset: int, ts: str) -> tuple[Header | str, Header | str]:
+    """The node's reading (with no head in memory, and with heads of several lengths, which must
+    all agree) and pydicom's."""
     size = path.stat().st_size - offset
-    with path.open("rb") as handle:
-        ours = _outcome(lambda: read_received_header(handle, offset, size, ts))
+    data = path.read_bytes()
+    heads = {0, len(data), offset + 7, offset + 8, *random.Random(len(data)).sample(range(len(data) + 1), k=3)}
+    outcomes = {length: _outcome(lambda length=length: read_received_header(
+        lambda: path.open("rb"), offset, size, ts, head=data[:length])) for length in sorted(heads)}
+    assert len({str(outcome) for outcome in outcomes.values()}) == 1, outcomes
     with path.open("rb") as handle:
         handle.seek(offset)
         theirs = _outcome(lambda: read_stream_header(handle, size, ts))
-    return ours, theirs
+    return outcomes[0], theirs
 
 
 SAMPLES = [Path(p) for p in sorted(set(get_testdata_files("*"))) if Path(p).is_file()]

@@ -13,8 +13,10 @@ then it writes the Part-10 file (preamble, its own file meta, the data set as re
 - its pages start on their way to the disk as they are written (:mod:`node.writeback`), so the
   fsync before the answer waits for less;
 - its SHA-256 is computed from the bytes as they are written, never by reading the file back
-  (hashlib lets go of the GIL for them), and its fsync starts on the same thread the moment the data
-  set is complete (:func:`flush_early`).
+  (hashlib lets go of the GIL for them), and the handler reads its header from the first bytes,
+  kept in memory as they are written (:data:`HEAD_BYTES`); when the request is handed to another
+  thread, its fsync starts on the receiving thread the moment the data set is complete
+  (:func:`flush_early`).
 
 pynetdicom's temporary file has no per-association argument; the file is created on the DUL
 thread of the association that receives it, which is how the node (its AE) is found.
@@ -205,10 +207,12 @@ class ReceivedFile:
 def flush_early(received: object) -> None:
     """Start the fsync of a completely received file before its handler asks for it.
 
-    Called on the association's DUL thread once the request is on its way to the handler: the
-    peer waits for the answer before it sends more, so this thread has nothing else to do, and the
-    fsync runs here while the handler reads the header, with no hand-off to another thread. The
-    handler then finds it done, or waits for it in :meth:`ReceivedFile.sync`; an error is
+    Called on the association's DUL thread once the request is on its way to a handler on the
+    association thread (most C-STORE requests are served on the DUL thread itself, see
+    :mod:`node.wakeups`, and their handler's spool syncs the file in turn): the peer waits for
+    the answer before it sends more, so this thread has nothing else to do, and the fsync runs
+    here while the handler reads the header, with no hand-off to another thread. The handler
+    then finds it done, or waits for it in :meth:`ReceivedFile.sync`; an error is
     remembered by the file and answered by the handler.
     """
     if not isinstance(received, ReceivedFile) or received.problem is not None:

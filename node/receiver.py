@@ -207,9 +207,10 @@ class StoreHandler:
     def _store(self, event: Event, stats: AssociationStats | None) -> tuple[int, InstanceRecord]:
         """Write and record one instance: header, durable file in its place, then the row.
 
-        The receiving thread hashed the file as it wrote it and has started its fsync
-        (:func:`node.intake.flush_early`), which runs while this thread reads the header; the
-        spool waits for that fsync before the rename. (Also measured: writing the row's statements
+        The receiving thread hashed the file as it wrote it and kept its first bytes, from which
+        the header is read; the spool fsyncs the file (or waits for the fsync
+        :func:`node.intake.flush_early` started, where the request was handed to the association
+        thread) before the rename. (Also measured: writing the row's statements
         while the disk works, committing after. No faster with one association, and slower with
         several: the transaction held SQLite's lock, or the study row's, while it waited.)
         """

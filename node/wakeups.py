@@ -1,4 +1,5 @@
-"""pynetdicom's two threads per association, woken by events instead of polling every millisecond.
+"""pynetdicom's two threads per association, woken by events instead of polling every millisecond,
+and a C-STORE served on the thread that received it.
 
 pynetdicom runs each association on two threads that poll each other. The DUL thread (socket and
 state machine) sleeps 1 ms whenever a pass found nothing to do; the association thread (the
@@ -13,6 +14,14 @@ Here each thread blocks until it has work instead:
   primitive is queued for it to send, or when it is told to stop;
 - the association thread on an :class:`threading.Event` set whenever a DIMSE message or an ACSE
   primitive (release, abort) is queued for it, and when the DUL thread ends.
+
+A complete C-STORE request skips the hand-off altogether: the DUL thread that decoded it runs the
+handler and sends the answer (:meth:`WakefulDIMSE._serve_here`), whenever the association thread
+would have served it at once. The peer waits for the answer, so the DUL thread had nothing else to
+do; sparing the queue, the wake-up and the two threads' turns at the GIL took 12-30 % off the CPU
+per instance. Every other request, and a C-STORE in any other case, goes to the association thread
+as before. pynetdicom's blocking abort waits for the DUL thread to end, so on that thread it waits
+aside (:func:`_kill_from_any_thread`).
 
 Every wait is bounded (:data:`WAIT_S`, and the ARTIM timer's remaining time), so timers and kill
 flags are serviced as before even if a wake-up were missed. The classes replace pynetdicom's
@@ -39,6 +48,7 @@ from pynetdicom import association as association_module
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
@@ -54,9 +64,10 @@ REACTOR_PAUSE_S = 0.001  # the pause at the top of each pass of pynetdicom's ass
 _INTERNALS = {
     DULServiceProvider: ("_is_transport_event", "_process_recv_primitive", "run_reactor", "_run_loop_delay",
                          "to_provider_queue", "to_user_queue", "event_queue", "artim_timer", "state_machine",
-                         "_send", "socket", "_read_pdu_data", "_decode_pdu", "_recv_pdu"),
+                         "_idle_timer", "_send", "socket", "_read_pdu_data", "_decode_pdu", "_recv_pdu"),
     DIMSEServiceProvider: ("get_msg", "send_msg", "msg_queue", "maximum_pdu_size"),
-    Association: ("dul", "dimse", "acse_timeout", "network_timeout", "_kill", "_run_reactor"),
+    Association: ("dul", "dimse", "acse_timeout", "network_timeout", "_kill", "_run_reactor", "_serve_request",
+                  "_sent_release", "_reactor_checkpoint", "is_established", "_accepted_cx", "kill"),
 }
 _after_a_message = threading.local()  # on an association thread: skip the reactor's next pause
 
@@ -103,6 +114,19 @@ class WakingQueue(queue.Queue[Any]):
         self._wake()
         if self._after_put is not None:
             self._after_put(item)
+
+
+class ServingQueue(WakingQueue):
+    """The association's message queue, which lets ``serve_here`` take a message instead."""
+
+    def __init__(self, wake: Callable[[], None], after_put: Callable[[Any], None],
+                 serve_here: Callable[[Any], bool]) -> None:
+        super().__init__(wake, after_put)
+        self._serve_here = serve_here
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if not self._serve_here(item):
+            super().put(item, block, timeout)
 
 
 class Doorbell:
@@ -214,6 +238,12 @@ class WakefulDUL(DULServiceProvider):
             self.event_queue.put(event)
             self._recv_pdu.put(decoded)
 
+    def idle_timer_stopped(self) -> None:
+        self._idle_timer.stop()
+
+    def idle_timer_restarted(self) -> None:
+        self._idle_timer.restart()
+
     def run_reactor(self) -> None:
         try:
             super().run_reactor()
@@ -257,9 +287,11 @@ def _buffered(association_socket: object, sock: socket.socket) -> bool:
 class WakefulDIMSE(DIMSEServiceProvider):
     """The association thread's source of requests: a wait on an event, not a 1 ms poll.
 
-    It also sends a plain C-STORE response encoded directly (:mod:`node.store_response`) unless
-    someone listens for ``EVT_DIMSE_SENT``, which needs pynetdicom's message object; on this
-    thread, when :meth:`WakefulDUL.send_now` may, instead of through the DUL thread's queue.
+    It serves a C-STORE request on the DUL thread that decoded it where it may
+    (:meth:`_serve_here`), and sends a plain C-STORE response encoded directly
+    (:mod:`node.store_response`) unless someone listens for ``EVT_DIMSE_SENT``, which needs
+    pynetdicom's message object; on the serving thread, when :meth:`WakefulDUL.send_now` may,
+    instead of through the DUL thread's queue.
     """
 
     def __init__(self, assoc: Association, wake: threading.Event,
@@ -267,7 +299,7 @@ class WakefulDIMSE(DIMSEServiceProvider):
         super().__init__(assoc)
         self._wake = wake
         self._on_data_set = on_data_set
-        self.msg_queue = WakingQueue(wake.set, self._queued)
+        self.msg_queue = ServingQueue(wake.set, self._queued, self._serve_here)
 
     def get_msg(self, block: bool = False) -> Any:
         if block:
@@ -287,6 +319,32 @@ class WakefulDIMSE(DIMSEServiceProvider):
         if received is not None and self._on_data_set is not None:
             self._on_data_set(received)
 
+    def _serve_here(self, item: tuple[int, Any]) -> bool:
+        """Serve a C-STORE request on the DUL thread that decoded it, instead of handing it to the
+        association thread; True if it was.
+
+        The peer waits for the answer, so this thread has nothing else to do meanwhile, and the
+        hand-off (a queue, a wake-up, the other thread taking the GIL) is spared. Only when the
+        association thread would serve it at once: established, no release sent, its reactor not
+        paused for the node's own requests, nothing queued before it. The idle timer stands still
+        while the handler runs (the association thread would not check it while serving either).
+        """
+        context_id, primitive = item
+        assoc, dul = self.assoc, self.assoc.dul
+        if not (isinstance(primitive, C_STORE) and primitive.is_valid_request
+                and threading.current_thread() is dul and isinstance(dul, WakefulDUL)
+                and context_id in assoc._accepted_cx  # noqa: SLF001 - else pynetdicom aborts: the other thread's job
+                and assoc.is_established and not assoc._sent_release  # noqa: SLF001 - the reactor's own checks
+                and assoc._reactor_checkpoint.is_set()  # noqa: SLF001
+                and self.msg_queue.empty() and dul.to_user_queue.empty()):
+            return False
+        dul.idle_timer_stopped()
+        try:
+            assoc._serve_request(primitive, context_id)  # noqa: SLF001
+        finally:
+            dul.idle_timer_restarted()
+        return True
+
     def send_msg(self, primitive: Any, context_id: int) -> None:
         pdata = None
         if not self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
@@ -300,6 +358,25 @@ class WakefulDIMSE(DIMSEServiceProvider):
         """Something the association's reactor checks besides messages (release, abort, the end)."""
         dul = self.assoc.dul
         return not dul.to_user_queue.empty() or not dul.is_alive() or bool(self.assoc._kill)  # noqa: SLF001 - the reactor's own flag
+
+
+def _kill_from_any_thread(assoc: Association) -> None:
+    """Make the association's ``kill`` safe to call on its DUL thread.
+
+    pynetdicom's ``kill`` (which a blocking ``abort`` calls) waits for the DUL thread to end. On
+    that thread, where requests are now served (:meth:`WakefulDIMSE._serve_here`, whose error path
+    aborts), it would wait for itself forever; there the waiting is handed to a thread of its own,
+    and the DUL thread goes on to send the abort and reach the state where it may stop.
+    """
+    kill = assoc.kill
+
+    def kill_here_or_aside() -> None:
+        if threading.current_thread() is assoc.dul:
+            threading.Thread(target=kill, name=f"{threading.current_thread().name}-kill", daemon=True).start()
+        else:
+            kill()
+
+    vars(assoc)["kill"] = kill_here_or_aside
 
 
 @functools.cache
@@ -335,6 +412,7 @@ def make_wakeful(assoc: Association, on_data_set: Callable[[object], None] | Non
     wake = threading.Event()
     assoc.dul = WakefulDUL(assoc, wake.set)
     assoc.dimse = WakefulDIMSE(assoc, wake, on_data_set)
+    _kill_from_any_thread(assoc)
     # pynetdicom's timeout setters configure the DUL's timers: configure the new DUL's.
     assoc.acse_timeout = assoc.acse_timeout
     assoc.network_timeout = assoc.network_timeout

@@ -23,15 +23,20 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.service_class import StorageServiceClass
 from sqlalchemy import select
 
 from db.engine import Database
 from db.schema import Instance
 from node import wakeups
+from node.receiver import StoreHandler
 from node.statuses import StoreStatus
 from node.wakeups import WakefulDIMSE, WakefulDUL, supported
+from tests.concurrency import wait_until
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory, RunningNode
+from tests.node.test_limits import _associate, _results, _store_command
+from tests.node.test_pdata import pdu, pdv
 from tests.node.test_scp import encode_body, scu, store
 
 
@@ -161,17 +166,79 @@ class _Senders:
         monkeypatch.setattr(WakefulDUL, "_send", spy_send)
 
 
-def test_a_store_response_is_sent_by_the_handler_thread(start_node: NodeFactory, sqlite_database: Database,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """No hand-off to the DUL thread for the answer: the handler sends it on a plain socket."""
+def test_a_store_is_served_and_answered_on_the_thread_that_received_it(
+        start_node: NodeFactory, sqlite_database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hand-off to the association thread and back: the DUL thread that decoded the request
+    runs the handler and sends the answer on a plain socket; the association thread serves none."""
     senders = _Senders(monkeypatch)
+    handled_by: list[type] = []
+    served_by_reactor: list[str] = []
+    call, serve = StoreHandler.__call__, Association._serve_request
+
+    def spy_call(handler: StoreHandler, event: object) -> int:
+        handled_by.append(type(threading.current_thread()))
+        return call(handler, event)  # type: ignore[arg-type]
+
+    def spy_serve(assoc: Association, msg: object, context_id: int) -> None:
+        if isinstance(threading.current_thread(), Association):
+            served_by_reactor.append(type(msg).__name__)
+        serve(assoc, msg, context_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StoreHandler, "__call__", spy_call)
+    monkeypatch.setattr(Association, "_serve_request", spy_serve)
     running = start_node(sqlite_database)
     study, series = generate_uid(), generate_uid()
     assert store(running.port, [ct_dataset(study, series, index=i) for i in range(3)]) == [0, 0, 0]
-    assert [sent for _, sent in senders.now] == [True, True, True]
-    assert all(not isinstance(thread, WakefulDUL) for thread in threading.enumerate()
-               if thread.name in {name for name, _ in senders.now})
-    assert senders.queued == []
+    assert handled_by == [WakefulDUL] * 3
+    assert [sent for _, sent in senders.now] == [True, True, True] and senders.queued == []
+    assert served_by_reactor == []
+    echo = scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE")
+    assert echo.is_established and echo.send_c_echo().Status == 0
+    echo.release()
+    assert served_by_reactor == ["C_ECHO"]  # any other request: the association thread, as before
+
+
+def test_a_request_on_a_context_never_accepted_aborts_only_its_association(
+        start_node: NodeFactory, sqlite_database: Database) -> None:
+    """A request sent on a presentation context the node never accepted ends its association (it
+    is never served on the receiving thread, where pynetdicom's abort for it would wait for that
+    thread itself), and the node goes on serving."""
+    running = start_node(sqlite_database)
+    ds = ct_dataset(generate_uid(), generate_uid(), size=16)
+    command = _store_command(ds.SOPInstanceUID)[12:]
+    assoc = _associate(running.port)
+    assert assoc.is_established
+    sock = assoc.dul.socket.socket  # type: ignore[union-attr]
+    assert sock is not None
+    sock.sendall(pdu(0x04, pdv(99, 0x03, command) + pdv(99, 0x02, encode_body(ds))))
+    wait_until(lambda: not running.node.ae.active_associations, timeout=10)
+    assert _results(sqlite_database) == ["aborted"]
+    assert store(running.port, [ct_dataset(generate_uid(), generate_uid(), size=16)]) == [0]
+
+
+def test_an_abort_on_the_receiving_thread_does_not_wait_for_itself(
+        start_node: NodeFactory, sqlite_database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error after the handler (here in the status check) makes pynetdicom abort the
+    association, blocking until its DUL thread has ended; on that thread itself the waiting is
+    done aside, so the association ends instead of hanging its thread forever."""
+    validate = StorageServiceClass.validate_status
+    failures = [RuntimeError("status check failed")]
+
+    def failing_once(service: StorageServiceClass, status: object, rsp: object) -> object:
+        if failures:
+            raise failures.pop()
+        return validate(service, status, rsp)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StorageServiceClass, "validate_status", failing_once)
+    running = start_node(sqlite_database)
+    ae = scu()
+    ae.dimse_timeout = ae.network_timeout = 10
+    assoc = ae.associate("127.0.0.1", running.port, ae_title="TRIPHASE")
+    assert assoc.is_established
+    assoc.send_c_store(ct_dataset(generate_uid(), generate_uid(), size=16))
+    wait_until(lambda: not running.node.ae.active_associations, timeout=10)
+    wait_until(lambda: not [thread for thread in threading.enumerate() if isinstance(thread, WakefulDUL)], timeout=10)
+    assert store(running.port, [ct_dataset(generate_uid(), generate_uid(), size=16)]) == [0]
 
 
 def test_with_a_pdu_listener_the_response_goes_through_the_dul(start_node: NodeFactory,
@@ -210,6 +277,7 @@ def test_the_reactor_pass_after_a_message_skips_its_pause(start_node: NodeFactor
 
     monkeypatch.setattr(wakeups._REACTOR_CLOCK, "sleep", counted_pause)
     monkeypatch.setattr(wakeups, "time", SimpleNamespace(sleep=counted_sleep))
+    monkeypatch.setattr(WakefulDIMSE, "_serve_here", lambda dimse, item: False)  # all to the association thread
     running = start_node(sqlite_database)
     study, series = generate_uid(), generate_uid()
     assert store(running.port, [ct_dataset(study, series, index=i, size=64) for i in range(5)]) == [0] * 5

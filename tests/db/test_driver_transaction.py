@@ -135,3 +135,52 @@ def test_only_sqlite_has_it(postgres_url: str) -> None:
     with pytest.raises(RuntimeError, match="SQLite"), database.driver_transaction():
         pass
     database.close()
+
+
+def _hold_the_write_lock(path: Path, seconds: float, locked: threading.Event) -> None:
+    """Another process's writer, as SQLite sees it: a connection of its own holding the write lock."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO probe (id) VALUES (100)")
+        locked.set()
+        time.sleep(seconds)
+        other.execute("COMMIT")
+    finally:
+        other.close()
+
+
+def test_begin_waits_for_another_writer_in_short_steps(database: Database, tmp_path: Path) -> None:
+    """SQLite's own busy handler sleeps 1, 2, 5, 10 ms and more between tries; here the held
+    connection tries again within a millisecond of the other writer's commit."""
+    with database.driver_transaction() as conn:  # the held connection exists
+        conn.execute("INSERT INTO probe (id) VALUES (1)")
+    locked = threading.Event()
+    holder = threading.Thread(target=_hold_the_write_lock, args=(tmp_path / "triphase.db", 0.1, locked))
+    holder.start()
+    assert locked.wait(5)
+    started = time.monotonic()
+    with database.driver_transaction() as conn:
+        waited = time.monotonic() - started
+        conn.execute("INSERT INTO probe (id) VALUES (2)")
+    holder.join(5)
+    assert 0.05 <= waited < 0.3
+    assert _ids(database) == [1, 2, 100]
+    assert conn.execute("PRAGMA busy_timeout").fetchone() == (0,)  # the waiting is ours, in short steps
+
+
+def test_begin_gives_up_after_the_busy_timeout(database: Database, tmp_path: Path) -> None:
+    with database.driver_transaction() as conn:
+        conn.execute("INSERT INTO probe (id) VALUES (1)")
+    locked = threading.Event()
+    holder = threading.Thread(target=_hold_the_write_lock, args=(tmp_path / "triphase.db", 1.0, locked))
+    holder.start()
+    assert locked.wait(5)
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"), database.driver_transaction():
+        pass
+    assert 0.25 <= time.monotonic() - started < 0.9  # the database's busy timeout: 0.3 s
+    holder.join(5)
+    with database.driver_transaction() as conn:  # clean for the next caller
+        conn.execute("INSERT INTO probe (id) VALUES (2)")
+    assert _ids(database) == [1, 2, 100]

@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from pynetdicom import association as association_module
+from pynetdicom import dul as dul_module
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -98,6 +99,30 @@ class _ReactorClock:
 
 
 _REACTOR_CLOCK = _ReactorClock()
+
+
+def _dul_pause(seconds: float) -> None:
+    """``time.sleep`` as pynetdicom's DUL module sees it: none for a wakeful DUL's zero pause.
+
+    pynetdicom's DUL loop sleeps its run-loop delay after every pass that found no event. A
+    :class:`WakefulDUL` has a delay of zero (it waits in ``select()`` instead), and ``sleep(0)``
+    still cost a system call and a turn of the GIL, several times per instance. While its
+    connection is closed it has nothing to wait on, so there the pause stays, as does any other
+    sleep (a polling DUL's delay, a test's).
+    """
+    thread = threading.current_thread()
+    if seconds == 0 and isinstance(thread, WakefulDUL) and thread.has_open_socket():
+        return
+    time.sleep(seconds)
+
+
+class _DULClock(_ReactorClock):
+    """The ``time`` module, but for its ``sleep`` (:func:`_dul_pause`)."""
+
+    sleep = staticmethod(_dul_pause)
+
+
+_DUL_CLOCK = _DULClock()
 
 
 class WakingQueue(queue.Queue[Any]):
@@ -237,6 +262,10 @@ class WakefulDUL(DULServiceProvider):
                 return
             self.event_queue.put(event)
             self._recv_pdu.put(decoded)
+
+    def has_open_socket(self) -> bool:
+        """Whether there is a connection to wait on in ``select()`` (:meth:`_wait_for_input`)."""
+        return isinstance(getattr(self.socket, "socket", None), socket.socket)
 
     def idle_timer_stopped(self) -> None:
         self._idle_timer.stop()
@@ -384,6 +413,8 @@ def supported() -> bool:
     """Whether this pynetdicom has the internals these classes build on (checked once)."""
     if vars(association_module).get("time") not in (time, _REACTOR_CLOCK):
         return False
+    if vars(dul_module).get("time") not in (time, _DUL_CLOCK):
+        return False
     for cls, names in _INTERNALS.items():
         probe: object = cls
         for name in names:
@@ -409,6 +440,7 @@ def make_wakeful(assoc: Association, on_data_set: Callable[[object], None] | Non
     if not supported():
         return False
     vars(association_module)["time"] = _REACTOR_CLOCK  # the module's own name for it, as it looks it up
+    vars(dul_module)["time"] = _DUL_CLOCK
     wake = threading.Event()
     assoc.dul = WakefulDUL(assoc, wake.set)
     assoc.dimse = WakefulDIMSE(assoc, wake, on_data_set)

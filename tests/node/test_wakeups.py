@@ -285,6 +285,36 @@ def test_the_reactor_pass_after_a_message_skips_its_pause(start_node: NodeFactor
     assert calls["slept"] >= 1, calls  # the passes that found nothing still paused
 
 
+def test_a_dul_with_an_open_connection_does_not_pause_between_passes(
+        start_node: NodeFactory, sqlite_database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom's DUL loop pauses for its run-loop delay (zero here) after a pass with no
+    event; a wakeful DUL waits in select() instead, so with its connection open it skips the
+    pause (a system call and a turn of the GIL each); without a connection the pause stays."""
+    asked: Counter[bool] = Counter()
+    slept_while_open: list[float] = []
+    real_sleep = time.sleep
+
+    def counted_pause(seconds: float) -> None:
+        thread = threading.current_thread()
+        if isinstance(thread, WakefulDUL) and seconds == 0:
+            asked[thread.has_open_socket()] += 1
+        wakeups._dul_pause(seconds)
+
+    def counted_sleep(seconds: float) -> None:
+        thread = threading.current_thread()
+        if isinstance(thread, WakefulDUL) and thread.has_open_socket():
+            slept_while_open.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(wakeups._DUL_CLOCK, "sleep", counted_pause)
+    monkeypatch.setattr(time, "sleep", counted_sleep)
+    running = start_node(sqlite_database)
+    study, series = generate_uid(), generate_uid()
+    assert store(running.port, [ct_dataset(study, series, index=i, size=64) for i in range(5)]) == [0] * 5
+    assert asked[True] >= 5, asked
+    assert slept_while_open == []
+
+
 def test_closing_the_socket_waits_for_a_send_and_nothing_is_sent_after(start_node: NodeFactory,
                                                                        sqlite_database: Database) -> None:
     """The handler thread may be sending a response while the DUL thread closes the connection:

@@ -50,7 +50,7 @@ from node.wakeups import WakefulDUL  # noqa: E402
 STAGES: list[tuple[Any, str]] = [
     (receiver.StoreHandler, "_handle"),  # the whole handler
     (receiver, "_read_header"),
-    (receiver.StoreHandler, "_adopt"),  # waits for the early fsync, renames, fsyncs the folder
+    (receiver.StoreHandler, "_adopt"),  # fsyncs the file (or waits for its early fsync), renames, fsyncs the folder
     (spool, "_fsync_dir"),
     (receiver.StoreHandler, "_record"),  # the row's transaction
 ]
@@ -170,8 +170,8 @@ def main() -> None:
     timers = Timers()
     for owner, name in STAGES:
         timers.wrap(owner, name)
-    timers.count_thread_cpu(WakefulDUL, "run_reactor", "receiving (DUL) threads")
-    timers.count_thread_cpu(Association, "_run_reactor", "handler (association) threads")
+    timers.count_thread_cpu(WakefulDUL, "run_reactor", "receiving (DUL) threads, which also serve C-STORE requests")
+    timers.count_thread_cpu(Association, "_run_reactor", "association threads (other requests)")
     with (tempfile.TemporaryDirectory(prefix="ingest-profile-", dir=work_folder()) as work,
           fresh_database(args.db_url) as db_url):
         figures = run(files, args.associations, timers, Path(work), group=not args.one_row_per_commit, db_url=db_url)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -150,37 +152,40 @@ def _hold_the_write_lock(path: Path, seconds: float, locked: threading.Event) ->
         other.close()
 
 
+@contextmanager
+def _another_writer(database: Database, path: Path, seconds: float) -> Iterator[None]:
+    """The held connection made (row 1), then another writer holding the lock for ``seconds``."""
+    with database.driver_transaction() as conn:
+        conn.execute("INSERT INTO probe (id) VALUES (1)")
+    locked = threading.Event()
+    holder = threading.Thread(target=_hold_the_write_lock, args=(path, seconds, locked))
+    holder.start()
+    assert locked.wait(5)
+    try:
+        yield
+    finally:
+        holder.join(5)
+
+
 def test_begin_waits_for_another_writer_in_short_steps(database: Database, tmp_path: Path) -> None:
     """SQLite's own busy handler sleeps 1, 2, 5, 10 ms and more between tries; here the held
     connection tries again within a millisecond of the other writer's commit."""
-    with database.driver_transaction() as conn:  # the held connection exists
-        conn.execute("INSERT INTO probe (id) VALUES (1)")
-    locked = threading.Event()
-    holder = threading.Thread(target=_hold_the_write_lock, args=(tmp_path / "triphase.db", 0.1, locked))
-    holder.start()
-    assert locked.wait(5)
-    started = time.monotonic()
-    with database.driver_transaction() as conn:
-        waited = time.monotonic() - started
-        conn.execute("INSERT INTO probe (id) VALUES (2)")
-    holder.join(5)
+    with _another_writer(database, tmp_path / "triphase.db", 0.1):
+        started = time.monotonic()
+        with database.driver_transaction() as conn:
+            waited = time.monotonic() - started
+            conn.execute("INSERT INTO probe (id) VALUES (2)")
     assert 0.05 <= waited < 0.3
     assert _ids(database) == [1, 2, 100]
     assert conn.execute("PRAGMA busy_timeout").fetchone() == (0,)  # the waiting is ours, in short steps
 
 
 def test_begin_gives_up_after_the_busy_timeout(database: Database, tmp_path: Path) -> None:
-    with database.driver_transaction() as conn:
-        conn.execute("INSERT INTO probe (id) VALUES (1)")
-    locked = threading.Event()
-    holder = threading.Thread(target=_hold_the_write_lock, args=(tmp_path / "triphase.db", 1.0, locked))
-    holder.start()
-    assert locked.wait(5)
-    started = time.monotonic()
-    with pytest.raises(sqlite3.OperationalError, match="locked"), database.driver_transaction():
-        pass
-    assert 0.25 <= time.monotonic() - started < 0.9  # the database's busy timeout: 0.3 s
-    holder.join(5)
+    with _another_writer(database, tmp_path / "triphase.db", 1.0):
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"), database.driver_transaction():
+            pass
+        assert 0.25 <= time.monotonic() - started < 0.9  # the database's busy timeout: 0.3 s
     with database.driver_transaction() as conn:  # clean for the next caller
         conn.execute("INSERT INTO probe (id) VALUES (2)")
     assert _ids(database) == [1, 2, 100]

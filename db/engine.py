@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -97,10 +98,22 @@ class Database:
         with self._writer_turn(), self.engine.begin() as conn:
             yield conn
 
+    @property
+    def has_driver_transaction(self) -> bool:
+        """Whether :meth:`driver_transaction` serves this database (SQLite, and PostgreSQL through
+        psycopg)."""
+        return self.is_sqlite or self.engine.dialect.driver == "psycopg"
+
     @contextmanager
-    def driver_transaction(self) -> Iterator[sqlite3.Connection]:
-        """SQLite only: a write transaction on the driver's own connection, for the few
-        statements of every C-STORE (:mod:`db.repository.prepared` runs them).
+    def driver_transaction(self) -> Iterator[Any]:
+        """A write transaction on the driver's own connection, for the few statements of every
+        C-STORE (:mod:`db.repository.prepared` runs them): a ``sqlite3.Connection`` on SQLite, a
+        ``psycopg.Connection`` on PostgreSQL.
+
+        On PostgreSQL the connection is checked out of the pool (pinged, as every check-out is)
+        and the transaction is psycopg's own (``BEGIN``, then ``COMMIT``, or ``ROLLBACK`` on any
+        exception); SQLAlchemy's connection and transaction objects are left out. A connection
+        psycopg found broken is invalidated, not given back to the pool.
 
         :meth:`begin` costs a pool check-out and check-in, SQLAlchemy's transaction objects and
         its ``BEGIN IMMEDIATE`` through the event system: at several associations, more Python
@@ -112,7 +125,10 @@ class Database:
         for the next caller.
         """
         if not self.is_sqlite:
-            raise RuntimeError("driver_transaction is for SQLite; use begin()")
+            if not self.has_driver_transaction:
+                raise RuntimeError("driver_transaction is for SQLite and psycopg; use begin()")
+            yield from self._psycopg_transaction()
+            return
         with self._writer_turn() as alone:
             if alone:
                 connection = self._own_connection or self._connect_own()
@@ -125,6 +141,17 @@ class Database:
                 yield from _transaction(pooled.driver_connection)  # type: ignore[arg-type]
             finally:
                 pooled.close()
+
+    def _psycopg_transaction(self) -> Iterator[Any]:
+        pooled = self.engine.raw_connection()
+        connection = pooled.driver_connection
+        try:
+            with connection.transaction():  # type: ignore[union-attr]
+                yield connection
+        finally:
+            if getattr(connection, "broken", False):
+                pooled.invalidate()
+            pooled.close()
 
     def _connect_own(self) -> sqlite3.Connection:
         pooled = self.engine.raw_connection()

@@ -238,7 +238,7 @@ class InstanceWrites(RepositoryBase):
         # in opposite orders (PostgreSQL would end such a deadlock after a second, failing a group).
         order = sorted(range(len(items)), key=lambda index: items[index].record.study_uid)
         outcomes: list[RecordOutcome | None] = [None] * len(items)
-        transaction = self.db.driver_transaction() if self.db.is_sqlite else self.db.begin()
+        transaction = self.db.driver_transaction() if self.db.has_driver_transaction else self.db.begin()
         with transaction as conn:
             for index in order:
                 outcomes[index] = self._known_study_rows(conn, items[index], now)

@@ -132,11 +132,43 @@ def test_dispose_forgets_the_held_connection_and_close_closes_it(database: Datab
         after.execute("SELECT 1")
 
 
-def test_only_sqlite_has_it(postgres_url: str) -> None:
+def test_on_postgresql_it_is_psycopgs_own_transaction(postgres_url: str) -> None:
+    """A pooled connection's psycopg connection in psycopg's transaction: committed when the block
+    ends, rolled back on any exception, and back in the pool idle either way."""
     database = Database(postgres_url)
-    with pytest.raises(RuntimeError, match="SQLite"), database.driver_transaction():
-        pass
-    database.close()
+    try:
+        assert database.has_driver_transaction
+        with database.begin() as conn:
+            conn.execute(text("CREATE TABLE probe (id INTEGER PRIMARY KEY)"))
+        with database.driver_transaction() as first:
+            assert type(first).__module__.startswith("psycopg")
+            first.execute("INSERT INTO probe (id) VALUES (1)")
+        with pytest.raises(RuntimeError), database.driver_transaction() as second:
+            second.execute("INSERT INTO probe (id) VALUES (2)")
+            raise RuntimeError("the handler failed")
+        with pytest.raises(Exception, match="duplicate key"), database.driver_transaction() as third:
+            third.execute("INSERT INTO probe (id) VALUES (1)")
+        with database.begin() as conn:
+            assert list(conn.execute(text("SELECT id FROM probe ORDER BY id")).scalars()) == [1]
+        for connection in (first, second, third):
+            assert connection.info.transaction_status.name == "IDLE"
+    finally:
+        database.close()
+
+
+def test_a_connection_broken_mid_transaction_is_not_given_back_to_the_pool(postgres_url: str) -> None:
+    database = Database(postgres_url, pool_size=1)
+    try:
+        with pytest.raises(Exception), database.driver_transaction() as conn:  # noqa: B017, PT011 - psycopg's own
+            pid = conn.info.backend_pid
+            with database.begin() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            conn.execute("SELECT 1")
+        assert conn.broken
+        with database.driver_transaction() as fresh:
+            assert fresh is not conn and fresh.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        database.close()
 
 
 def _hold_the_write_lock(path: Path, seconds: float, locked: threading.Event) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -146,7 +147,7 @@ def test_on_postgresql_it_is_psycopgs_own_transaction(postgres_url: str) -> None
         with pytest.raises(RuntimeError), database.driver_transaction() as second:
             second.execute("INSERT INTO probe (id) VALUES (2)")
             raise RuntimeError("the handler failed")
-        with pytest.raises(Exception, match="duplicate key"), database.driver_transaction() as third:
+        with pytest.raises(psycopg.errors.UniqueViolation), database.driver_transaction() as third:
             third.execute("INSERT INTO probe (id) VALUES (1)")
         with database.begin() as conn:
             assert list(conn.execute(text("SELECT id FROM probe ORDER BY id")).scalars()) == [1]
@@ -159,7 +160,7 @@ def test_on_postgresql_it_is_psycopgs_own_transaction(postgres_url: str) -> None
 def test_a_connection_broken_mid_transaction_is_not_given_back_to_the_pool(postgres_url: str) -> None:
     database = Database(postgres_url, pool_size=1)
     try:
-        with pytest.raises(Exception), database.driver_transaction() as conn:  # noqa: B017, PT011 - psycopg's own
+        with pytest.raises(psycopg.OperationalError), database.driver_transaction() as conn:
             pid = conn.info.backend_pid
             with database.begin() as other:
                 other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})

@@ -126,7 +126,7 @@ class DicomNode:
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_ended, [AssociationResult.RELEASED]),
             (evt.EVT_ABORTED, self._on_ended, [AssociationResult.ABORTED]),
-            (evt.EVT_CONN_CLOSE, self._on_ended, [AssociationResult.ABORTED]),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
         if self.completes:
             self.audit_watch.start()
@@ -228,6 +228,20 @@ class DicomNode:
 
     def _on_ended(self, event: Event, result: AssociationResult) -> None:
         self._record_end(event.assoc, result)
+
+    def _on_closed(self, event: Event) -> None:
+        """The connection closed: an association that had not ended is recorded aborted.
+
+        Not in Sta13, where the node has answered a release (or sent an abort) and waits for the
+        peer to close: there the association thread records the end it is completing
+        (``EVT_RELEASED``, ``EVT_ABORTED``, or :meth:`_on_finished` when its thread ends). A peer
+        that closes the moment it has the release response can otherwise be recorded aborted
+        before that thread has said released.
+        """
+        machine = getattr(event.assoc.dul, "state_machine", None)
+        if getattr(machine, "current_state", None) == "Sta13":
+            return
+        self._record_end(event.assoc, AssociationResult.ABORTED)
 
     def _record_end(self, assoc: Association, result: AssociationResult) -> None:
         stats = self.tracker.pop(assoc)

@@ -106,12 +106,13 @@ def _dul_pause(seconds: float) -> None:
 
     pynetdicom's DUL loop sleeps its run-loop delay after every pass that found no event. A
     :class:`WakefulDUL` has a delay of zero (it waits in ``select()`` instead), and ``sleep(0)``
-    still cost a system call and a turn of the GIL, several times per instance. While its
-    connection is closed it has nothing to wait on, so there the pause stays, as does any other
+    still cost a system call and a turn of the GIL, several times per instance. Where its next
+    pass would not wait (no open connection, or Sta13, where pynetdicom's own check runs until
+    the peer closes), the pause stays, or the loop would spin holding the GIL; so does any other
     sleep (a polling DUL's delay, a test's).
     """
     thread = threading.current_thread()
-    if seconds == 0 and isinstance(thread, WakefulDUL) and thread.has_open_socket():
+    if seconds == 0 and isinstance(thread, WakefulDUL) and thread.waits_for_input():
         return
     time.sleep(seconds)
 
@@ -263,9 +264,11 @@ class WakefulDUL(DULServiceProvider):
             self.event_queue.put(event)
             self._recv_pdu.put(decoded)
 
-    def has_open_socket(self) -> bool:
-        """Whether there is a connection to wait on in ``select()`` (:meth:`_wait_for_input`)."""
-        return isinstance(getattr(self.socket, "socket", None), socket.socket)
+    def waits_for_input(self) -> bool:
+        """Whether the next pass waits in ``select()`` when it has nothing to do: a connection to
+        wait on, and not Sta13 (:meth:`_is_transport_event`)."""
+        return (self.state_machine.current_state != "Sta13"
+                and isinstance(getattr(self.socket, "socket", None), socket.socket))
 
     def idle_timer_stopped(self) -> None:
         self._idle_timer.stop()

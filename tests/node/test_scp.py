@@ -117,6 +117,19 @@ def test_store_writes_file_and_row_before_success(start_node: NodeFactory, datab
     assert (assoc.calling_ae, assoc.instances_stored, assoc.peer_name) == ("PACS", 3, "pacs")
 
 
+def test_every_released_association_is_recorded_released(start_node: NodeFactory, sqlite_database: Database) -> None:
+    """A peer closes the connection the moment it has the release response; the node, which
+    records an association whose connection closed as aborted, must not do so while it completes
+    a release (Sta13): each of these was released."""
+    running = start_node(sqlite_database)
+    study, series = generate_uid(), generate_uid()
+    for index in range(12):
+        assert store(running.port, [ct_dataset(study, series, index=index, size=16)]) == [0]
+    wait_until(lambda: len(_association_results(sqlite_database)) == 12 and None not in _association_results(
+        sqlite_database))
+    assert _association_results(sqlite_database) == ["released"] * 12
+
+
 def test_unknown_calling_ae_is_rejected_and_audited(start_node: NodeFactory, sqlite_database: Database) -> None:
     running = start_node(sqlite_database)
     assoc = scu("STRANGER").associate("127.0.0.1", running.port, ae_title="TRIPHASE")

@@ -297,12 +297,12 @@ def test_a_dul_with_an_open_connection_does_not_pause_between_passes(
     def counted_pause(seconds: float) -> None:
         thread = threading.current_thread()
         if isinstance(thread, WakefulDUL) and seconds == 0:
-            asked[thread.has_open_socket()] += 1
+            asked[thread.waits_for_input()] += 1
         wakeups._dul_pause(seconds)
 
     def counted_sleep(seconds: float) -> None:
         thread = threading.current_thread()
-        if isinstance(thread, WakefulDUL) and thread.has_open_socket():
+        if isinstance(thread, WakefulDUL) and thread.waits_for_input():
             slept_while_open.append(seconds)
         real_sleep(seconds)
 
@@ -313,6 +313,28 @@ def test_a_dul_with_an_open_connection_does_not_pause_between_passes(
     assert store(running.port, [ct_dataset(study, series, index=i, size=64) for i in range(5)]) == [0] * 5
     assert asked[True] >= 5, asked
     assert slept_while_open == []
+
+
+def test_a_dul_waiting_for_the_peer_to_close_still_pauses(start_node: NodeFactory, sqlite_database: Database) -> None:
+    """In Sta13 (release answered, waiting for the peer to close) pynetdicom's own check runs
+    without waiting: there the pause must stay, or the loop would spin holding the GIL and starve
+    the association thread that records the release."""
+    running = start_node(sqlite_database)
+    assoc, served = _open(running)
+    try:
+        dul = served.dul
+        assert isinstance(dul, WakefulDUL) and dul.waits_for_input()
+        machine = dul.state_machine
+        state = machine.current_state
+        machine.current_state = "Sta13"
+        try:
+            assert not dul.waits_for_input()
+        finally:
+            machine.current_state = state
+    finally:
+        assoc.release()
+    wait_until(lambda: not running.node.ae.active_associations)
+    assert not dul.waits_for_input()  # closed
 
 
 def test_closing_the_socket_waits_for_a_send_and_nothing_is_sent_after(start_node: NodeFactory,

@@ -23,7 +23,7 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from node.element_walk import as_dataset, identifying_elements
+from node.element_walk import Buffer, as_dataset, identifying_elements
 
 # Values longer than this are skipped (seeked over), not read, during the structural walk.
 _DEFER_BYTES = 1024
@@ -131,7 +131,7 @@ def _raw(found: Mapping[BaseTag, RawDataElement], tag: int) -> bytes:
 
 
 def read_received_header(open_file: Callable[[], BinaryIO], offset: int, size: int, transfer_syntax: str,
-                         head: bytes | bytearray | memoryview = b"") -> Header:
+                         head: Buffer = b"") -> Header:
     """The header of the ``size``-byte data set at ``offset`` in the file ``open_file`` opens.
 
     A plainly well-formed little-endian data set is walked (:mod:`node.element_walk`) over
@@ -142,19 +142,27 @@ def read_received_header(open_file: Callable[[], BinaryIO], offset: int, size: i
     when the head does not suffice.
     """
     ts = UID(transfer_syntax)
-    if ts.is_little_endian and not ts.is_deflated and size > 0:
-        found = identifying_elements(head, offset, offset + size, implicit=ts.is_implicit_VR, wanted=IDENTIFYING_TAGS)
-        if found is not None:
-            return plain_header(found) or _header_from(as_dataset(found, ts.is_implicit_VR))
+    walkable = ts.is_little_endian and not ts.is_deflated and size > 0
+    header = _walked(head, offset, offset + size, ts) if walkable else None
+    if header is not None:
+        return header
     with open_file() as handle:
-        if ts.is_little_endian and not ts.is_deflated and size > 0:
+        if walkable:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                found = identifying_elements(mapped, offset, min(offset + size, len(mapped)),
-                                             implicit=ts.is_implicit_VR, wanted=IDENTIFYING_TAGS)
-                if found is not None and offset + size <= len(mapped):
-                    return plain_header(found) or _header_from(as_dataset(found, ts.is_implicit_VR))
+                header = _walked(mapped, offset, offset + size, ts) if offset + size <= len(mapped) else None
+            if header is not None:
+                return header
         handle.seek(offset)
         return read_stream_header(handle, size, transfer_syntax)
+
+
+def _walked(buffer: Buffer, start: int, end: int, ts: UID) -> Header | None:
+    """The header by the quick walk over ``buffer`` (:func:`identifying_elements`); None where
+    the walk leaves the data set to pydicom's reader."""
+    found = identifying_elements(buffer, start, end, implicit=ts.is_implicit_VR, wanted=IDENTIFYING_TAGS)
+    if found is None:
+        return None
+    return plain_header(found) or _header_from(as_dataset(found, ts.is_implicit_VR))
 
 
 def read_header(data: bytes, transfer_syntax: str) -> Header:

@@ -125,11 +125,10 @@ class Spool:
         """
         self.check_space(0)
         relative = self.relative_path(study_uid, series_uid, sop_uid)
-        series_dir = f"{self._root}/{study_uid}/{series_uid}"
-        final = f"{series_dir}/{sop_uid}{SUFFIX}"
+        final = f"{self._root}/{relative}"
+        series_dir = os.path.dirname(final)
         received.sync()
-        if not os.path.isdir(series_dir):
-            self._ensure_dir(Path(series_dir))
+        self._ensure_dir(series_dir)
         replaced = os.path.exists(final)
         try:
             os.replace(received.name, final)
@@ -170,12 +169,12 @@ class Spool:
         finally:
             os.close(fd)
 
-    def _ensure_dir(self, directory: Path) -> None:
+    def _ensure_dir(self, directory: str | Path) -> None:
         """Create the study/series folders, fsyncing each parent that gained an entry."""
-        if directory.is_dir():
+        if os.path.isdir(directory):
             return
         missing: list[Path] = []
-        current = directory
+        current = Path(directory)
         while not current.is_dir():
             missing.append(current)
             current = current.parent

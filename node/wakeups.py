@@ -107,8 +107,8 @@ def _dul_pause(seconds: float) -> None:
     pynetdicom's DUL loop sleeps its run-loop delay after every pass that found no event. A
     :class:`WakefulDUL` has a delay of zero (it waits in ``select()`` instead), and ``sleep(0)``
     still cost a system call and a turn of the GIL, several times per instance. Where its next
-    pass would not wait (no open connection, or Sta13, where pynetdicom's own check runs until
-    the peer closes), the pause stays, or the loop would spin holding the GIL; so does any other
+    pass would not wait (no open connection, Sta1, or Sta13, where pynetdicom's own check runs
+    until the peer closes), the pause stays, or the loop would spin holding the GIL; so does any other
     sleep (a polling DUL's delay, a test's).
     """
     thread = threading.current_thread()
@@ -265,10 +265,13 @@ class WakefulDUL(DULServiceProvider):
             self._recv_pdu.put(decoded)
 
     def waits_for_input(self) -> bool:
-        """Whether the next pass waits in ``select()`` when it has nothing to do: a connection to
-        wait on, and not Sta13 (:meth:`_is_transport_event`)."""
-        return (self.state_machine.current_state != "Sta13"
-                and isinstance(getattr(self.socket, "socket", None), socket.socket))
+        """Whether the next pass waits in ``select()`` when it has nothing to do: an open
+        connection to wait on, in neither Sta13 (:meth:`_is_transport_event`) nor Sta1 (pynetdicom
+        closes the socket after a release without letting go of the object, and ``select()`` on
+        it fails at once)."""
+        sock = getattr(self.socket, "socket", None)
+        return (self.state_machine.current_state not in ("Sta1", "Sta13")
+                and isinstance(sock, socket.socket) and sock.fileno() != -1)
 
     def idle_timer_stopped(self) -> None:
         self._idle_timer.stop()

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import random
+import socket
 import sys
 import threading
 import time
@@ -317,8 +318,8 @@ def test_a_dul_with_an_open_connection_does_not_pause_between_passes(
 
 def test_a_dul_waiting_for_the_peer_to_close_still_pauses(start_node: NodeFactory, sqlite_database: Database) -> None:
     """In Sta13 (release answered, waiting for the peer to close) pynetdicom's own check runs
-    without waiting: there the pause must stay, or the loop would spin holding the GIL and starve
-    the association thread that records the release."""
+    without waiting, and in Sta1 the closed socket gives select() nothing to wait on: there the
+    pause must stay, or the loop would spin holding the GIL and starve the association thread."""
     running = start_node(sqlite_database)
     assoc, served = _open(running)
     try:
@@ -334,7 +335,12 @@ def test_a_dul_waiting_for_the_peer_to_close_still_pauses(start_node: NodeFactor
     finally:
         assoc.release()
     wait_until(lambda: not running.node.ae.active_associations)
-    assert not dul.waits_for_input()  # closed
+    assert dul.state_machine.current_state == "Sta1"
+    assert not dul.waits_for_input()
+    closed = socket.socket()
+    closed.close()
+    dul.socket.socket = closed  # type: ignore[union-attr]  # as a release (AR-5) leaves it: shut, still there
+    assert not dul.waits_for_input()
 
 
 def test_closing_the_socket_waits_for_a_send_and_nothing_is_sent_after(start_node: NodeFactory,

@@ -135,6 +135,11 @@ def _without_log_dumps(assoc: Association) -> None:
                 assoc.unbind(event, handler)
 
 
+def _awaiting_response(assoc: Association) -> bool:
+    """Whether the DUL still waits to send the local answer to the A-ASSOCIATE-RQ (Sta3)."""
+    return bool(assoc.dul.state_machine.current_state == "Sta3")
+
+
 class GuardedSocket(AssociationSocket):
     """pynetdicom's socket wrapper that first replays the request read by the door, and refuses a
     PDU whose announced length is over the limit before reading its body.
@@ -504,6 +509,22 @@ class Door:
         if not isinstance(sock, GuardedSocket):
             return True
         return self.gate.negotiate(sock.connection)
+
+    def rejected(self, assoc: Association, wait_s: float = 1.0) -> None:
+        """The node rejected this association: once the A-ASSOCIATE-RJ has left (the DUL is past
+        Sta3), the connection gives way to new arrivals (:meth:`ConnectionGate.rejected`).
+
+        Marked only after the send, so that making room for a newcomer can never cut a connection
+        whose peer has not been sent its answer.
+        """
+        sock = assoc.dul.socket
+        if not isinstance(sock, GuardedSocket):
+            return
+        deadline = time.monotonic() + wait_s
+        while _awaiting_response(assoc) and assoc.dul.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if not _awaiting_response(assoc):
+            self.gate.rejected(sock.connection)
 
     def refused(self, connection: Connection, refused: RefusedConnectionError, sock: socket.socket) -> None:
         if refused.event is not None:

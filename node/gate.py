@@ -8,6 +8,12 @@ their own, ``max_pending``, in which the *oldest* gives way to a new arrival (a 
 request within milliseconds, an attacker stalls, so the attacker is always the oldest); and one
 source address holds at most ``max_per_address`` connections of any kind.
 
+A connection whose association was *rejected* has had its answer and only waits for the peer to
+close it (PS3.8's Sta13). It shares the pending pool and gives way first, before any pending one:
+a peer that retries at once after an A-ASSOCIATE-RJ, faster than the node's threads notice the
+close, gets its rejection again rather than a cut connection, and peers that never close after a
+rejection still hold no more than the pool.
+
 Refusals and evictions happen at the rate a hostile client chooses, so :class:`DoorLog` aggregates
 them: counts per address, written as one audit row and one warning per address and window.
 """
@@ -36,6 +42,11 @@ class ConnectionState(enum.Enum):
     PENDING = "pending"  # TLS handshake and A-ASSOCIATE-RQ not yet complete
     REQUESTED = "requested"  # request read; the node is deciding
     NEGOTIATED = "negotiated"  # counts against max_associations
+    REJECTED = "rejected"  # A-ASSOCIATE-RJ sent; waiting for the peer to close
+
+
+# The states that give way to a new arrival, in the order they give way.
+_YIELDING = (ConnectionState.REJECTED, ConnectionState.PENDING)
 
 
 class DoorEvent(enum.StrEnum):
@@ -107,14 +118,14 @@ class ConnectionGate:
                 return None
             from_address = [c for c in self._live if c.address == address]
             if len(from_address) >= self.limits.max_per_address:
-                oldest = next((c for c in from_address if c.state is ConnectionState.PENDING), None)
+                oldest = _first_to_yield(from_address)
                 if oldest is None:
                     self.events.note(address, DoorEvent.ADDRESS_LIMIT)
                     return None
                 victims.append(self._drop(oldest))
-            pending = [c for c in self._live if c.state is ConnectionState.PENDING]
-            if len(pending) >= self.limits.max_pending:
-                victims.append(self._drop(pending[0]))
+            pool = [c for c in self._live if c.state in _YIELDING]
+            if len(pool) >= self.limits.max_pending:
+                victims.append(self._drop(_first_to_yield(pool) or pool[0]))
             connection = Connection(address, port, tls, time.monotonic() + self.limits.artim_timeout_s, sock.dup())
             self._live.append(connection)
         for victim in victims:
@@ -133,11 +144,20 @@ class ConnectionGate:
         with self._lock:
             if connection.state is ConnectionState.NEGOTIATED:
                 return True
+            if connection.state is ConnectionState.REJECTED:
+                return False
             negotiated = sum(c.state is ConnectionState.NEGOTIATED for c in self._live)
             if negotiated >= self.limits.max_associations or connection not in self._live:
                 return False
             connection.state = ConnectionState.NEGOTIATED
             return True
+
+    def rejected(self, connection: Connection) -> None:
+        """The association was rejected and the A-ASSOCIATE-RJ has left: the connection gives up its
+        association slot, if it had one, and gives way to new arrivals."""
+        with self._lock:
+            if connection in self._live:
+                connection.state = ConnectionState.REJECTED
 
     def release(self, connection: Connection) -> None:
         """The connection's thread is done with it."""
@@ -182,6 +202,16 @@ class ConnectionGate:
         """Forget a connection (lock held); its owner thread ends when the cut reaches it."""
         self._live.remove(connection)
         return connection
+
+
+def _first_to_yield(connections: list[Connection]) -> Connection | None:
+    """The oldest rejected connection, else the oldest pending one, else None (all negotiating or
+    negotiated): ``connections`` are in order of arrival."""
+    for state in _YIELDING:
+        oldest = next((c for c in connections if c.state is state), None)
+        if oldest is not None:
+            return oldest
+    return None
 
 
 def _canonical(address: str) -> str:

@@ -45,13 +45,6 @@ REJECT_LIMIT = (0x02, 0x03, 0x02)
 UNLIMITED = 65535
 
 
-def _reject(assoc: Association, reason: tuple[int, int, int]) -> None:
-    """A-ASSOCIATE-RJ, then wait until it has left (as pynetdicom's own rejections do): closing
-    the socket before the DUL thread sent it would look like an abort to the peer."""
-    assoc.acse.send_reject(*reason)
-    assoc.kill()
-
-
 def build_ae(settings: NodeSettings) -> AE:
     """An AE that verifies and stores every standard storage SOP class in every transfer syntax."""
     ae = AE(ae_title=settings.ae_title)
@@ -181,26 +174,35 @@ class DicomNode:
         assoc = event.assoc
         primitive = assoc.requestor.primitive
         if primitive is None:  # pynetdicom sets it before this event; never accept unchecked
-            _reject(assoc, REJECT_CALLING_AE)
+            self._reject(assoc, REJECT_CALLING_AE)
             return
         calling = str(primitive.calling_ae_title).strip()
         called = str(primitive.called_ae_title).strip()
         address, port = assoc.requestor.address, assoc.requestor.port
         if self._stopping.is_set():
             self.metrics.association(AssociationResult.REJECTED)
-            _reject(assoc, REJECT_BUSY)
+            self._reject(assoc, REJECT_BUSY)
             return
         if not self.settings.promiscuous and self.settings.peer_for(calling, address) is None:
             reason = f"calling AE title {calling!r} from {address} is not a configured peer"
             # Audited (the first of a window at once, the others counted) before the peer hears it.
             self.rejections.note(Rejection(calling, called, address, port, reason))
             self.metrics.association(AssociationResult.REJECTED)
-            _reject(assoc, REJECT_CALLING_AE)
+            self._reject(assoc, REJECT_CALLING_AE)
         elif self.door is not None and not self.door.negotiate(assoc):
             reason = f"{self.settings.max_associations} associations already open (max_associations)"
             self.rejections.note(Rejection(calling, called, address, port, reason))
             self.metrics.association(AssociationResult.REJECTED)
-            _reject(assoc, REJECT_LIMIT)
+            self._reject(assoc, REJECT_LIMIT)
+
+    def _reject(self, assoc: Association, reason: tuple[int, int, int]) -> None:
+        """A-ASSOCIATE-RJ, then wait until the peer has closed (as pynetdicom's own rejections do):
+        closing the socket before the DUL thread sent it would look like an abort to the peer. The
+        connection gives way to new arrivals meanwhile (:meth:`node.door.Door.rejected`)."""
+        assoc.acse.send_reject(*reason)
+        if self.door is not None:
+            self.door.rejected(assoc)
+        assoc.kill()
 
     def _write_rejection(self, rejection: Rejection) -> None:
         best_effort(lambda: self.repository.reject_association(

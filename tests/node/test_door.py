@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role
-from pynetdicom.presentation import PresentationContext
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
+from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from db.engine import Database
 from db.queries import audit_events
 from db.schema import Association
+from node.gate import ConnectionGate, ConnectionState, DoorLog, GateLimits
 from node.scu import AssociationFailed, RemoteNode, client_tls_context, echo
 from node.settings import NodeTlsSettings
 from tests.certificates import Pki, make_pki
@@ -165,6 +168,83 @@ def test_one_address_cannot_hold_more_than_its_share(start_node: NodeFactory, sq
         for assoc in open_:
             assoc.release()
     assert door_audit(running).get("address_limit") == 1
+
+
+def associate_rq(calling: str) -> bytes:
+    """An A-ASSOCIATE-RQ PDU for Verification, as a peer that will not close after an answer sends it."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = calling
+    primitive.called_ae_title = "TRIPHASE"
+    context = build_context(Verification)
+    context.context_id = 1
+    primitive.presentation_context_definition_list = [context]
+    maximum = MaximumLengthNotification()
+    maximum.maximum_length_received = 16384
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = "1.2.826.0.1.3680043.9.9999.1"
+    primitive.user_information = [maximum, implementation]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def rejected_and_held(port: int) -> socket.socket:
+    """A connection from an unknown calling AE title that reads its A-ASSOCIATE-RJ and stays open."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(associate_rq("STRANGER"))
+    sock.settimeout(5)
+    answer = sock.recv(10)
+    assert answer[:1] == b"\x03", answer  # A-ASSOCIATE-RJ
+    return sock
+
+
+def test_a_peer_retrying_after_rejections_is_rejected_again_not_cut(start_node: NodeFactory,
+                                                                   sqlite_database: Database) -> None:
+    """Rejected connections whose peer has not closed yet give way to the next arrival from their
+    address: it gets its A-ASSOCIATE-RJ, instead of a connection cut for the address limit."""
+    running = start_node(sqlite_database, artim_timeout_s=ARTIM, max_per_address=2, max_pending=4)
+    held = [rejected_and_held(running.port) for _ in range(2)]
+    try:
+        retry = scu("STRANGER").associate("127.0.0.1", running.port, ae_title="TRIPHASE")
+        assert retry.is_rejected
+        held += [rejected_and_held(running.port) for _ in range(6)]  # the pool is bounded all the same
+        assert closed_by_peer(held[0], time.monotonic() + 1.0)  # the oldest gave way
+        assert running.node.door is not None
+        wait_until(lambda: running.node.door is not None and running.node.door.gate.from_address("127.0.0.1") <= 2)
+        echo_and_store(running.port)  # a configured peer is still served
+    finally:
+        for sock in held:
+            sock.close()
+    assert "address_limit" not in door_audit(running)
+
+
+def test_a_rejected_connection_gives_way_before_a_pending_one() -> None:
+    gate = ConnectionGate(GateLimits(max_associations=4, max_pending=2, max_per_address=8, artim_timeout_s=10),
+                          DoorLog(_NoAudit()))
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        pending = gate.admit(pairs[0][0], "127.0.0.1", 1, tls=False)
+        rejected = gate.admit(pairs[1][0], "127.0.0.1", 2, tls=False)
+        assert pending is not None and rejected is not None
+        gate.requested(rejected)
+        gate.rejected(rejected)
+        assert not gate.negotiate(rejected)  # rejected stays rejected
+        newcomer = gate.admit(pairs[2][0], "127.0.0.1", 3, tls=False)
+        assert newcomer is not None
+        assert gate.count(ConnectionState.PENDING) == 2  # the rejected one was dropped, not the pending
+        assert gate.count(ConnectionState.REJECTED) == 0
+        pairs[1][1].settimeout(1)
+        assert pairs[1][1].recv(1) == b""  # and its connection cut
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+class _NoAudit:
+    def audit(self, kind: str, message: str = "", **_: object) -> None:
+        pass
 
 
 def test_oversized_pdata_is_aborted_before_its_body(node: RunningNode) -> None:

@@ -117,6 +117,7 @@ class DicomNode:
             (evt.EVT_C_STORE, self.store_handler),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, self._on_ended, [AssociationResult.RELEASED]),
             (evt.EVT_ABORTED, self._on_ended, [AssociationResult.ABORTED]),
             (evt.EVT_CONN_CLOSE, self._on_closed),
@@ -196,13 +197,18 @@ class DicomNode:
             self._reject(assoc, REJECT_LIMIT)
 
     def _reject(self, assoc: Association, reason: tuple[int, int, int]) -> None:
-        """A-ASSOCIATE-RJ, then wait until the peer has closed (as pynetdicom's own rejections do):
-        closing the socket before the DUL thread sent it would look like an abort to the peer. The
-        connection gives way to new arrivals meanwhile (:meth:`node.door.Door.rejected`)."""
+        """A-ASSOCIATE-RJ, then wait until the peer has closed, as pynetdicom's own rejections do
+        (the called AE title): closing the socket before the DUL thread sent it would look like an
+        abort to the peer."""
         assoc.acse.send_reject(*reason)
-        if self.door is not None:
-            self.door.rejected(assoc)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
+
+    def _on_rejected(self, event: Event) -> None:
+        """Rejected, by the node or by pynetdicom: while the peer has yet to close, the connection
+        gives way to new arrivals (:meth:`node.door.Door.rejected`)."""
+        if self.door is not None:
+            self.door.rejected(event.assoc)
 
     def _write_rejection(self, rejection: Rejection) -> None:
         best_effort(lambda: self.repository.reject_association(

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
-from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from db.engine import Database
@@ -25,6 +23,7 @@ from db.schema import Association
 from node.gate import ConnectionGate, ConnectionState, DoorLog, GateLimits
 from node.scu import AssociationFailed, RemoteNode, client_tls_context, echo
 from node.settings import NodeTlsSettings
+from tests.association_wire import request_association
 from tests.certificates import Pki, make_pki
 from tests.concurrency import wait_until
 from tests.factories import ct_dataset
@@ -136,11 +135,7 @@ def test_max_associations_counts_negotiated_associations_only(start_node: NodeFa
     try:
         first = scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE")
         assert first.is_established
-        second = scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE")
-        assert second.is_rejected
-        result = second.acceptor.primitive
-        assert result is not None
-        assert (result.result, result.result_source, result.diagnostic) == (0x02, 0x03, 0x02)
+        assert request_association(running.port, "PACS").rejection == (0x02, 0x03, 0x02)
         first.release()
         wait_until(lambda: running.node.door is not None and running.node.door.open_associations() == 0)
         echo_and_store(running.port)
@@ -170,45 +165,27 @@ def test_one_address_cannot_hold_more_than_its_share(start_node: NodeFactory, sq
     assert door_audit(running).get("address_limit") == 1
 
 
-def associate_rq(calling: str) -> bytes:
-    """An A-ASSOCIATE-RQ PDU for Verification, as a peer that will not close after an answer sends it."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = calling
-    primitive.called_ae_title = "TRIPHASE"
-    context = build_context(Verification)
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
-    maximum = MaximumLengthNotification()
-    maximum.maximum_length_received = 16384
-    implementation = ImplementationClassUIDNotification()
-    implementation.implementation_class_uid = "1.2.826.0.1.3680043.9.9999.1"
-    primitive.user_information = [maximum, implementation]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return bytes(pdu.encode())
+def rejected_and_held(port: int, calling: str, called: str) -> socket.socket:
+    """A connection that reads its A-ASSOCIATE-RJ and stays open."""
+    answer = request_association(port, calling, called, keep_open=True)
+    assert answer.rejection is not None, answer.kind
+    return answer.sock
 
 
-def rejected_and_held(port: int) -> socket.socket:
-    """A connection from an unknown calling AE title that reads its A-ASSOCIATE-RJ and stays open."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(associate_rq("STRANGER"))
-    sock.settimeout(5)
-    answer = sock.recv(10)
-    assert answer[:1] == b"\x03", answer  # A-ASSOCIATE-RJ
-    return sock
-
-
-def test_a_peer_retrying_after_rejections_is_rejected_again_not_cut(start_node: NodeFactory,
-                                                                   sqlite_database: Database) -> None:
+@pytest.mark.parametrize(("calling", "called", "reason"), [
+    ("STRANGER", "TRIPHASE", (0x01, 0x01, 0x03)),  # rejected by the node's peer check
+    ("PACS", "NOTUS", (0x01, 0x01, 0x07)),  # rejected by pynetdicom's negotiation
+])
+def test_a_peer_retrying_after_rejections_is_rejected_again_not_cut(
+        start_node: NodeFactory, sqlite_database: Database, calling: str, called: str,
+        reason: tuple[int, int, int]) -> None:
     """Rejected connections whose peer has not closed yet give way to the next arrival from their
     address: it gets its A-ASSOCIATE-RJ, instead of a connection cut for the address limit."""
     running = start_node(sqlite_database, artim_timeout_s=ARTIM, max_per_address=2, max_pending=4)
-    held = [rejected_and_held(running.port) for _ in range(2)]
+    held = [rejected_and_held(running.port, calling, called) for _ in range(2)]
     try:
-        retry = scu("STRANGER").associate("127.0.0.1", running.port, ae_title="TRIPHASE")
-        assert retry.is_rejected
-        held += [rejected_and_held(running.port) for _ in range(6)]  # the pool is bounded all the same
+        assert request_association(running.port, calling, called).rejection == reason
+        held += [rejected_and_held(running.port, calling, called) for _ in range(6)]  # the pool is bounded
         assert closed_by_peer(held[0], time.monotonic() + 1.0)  # the oldest gave way
         assert running.node.door is not None
         wait_until(lambda: running.node.door is not None and running.node.door.gate.from_address("127.0.0.1") <= 2)

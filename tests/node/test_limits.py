@@ -22,6 +22,7 @@ from db.schema import Association as AssociationRow
 from db.schema import Instance, Job, Study
 from node.recovery import recover, renew_deadlines
 from node.statuses import StoreStatus
+from tests.association_wire import request_association
 from tests.concurrency import wait_until
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory, RunningNode
@@ -148,7 +149,7 @@ def test_garbage_command_closes_the_association_row(start_node: NodeFactory, sql
 def test_unknown_calling_ae_flood_is_aggregated(start_node: NodeFactory, sqlite_database: Database) -> None:
     running = start_node(sqlite_database)
     for _ in range(20):
-        assert _associate(running.port, calling="STRANGER").is_rejected
+        assert request_association(running.port, "STRANGER").rejection == (0x01, 0x01, 0x03)
     rows = audit_events(sqlite_database, kind_prefix="association.rejected")
     assert len(rows) == 1 and "STRANGER" in rows[0].message  # the first at once
     running.node.rejections.flush()

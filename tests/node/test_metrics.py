@@ -14,6 +14,7 @@ from pydicom.uid import generate_uid
 from db.engine import Database
 from db.repository import Repository
 from node.statuses import StoreStatus
+from tests.association_wire import request_association
 from tests.concurrency import wait_until
 from tests.conftest import free_port
 from tests.factories import ct_dataset
@@ -41,7 +42,7 @@ def test_node_metrics_count_real_traffic(start_node: NodeFactory, sqlite_databas
     mismatched = ct_dataset(generate_uid(), generate_uid())
     assert send_raw(assoc, generate_uid(), encode_body(mismatched)) == StoreStatus.DATASET_DOES_NOT_MATCH
     assoc.release()
-    assert scu("STRANGER").associate("127.0.0.1", running.port, ae_title="TRIPHASE").is_rejected
+    assert request_association(running.port, "STRANGER").rejection is not None
     wait_until(lambda: bool(running.dispatcher.completed), timeout=10)
     wait_until(lambda: scrape(port).get(("triphase_associations_total", (("result", "released"),))) == 2)
 

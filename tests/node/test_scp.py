@@ -31,6 +31,7 @@ from node.settings import PeerSettings
 from node.sop_classes import VERIFICATION
 from node.spool import Spool
 from node.statuses import StoreStatus
+from tests.association_wire import request_association
 from tests.concurrency import wait_until
 from tests.factories import ct_dataset
 from tests.node.conftest import NodeFactory
@@ -132,11 +133,7 @@ def test_every_released_association_is_recorded_released(start_node: NodeFactory
 
 def test_unknown_calling_ae_is_rejected_and_audited(start_node: NodeFactory, sqlite_database: Database) -> None:
     running = start_node(sqlite_database)
-    assoc = scu("STRANGER").associate("127.0.0.1", running.port, ae_title="TRIPHASE")
-    assert assoc.is_rejected
-    answer = assoc.acceptor.primitive
-    assert answer is not None
-    assert answer.result == 0x01 and answer.diagnostic == 0x03
+    assert request_association(running.port, "STRANGER").rejection == (0x01, 0x01, 0x03)
     [event] = audit_events(sqlite_database, kind_prefix="association.rejected")
     assert "STRANGER" in event.message and event.severity == "warning"
 
@@ -144,12 +141,12 @@ def test_unknown_calling_ae_is_rejected_and_audited(start_node: NodeFactory, sql
 def test_peer_bound_to_a_host_is_rejected_from_elsewhere(start_node: NodeFactory,
                                                           sqlite_database: Database) -> None:
     running = start_node(sqlite_database, peers=(PeerSettings(name="pacs", ae_title="PACS", host="10.9.9.9"),))
-    assert scu().associate("127.0.0.1", running.port, ae_title="TRIPHASE").is_rejected
+    assert request_association(running.port, "PACS").rejection == (0x01, 0x01, 0x03)
 
 
 def test_wrong_called_ae_is_rejected(start_node: NodeFactory, sqlite_database: Database) -> None:
     running = start_node(sqlite_database)
-    assert scu().associate("127.0.0.1", running.port, ae_title="NOTUS").is_rejected
+    assert request_association(running.port, "PACS", called="NOTUS").rejection == (0x01, 0x01, 0x07)
 
 
 def test_promiscuous_mode_accepts_anyone(start_node: NodeFactory, sqlite_database: Database) -> None:

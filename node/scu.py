@@ -7,6 +7,7 @@ Nagle's algorithm otherwise add ~40 ms per instance). Every response status is c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -20,6 +21,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from node.settings import PeerSettings
 from node.sop_classes import STUDY_ROOT_FIND, STUDY_ROOT_MOVE, VERIFICATION
@@ -112,13 +114,33 @@ def echo(remote: RemoteNode, *, calling_ae: str, timeout_s: float = 10.0, tls: s
 
 
 def _why_not(assoc: Association, remote: RemoteNode) -> str:
-    if assoc.is_rejected:
-        return f"{remote} rejected the association (is our AE title configured there?)"
+    rejection = _rejection(assoc)
+    if rejection is not None:
+        reason = f"{rejection.result_str}, {rejection.source_str}: {rejection.reason_str}"
+        return f"{remote} rejected the association ({reason}; is our AE title configured there?)"
     try:  # pynetdicom reports a refused connection as an abort; tell the two apart
         socket.create_connection((remote.host, remote.port), timeout=3).close()
     except OSError as exc:
         return f"cannot reach {remote}: {exc.strerror or exc}"
     return f"{remote} aborted the association"
+
+
+def _rejection(assoc: Association) -> A_ASSOCIATE | None:
+    """The peer's A-ASSOCIATE-RJ, also where pynetdicom called it an abort.
+
+    pynetdicom's requestor checks that its socket is still connected after sending the request;
+    a peer that rejects at once can have had its answer read, and the socket closed, by the
+    reading thread before that check, and the requestor then aborts with the rejection left
+    unread in its queue.
+    """
+    answers = [assoc.acceptor.primitive]
+    if not assoc.is_rejected:
+        with contextlib.suppress(AttributeError):
+            answers += list(assoc.dul.to_user_queue.queue)
+    for answer in answers:
+        if isinstance(answer, A_ASSOCIATE) and answer.result in (0x01, 0x02):
+            return answer
+    return None
 
 
 @dataclass(frozen=True)

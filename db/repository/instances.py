@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, String, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Integer, Select, String, Table, bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -95,6 +95,51 @@ class _KnownStudyStatements:
         self.prepared_series_of = PreparedStatement(self.series_of, engine)
         self.prepared_touch_study = PreparedStatement(self.touch_study, engine)
         self.prepared_insert_instance = PreparedStatement(self.insert_instance, engine, INSTANCE_KEYS)
+        # PostgreSQL runs the three as one statement: one round trip to the server per row, not three.
+        self.prepared_known_row = (PreparedStatement(_known_row_statement(), engine)
+                                   if database.engine.dialect.name == "postgresql" else None)
+
+
+def _known_row_statement() -> Select[tuple[int, int, str, int | None, int | None]]:
+    """The fast path's three statements as one, for PostgreSQL (whose data-modifying ``WITH``
+    clauses run once each, to completion, within the one statement).
+
+    Its row: the series' id, its study's id and UID, the study's revision if it was touched (the
+    study is the record's and still receiving) and the new instance's id if it was inserted (not a
+    re-sent instance); no row for an unknown series. As with the three statements, nothing is
+    written unless the study is the record's and receiving, and a re-sent instance leaves the study
+    touched and the instance for the full path.
+    """
+    found = (select(Series.id.label("series_id"), Series.study_id, Study.study_uid).join(Study)
+             .where(Series.series_uid == bindparam("p_series_uid")).cte("found"))
+    touched = (
+        update(Study)
+        .where(Study.id == found.c.study_id, found.c.study_uid == bindparam("p_study_uid"),
+               Study.state == StudyState.RECEIVING.value)
+        .values(last_received_at=bindparam("p_now", type_=UTCDateTime()),
+                quiet_deadline=bindparam("p_quiet_deadline", type_=UTCDateTime()),
+                calling_ae=func.coalesce(bindparam("p_calling_ae", type_=String()), Study.calling_ae))
+        .returning(Study.revision)
+        .cte("touched")
+    )
+    columns = Instance.__table__.c
+    given = [name for name in INSTANCE_KEYS if name not in _FROM_THE_STATEMENT]
+    values = select(*(bindparam(f"i_{name}", type_=columns[name].type) for name in given),
+                    found.c.series_id, touched.c.revision, literal(1, Integer()),
+                    bindparam("p_now", type_=UTCDateTime()))
+    inserted = (
+        postgresql.insert(Instance)
+        .from_select([*given, *_FROM_THE_STATEMENT], values)
+        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(Instance.id)
+        .cte("inserted")
+    )
+    return select(found.c.series_id, found.c.study_id, found.c.study_uid,
+                  select(touched.c.revision).scalar_subquery(), select(inserted.c.id).scalar_subquery())
+
+
+# The new instance's columns that the one statement fills itself, in the order it selects them.
+_FROM_THE_STATEMENT = ("series_id", "study_revision", "times_received", "received_at")
 
 
 INSTANCE_KEYS = ("sop_instance_uid", "times_received", "series_id", "sop_class_uid", "transfer_syntax_uid", "path",
@@ -110,6 +155,24 @@ def _instance_values(record: InstanceRecord, series_id: int, revision: int, now:
         "size_bytes": record.size_bytes, "sha256": record.sha256, "received_at": now,
         "study_revision": revision, "association_id": record.association_id,
     }
+
+
+def _known_row(statement: PreparedStatement, conn: object, item: _KnownStudyItem,
+               now: dt.datetime) -> RecordOutcome | None:
+    """The fast path in one statement (:func:`_known_row_statement`)."""
+    record = item.record
+    given = _instance_values(record, 0, 0, now) | {"sop_instance_uid": record.sop_instance_uid}
+    row = statement.first(conn, {
+        "p_series_uid": record.series_uid, "p_study_uid": record.study_uid, "p_now": now,
+        "p_quiet_deadline": now + dt.timedelta(seconds=item.quiet_period_s), "p_calling_ae": record.calling_ae,
+        **{f"i_{name}": value for name, value in given.items() if name not in _FROM_THE_STATEMENT},
+    })
+    if row is None:
+        return None  # a new series: the full path
+    _series_id, study_id, _study_uid, revision, inserted = row
+    if revision is None or inserted is None:
+        return None  # another study's series, a study no longer receiving, or a re-sent instance
+    return RecordOutcome(study_id, int(revision), replaced=False, reopened=False)
 
 
 def _locked_study(session: Session, record: InstanceRecord, now: dt.datetime, hard_cap_s: float) -> Study:
@@ -247,6 +310,8 @@ class InstanceWrites(RepositoryBase):
     def _known_study_rows(self, conn: Connection | sqlite3.Connection, item: _KnownStudyItem,
                           now: dt.datetime) -> RecordOutcome | None:
         statements, record = self._known_study, item.record
+        if statements.prepared_known_row is not None:
+            return _known_row(statements.prepared_known_row, conn, item, now)
         found = statements.prepared_series_of.first(conn, {"p_series_uid": record.series_uid})
         if found is None:
             return None

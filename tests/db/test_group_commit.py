@@ -212,3 +212,27 @@ def test_the_fast_path_stores_values_exactly_as_the_full_path(repository: Reposi
         assert pattern.fullmatch(stored[full.sop_instance_uid]) and pattern.fullmatch(stored[fast.sop_instance_uid])
     assert study_row.last_received_at == b.received_at
     assert (study_row.quiet_deadline - study_row.last_received_at).total_seconds() == 45.0
+
+
+def test_the_fast_path_writes_nothing_where_the_full_path_must(repository: Repository) -> None:
+    """On SQLite (three statements) and PostgreSQL (one): an unknown series, a series given with
+    another study's UID, and a study no longer receiving each leave every row as it was."""
+    study, series = "1.2.826.0.1.3680043.99.21", "1.2.826.0.1.3680043.99.22"
+    repository.record_instance(_record(study, series, 1), quiet_period_s=30, hard_cap_s=3600)
+
+    def snapshot() -> tuple[object, ...]:
+        with repository.db.session() as s:
+            row = s.scalars(select(Study)).one()
+            return (s.scalar(select(func.count()).select_from(Instance)), row.state, row.last_received_at,
+                    row.quiet_deadline, row.calling_ae)
+
+    before = snapshot()
+    unknown_series = _record(study, "1.2.826.0.1.3680043.99.23", 2)
+    other_study = _record("1.2.826.0.1.3680043.99.24", series, 3)
+    assert repository._write_known_study([_KnownStudyItem(unknown_series, 10.0),
+                                          _KnownStudyItem(other_study, 10.0)]) == [None, None]
+    assert snapshot() == before
+    repository.complete_study(study)
+    completed = snapshot()
+    assert repository._write_known_study([_KnownStudyItem(_record(study, series, 4), 10.0)]) == [None]
+    assert snapshot() == completed

@@ -7,6 +7,8 @@ so it never shares a parent's connections.
 
 from __future__ import annotations
 
+import contextlib
+import select
 import sqlite3
 import threading
 import time
@@ -76,6 +78,8 @@ class Database:
         # SQLite's own lock. Re-entrant: a nested transaction meets SQLite's lock, as before.
         self._writers = threading.RLock() if self.is_sqlite else None
         self._own_connection: sqlite3.Connection | None = None  # driver_transaction's, made on first use
+        self._own_psycopg: Any = None  # the same on PostgreSQL (a psycopg connection)
+        self._own_psycopg_turn = threading.Lock()
 
     @classmethod
     def from_settings(cls, db_settings: DbSettings, general: GeneralSettings) -> Database:
@@ -110,10 +114,16 @@ class Database:
         C-STORE (:mod:`db.repository.prepared` runs them): a ``sqlite3.Connection`` on SQLite, a
         ``psycopg.Connection`` on PostgreSQL.
 
-        On PostgreSQL the connection is checked out of the pool (pinged, as every check-out is)
-        and the transaction is psycopg's own (``BEGIN``, then ``COMMIT``, or ``ROLLBACK`` on any
-        exception); SQLAlchemy's connection and transaction objects are left out. A connection
-        psycopg found broken is invalidated, not given back to the pool.
+        On PostgreSQL the process likewise keeps one psycopg connection for this use, taken by
+        one thread at a time (a thread that finds it taken checks one out of the pool, pinged as
+        every check-out is), and the transaction is psycopg's own (``BEGIN``, then ``COMMIT``, or
+        ``ROLLBACK`` on any exception); SQLAlchemy's connection and transaction objects are left
+        out. The pool's ping is a round trip to the server before every transaction; the held
+        connection is instead checked without one (:func:`_psycopg_alive`: not closed or broken,
+        idle, and nothing from the server waiting on its socket, which is where a server that
+        ended the session leaves its last word or the end of the stream) and replaced when it
+        fails that check. A connection psycopg found broken is closed, or invalidated rather
+        than given back to the pool.
 
         :meth:`begin` costs a pool check-out and check-in, SQLAlchemy's transaction objects and
         its ``BEGIN IMMEDIATE`` through the event system: at several associations, more Python
@@ -143,6 +153,38 @@ class Database:
                 pooled.close()
 
     def _psycopg_transaction(self) -> Iterator[Any]:
+        if not self._own_psycopg_turn.acquire(blocking=False):
+            yield from self._pooled_psycopg_transaction()
+            return
+        try:
+            connection = self._held_psycopg()
+            try:
+                with connection.transaction():
+                    yield connection
+            finally:
+                if connection.broken or connection.closed:
+                    self._own_psycopg = None
+                    with contextlib.suppress(Exception):
+                        connection.close()
+        finally:
+            self._own_psycopg_turn.release()
+
+    def _held_psycopg(self) -> Any:
+        """The process's psycopg connection for driver transactions, made anew when it is gone."""
+        held = self._own_psycopg
+        if held is not None and _psycopg_alive(held):
+            return held
+        self._own_psycopg = None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                held.close()
+        pooled = self.engine.raw_connection()
+        connection = pooled.driver_connection
+        pooled.detach()  # the pool forgets it: it is this process's until dispose() or close()
+        self._own_psycopg = connection
+        return connection
+
+    def _pooled_psycopg_transaction(self) -> Iterator[Any]:
         pooled = self.engine.raw_connection()
         connection = pooled.driver_connection
         try:
@@ -181,13 +223,32 @@ class Database:
         """Drop pooled connections (after fork, or at shutdown). After a fork the held connection
         is the parent's: it is forgotten, not closed, as the pool's are."""
         self._own_connection = None
+        self._own_psycopg = None
+        self._own_psycopg_turn = threading.Lock()  # a thread of the parent may have held it
         self.engine.dispose(close=False)
 
     def close(self) -> None:
         own, self._own_connection = self._own_connection, None
         if own is not None:
             own.close()
+        held, self._own_psycopg = self._own_psycopg, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                held.close()
         self.engine.dispose()
+
+
+def _psycopg_alive(connection: Any) -> bool:
+    """Whether a held psycopg connection can start a transaction, without a round trip: open,
+    not broken, idle, and nothing waiting on its socket (an idle session is sent nothing unless
+    the server is ending it: its termination message, or the end of the stream)."""
+    if connection.closed or connection.broken or connection.info.transaction_status.name != "IDLE":
+        return False
+    try:
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def _transaction(connection: sqlite3.Connection, busy_timeout_s: float | None = None) -> Iterator[sqlite3.Connection]:

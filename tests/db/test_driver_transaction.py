@@ -4,6 +4,7 @@ writer queue, and never shared between two threads."""
 
 from __future__ import annotations
 
+import select
 import sqlite3
 import threading
 import time
@@ -168,6 +169,50 @@ def test_a_connection_broken_mid_transaction_is_not_given_back_to_the_pool(postg
         assert conn.broken
         with database.driver_transaction() as fresh:
             assert fresh is not conn and fresh.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        database.close()
+
+
+def test_on_postgresql_the_process_holds_one_connection_checked_without_a_round_trip(postgres_url: str) -> None:
+    """The held connection serves one transaction after another; a session the server ended
+    while it sat idle is noticed before the next transaction, which gets a fresh connection and
+    succeeds; a thread that finds it taken gets a pooled one."""
+    database = Database(postgres_url)
+    try:
+        with database.driver_transaction() as first:
+            pid = first.info.backend_pid
+        with database.driver_transaction() as again:
+            assert again is first and again.info.backend_pid == pid
+        with database.begin() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        deadline = time.monotonic() + 5  # the server's last word reaches the socket
+        while not select.select([first.fileno()], [], [], 0.05)[0] and time.monotonic() < deadline:
+            pass
+        with database.driver_transaction() as fresh:
+            assert fresh is not first and fresh.execute("SELECT 1").fetchone() == (1,)
+        assert first.closed
+        inside, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with database.driver_transaction():
+                inside.set()
+                release.wait(5)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert inside.wait(5)
+        try:
+            with database.driver_transaction() as pooled:
+                assert pooled is not fresh and pooled.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            release.set()
+            holder.join(5)
+        database.dispose()
+        assert not fresh.closed  # forgotten after a fork, not closed: the parent's socket
+        with database.driver_transaction() as after:
+            assert after is not fresh
+        database.close()
+        assert after.closed
     finally:
         database.close()
 

@@ -82,7 +82,7 @@ COMMANDS: dict[str, CommandEntry] = {
                              "ground truth, with 95% CIs, baseline and readers."),
     "studies": CommandEntry("node.cli", "studies_app", "Received studies."),
     "db": CommandEntry("db.cli", "app", "The audit database."),
-    "batch": CommandEntry("worker.orchestration.cli", "batch_app", "Retrospective batches."),
+    "batch": CommandEntry("worker.orchestration.batch_cli", "batch_app", "Retrospective batches."),
     "weights": CommandEntry("worker.training.cli", "weights_app", "Pretrained ImageNet weights (offline)."),
     "models": CommandEntry("worker.training.cli", "models_app", "Trained model artifacts."),
     "truth": CommandEntry("worker.evaluation.cli", "truth_app", "Ground truth (labels.csv)."),

@@ -38,3 +38,12 @@ def test_node_commands_import_no_machine_learning(tmp_path: Path, args: tuple[st
     run = triphase(tmp_path, *args)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("args", [("batch", "--help"), ("batch", "import", "--help")])
+def test_batch_commands_start_without_the_training_code(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A batch is registered and queued here; the analysis runs in the worker. Loading torch first
+    made `triphase batch import` take seconds before it read a file."""
+    run = triphase(tmp_path, *args)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "[]"

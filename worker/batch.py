@@ -43,36 +43,34 @@ class ImportSummary:
 
 def import_folder(paths: Iterable[Path], spool: Spool, repository: Repository, *,
                   progress: Callable[[int, int], None] | None = None, shadow: bool = False) -> ImportSummary:
-    """Store every DICOM file under ``paths`` in the spool, record it, and queue each study."""
+    """Store every DICOM file under ``paths`` in the spool, record it, and queue each study.
+
+    Each study is queued as soon as its own files are in, so the workers analyse the first
+    studies while the import stores the next ones. Which files make a study is only known once
+    every header has been read (a study's files may lie anywhere under ``paths``), so a first
+    pass reads the headers and keeps each file's study, and the second stores the files study
+    by study, in the order the studies were first met.
+    """
     files = list(iter_dicom_files(paths))
     summary = ImportSummary(files=len(files))
-    known: dict[str, set[str]] = {}
-    touched: list[str] = []
-    for number, path in enumerate(files, start=1):
+    by_study: dict[str, list[Path]] = {}
+    for path in files:
         try:
-            header, transfer_syntax = read_file_header(path)
-            identity = checked_identity(header)
+            study = checked_identity(read_file_header(path)[0]).study_uid
         except (UnreadableDataset, InvalidUID, OSError) as exc:
             summary.unreadable.append((str(path), str(exc)))
             continue
-        study = identity.study_uid
-        if study not in known:
-            known[study] = repository.recorded_paths(study)
-            touched.append(study)
-        relative = spool.relative_path(study, identity.series_uid, identity.sop_instance_uid)
-        if relative in known[study]:
-            summary.already_there += 1
-        else:
-            stored = spool.store(study, identity.series_uid, identity.sop_instance_uid, [path.read_bytes()])
-            record = instance_record(header, identity, stored, transfer_syntax, calling_ae="BATCH-IMPORT")
-            repository.record_instance(record, quiet_period_s=3600.0, hard_cap_s=86400.0, event="instance.imported")
-            known[study].add(relative)
-            summary.stored += 1
-        if progress:
-            progress(number, len(files))
-    for study in touched:
-        done = repository.complete_study(study, by=CompletedBy.BATCH, queue=BATCH_QUEUE, shadow=shadow)
-        if done is None:
+        by_study.setdefault(study, []).append(path)
+    done = len(summary.unreadable)
+    for study, study_files in by_study.items():
+        known = repository.recorded_paths(study)
+        for path in study_files:
+            _import_file(path, study, known, spool, repository, summary)
+            done += 1
+            if progress:
+                progress(done, len(files))
+        queued = repository.complete_study(study, by=CompletedBy.BATCH, queue=BATCH_QUEUE, shadow=shadow)
+        if queued is None:
             summary.studies_already_queued += 1
         else:
             summary.studies_queued.append(study)
@@ -80,6 +78,31 @@ def import_folder(paths: Iterable[Path], spool: Spool, repository: Repository, *
         repository.audit("batch.unreadable", f"{len(summary.unreadable)} files could not be imported",
                          severity=Severity.WARNING, detail={"files": summary.unreadable[:100]})
     return summary
+
+
+def _import_file(path: Path, study: str, known: set[str], spool: Spool, repository: Repository,
+                 summary: ImportSummary) -> None:
+    """One file of ``study`` into the spool and the database, unless it is there already. Its
+    header is read again: it was readable a moment ago, and keeping every header of a large batch
+    in memory between the passes would cost more than reading it twice."""
+    try:
+        header, transfer_syntax = read_file_header(path)
+        identity = checked_identity(header)
+    except (UnreadableDataset, InvalidUID, OSError) as exc:
+        summary.unreadable.append((str(path), str(exc)))
+        return
+    if identity.study_uid != study:  # the file changed between the passes
+        summary.unreadable.append((str(path), "the file changed during the import"))
+        return
+    relative = spool.relative_path(study, identity.series_uid, identity.sop_instance_uid)
+    if relative in known:
+        summary.already_there += 1
+        return
+    stored = spool.store(study, identity.series_uid, identity.sop_instance_uid, [path.read_bytes()])
+    record = instance_record(header, identity, stored, transfer_syntax, calling_ae="BATCH-IMPORT")
+    repository.record_instance(record, quiet_period_s=3600.0, hard_cap_s=86400.0, event="instance.imported")
+    known.add(relative)
+    summary.stored += 1
 
 
 @dataclass

@@ -8,6 +8,7 @@ a locked database nor a refused state change. ``bench/stress.py`` is the longer 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from db.schema import Job, Prediction
 from node.scu import RemoteNode, SendResult, scan, send
 from tests.processes import child_pids, cpu_ticks
 from tests.results.conftest import pipeline
+from tests.stalls import StallWatch
 
 pytestmark = pytest.mark.interop
 
@@ -74,11 +76,13 @@ def test_a_loaded_pool_with_a_killed_child_sends_every_study_once(trained, tmp_p
         node, log = rig.node.start(), rig.worker_log
         worker = rig.start_worker(concurrency=4, sweep_s=0.1)
         database = rig.database
+        assert node.proc is not None
         for folder in sorted(studies.glob("study-*"))[:STUDIES]:  # one after the other, as a PACS pushes
             result = SendResult()
-            send(scan([folder], result), RemoteNode("TRIPHASE", "127.0.0.1", node.port), calling_ae="SENDER",
-                 result=result)
-            assert result.ok
+            with StallWatch({"node": node.proc.pid, "sender (this test)": os.getpid()}) as watch:
+                send(scan([folder], result), RemoteNode("TRIPHASE", "127.0.0.1", node.port), calling_ae="SENDER",
+                     result=result, progress=watch.moved)
+            assert result.ok, f"{result.failed[:3]}\n{watch.dumps}"
         wait_for(lambda: "running" in job_states(database), 90, lambda: "a job to be analysed", log)
         wait_for(lambda: len(pool_children(worker.pid)) == 4, 30, lambda: "four pool processes", log)
         kill_busiest(pool_children(worker.pid))

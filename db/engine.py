@@ -159,13 +159,11 @@ class Database:
         try:
             connection = self._held_psycopg()
             try:
-                with connection.transaction():
-                    yield connection
+                yield from _psycopg_block(connection)
             finally:
                 if connection.broken or connection.closed:
                     self._own_psycopg = None
-                    with contextlib.suppress(Exception):
-                        connection.close()
+                    _close_quietly(connection)
         finally:
             self._own_psycopg_turn.release()
 
@@ -176,8 +174,7 @@ class Database:
             return held
         self._own_psycopg = None
         if held is not None:
-            with contextlib.suppress(Exception):
-                held.close()
+            _close_quietly(held)
         pooled = self.engine.raw_connection()
         connection = pooled.driver_connection
         pooled.detach()  # the pool forgets it: it is this process's until dispose() or close()
@@ -188,8 +185,7 @@ class Database:
         pooled = self.engine.raw_connection()
         connection = pooled.driver_connection
         try:
-            with connection.transaction():  # type: ignore[union-attr]
-                yield connection
+            yield from _psycopg_block(connection)
         finally:
             if getattr(connection, "broken", False):
                 pooled.invalidate()
@@ -233,9 +229,20 @@ class Database:
             own.close()
         held, self._own_psycopg = self._own_psycopg, None
         if held is not None:
-            with contextlib.suppress(Exception):
-                held.close()
+            _close_quietly(held)
         self.engine.dispose()
+
+
+def _psycopg_block(connection: Any) -> Iterator[Any]:
+    """psycopg's own transaction around the caller's block (a generator for ``yield from``)."""
+    with connection.transaction():
+        yield connection
+
+
+def _close_quietly(connection: Any) -> None:
+    """Close a psycopg connection that may already be dead (closing it then can raise)."""
+    with contextlib.suppress(Exception):
+        connection.close()
 
 
 def _psycopg_alive(connection: Any) -> bool:

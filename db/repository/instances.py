@@ -147,25 +147,29 @@ INSTANCE_KEYS = ("sop_instance_uid", "times_received", "series_id", "sop_class_u
 """The columns the fast path's insert sets (``_instance_values`` and the two before them)."""
 
 
+def _record_columns(record: InstanceRecord) -> dict[str, object]:
+    """The columns of an instance row that come from the record alone."""
+    return {
+        "sop_class_uid": record.sop_class_uid, "transfer_syntax_uid": record.transfer_syntax_uid,
+        "path": record.path, "size_bytes": record.size_bytes, "sha256": record.sha256,
+        "association_id": record.association_id,
+    }
+
+
 def _instance_values(record: InstanceRecord, series_id: int, revision: int, now: dt.datetime) -> dict[str, object]:
     """The columns an instance row takes from a record (new row, or a re-sent instance's update)."""
-    return {
-        "series_id": series_id, "sop_class_uid": record.sop_class_uid,
-        "transfer_syntax_uid": record.transfer_syntax_uid, "path": record.path,
-        "size_bytes": record.size_bytes, "sha256": record.sha256, "received_at": now,
-        "study_revision": revision, "association_id": record.association_id,
-    }
+    return _record_columns(record) | {"series_id": series_id, "received_at": now, "study_revision": revision}
 
 
 def _known_row(statement: PreparedStatement, conn: object, item: _KnownStudyItem,
                now: dt.datetime) -> RecordOutcome | None:
     """The fast path in one statement (:func:`_known_row_statement`)."""
     record = item.record
-    given = _instance_values(record, 0, 0, now) | {"sop_instance_uid": record.sop_instance_uid}
+    given = _record_columns(record) | {"sop_instance_uid": record.sop_instance_uid}
     row = statement.first(conn, {
         "p_series_uid": record.series_uid, "p_study_uid": record.study_uid, "p_now": now,
         "p_quiet_deadline": now + dt.timedelta(seconds=item.quiet_period_s), "p_calling_ae": record.calling_ae,
-        **{f"i_{name}": value for name, value in given.items() if name not in _FROM_THE_STATEMENT},
+        **{f"i_{name}": value for name, value in given.items()},
     })
     if row is None:
         return None  # a new series: the full path

@@ -32,8 +32,8 @@ from tests.processes import rss_bytes
 MiB = 1024 * 1024
 
 
-def _associate(port: int, syntax: str = ExplicitVRLittleEndian, calling: str = "PACS") -> Association:
-    ae = AE(ae_title=calling)
+def _associate(port: int, syntax: str = ExplicitVRLittleEndian) -> Association:
+    ae = AE(ae_title="PACS")
     ae.add_requested_context(CTImageStorage, syntax)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     return ae.associate("127.0.0.1", port, ae_title="TRIPHASE")
